@@ -1,0 +1,5 @@
+import sys
+
+from pycorosync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""The ``pycorosync`` command line: one subcommand per tool.
+
+Each tool lives in its own module with ``register(subparsers)``; the module must import
+nothing heavy (numba, numpy) at top level so that ``pycorosync --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pycorosync import __version__
+
+# subcommand modules, in the order --help lists them
+COMMAND_MODULES: list[str] = [
+    "pycorosync.warm",
+    "pycorosync.engine.config.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pycorosync", description="Corosync-compatible cluster engine in Python")
+    parser.add_argument("--version", action="version", version=f"pycorosync {__version__}")
+    parser.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        default=None,
+        help="node run directory (sockets, pid file); default: $PYCOROSYNC_RUN_DIR, system.run_dir, /run/pycorosync",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # tool not built yet in this tree
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", stream=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Suite-wide guards: a warm numba cache, and no shared-memory segment left behind by any test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pycorosync import jitcache
+
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "pcs-"
+
+
+def _our_segments() -> set[str]:
+    try:
+        return {p.name for p in SHM_DIR.iterdir() if p.name.startswith(SHM_PREFIX)}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_numba_cache() -> None:
+    """Tests must never start processes with a cold cache (each would compile for seconds)."""
+    if os.environ.get("NUMBA_DISABLE_JIT") == "1" or jitcache.is_warm():
+        return
+    from pycorosync.warm import warm_all
+
+    warm_all()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_segments() -> Iterator[None]:
+    """Fails the test that leaves a /dev/shm/pcs-* segment behind (and removes it)."""
+    before = _our_segments()
+    yield
+    leaked = _our_segments() - before
+    for name in leaked:
+        with contextlib.suppress(OSError):
+            (SHM_DIR / name).unlink()
+    assert not leaked, f"test left shared-memory segments behind: {sorted(leaked)}"
+
+
+def unique_prefix(tag: str) -> str:
+    """A segment-name prefix no other test or node uses: /pcs-test-<pid>-<tag>."""
+    return f"/{SHM_PREFIX}test-{os.getpid()}-{tag}"
