@@ -14,9 +14,20 @@ import sys
 from pycorosync import __version__
 
 # subcommand modules, in the order --help lists them
+# (a module not present yet is skipped, so the list can name tools still being built)
 COMMAND_MODULES: list[str] = [
-    "pycorosync.warm",
-    "pycorosync.engine.config.cli",
+    "pycorosync.engine.supervisor.cli",  # daemon
+    "pycorosync.demo",  # demo
+    "pycorosync.engine.config.cli",  # config
+    "pycorosync.services.cfg.cfgtool",  # cfgtool
+    "pycorosync.services.cmap.cmapctl",  # cmapctl
+    "pycorosync.services.quorum.quorumtool",  # quorumtool
+    "pycorosync.services.quorum.vqsim",  # vqsim
+    "pycorosync.services.cpg.cpgtool",  # cpgtool
+    "pycorosync.transports.keygen",  # keygen
+    "pycorosync.services.sam.cli",  # sam
+    "pycorosync.monitoring.status",  # status
+    "pycorosync.warm",  # warm-cache
 ]
 
 

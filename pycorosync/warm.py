@@ -1,7 +1,8 @@
 """``pycorosync warm-cache``: compile every jitted entry point into the keyed numba cache.
 
-Each module listed in JIT_MODULES defines ``warm() -> None`` that calls every one of its
-``@njit(cache=True)`` entry points once with small arguments.
+Every package module that uses ``@njit`` defines ``warm() -> None``, which calls each of its
+jitted entry points once with small arguments. They are found by reading the sources, so a new
+kernel module needs no registration here.
 """
 
 from __future__ import annotations
@@ -13,15 +14,28 @@ import time
 
 from pycorosync import jitcache
 
-JIT_MODULES: list[str] = [
-    # modules holding numba kernels; each must define warm()
-]
+
+def jit_modules() -> list[str]:
+    """Dotted names of the package modules that define numba kernels (and so a warm() function)."""
+    names = []
+    for folder in jitcache._source_dirs():
+        prefix = "pycorosync" if folder.name == "pycorosync" else f"pycorosync.{folder.name}"
+        for path in sorted(folder.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            text = path.read_text(errors="replace")
+            if "@njit" not in text or "\ndef warm(" not in text:
+                continue
+            rel = path.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            names.append(".".join([prefix, *parts]))
+    return names
 
 
 def warm_all(verbose: bool = False) -> float:
     """Compiles (or loads) every kernel; returns the seconds it took."""
     t0 = time.monotonic()
-    for name in JIT_MODULES:
+    for name in jit_modules():
         t1 = time.monotonic()
         mod = importlib.import_module(name)
         mod.warm()
