@@ -1,0 +1,373 @@
+"""numba kernels of the SPSC byte ring: the hot path, callable from Python and from other kernels.
+
+Every kernel works on a raw ``uint8`` array ``buf`` holding a ring at byte offset ``base`` (the ring
+header, then ``cap`` data bytes at ``base + RING_HEADER_BYTES``). ``cap`` is passed by the caller, who
+learnt it at attach time, and is never re-read from shared memory: the other side of a ring may be an
+untrusted client process, so every index is masked with ``cap - 1`` and every record length is checked
+against the published tail and the ring end before a byte is read. A bad ring is reported
+(``CORRUPT``), never followed out of bounds.
+
+Byte layout (see ipc/layout.md): a record is ``u32 length | u32 type | payload padded to 8``; a record
+whose length is ``PAD_LEN`` fills the rest of the ring before the wrap. Positions are int64 byte counts
+that only grow; ``pos & (cap - 1)`` is the offset in the data area.
+
+Producer (one process):
+    hdr = ring_reserve(buf, base, cap, nbytes)   # -1 when full; writes a wrap pad if needed
+    ... write nbytes of payload at hdr + 8 ...
+    ring_commit(buf, base, cap, rtype, nbytes)   # record is complete, not yet visible
+    ring_write(buf, base, cap, rtype, src, src_off, nbytes)  # reserve + copy + commit, -> bool
+    ring_publish(buf, base)                      # release store of the tail: a batch becomes visible
+    ring_push(buf, base, cap, rtype, src)        # write + publish, -> bool
+    ring_needs_wake(buf, base)                   # after a publish: True -> write the consumer's doorbell
+Consumer (one process):
+    (hdr, rtype, n) = ring_peek(buf, base, cap)  # hdr EMPTY / CORRUPT, else payload at hdr + 8
+    ring_release(buf, base, cap, n)              # consume the peeked record and publish the head
+    (n, rtype) = ring_read(buf, base, cap, dst, dst_off)   # copy out, head not yet published
+    ring_publish_head(buf, base)                 # release store of the head: frees a batch
+    ring_pop_into(buf, base, cap, dst, dst_off)  # read + publish_head
+    n = ring_scan(buf, base, cap, out)           # up to len(out) records: out[i] = (hdr, rtype, n)
+    ring_arm(buf, base) / ring_disarm(buf, base) # consumer's waiting flag (re-checks after arming)
+    ring_producer_needs_wake(buf, base)          # after freeing: True -> write the producer's doorbell
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from pycorosync.ipc._atomics import (
+    fence_sc,
+    ld_acq_i64,
+    ld_acq_u32,
+    ld_i64,
+    ld_u32,
+    memcpy,
+    st_i64,
+    st_rel_i64,
+    st_rel_u32,
+    st_u32,
+    xchg_u32,
+)
+
+RING_MAGIC = 0x52534350  # "PCSR" little-endian
+RING_VERSION = 1
+RING_HEADER_BYTES = 4096
+RECORD_HEADER_BYTES = 8
+PAD_LEN = 0xFFFFFFFF
+MEMCPY_MIN = 256  # below this a plain loop beats the libc call
+
+# header fields (byte offsets from the ring base); lines 128 B apart (adjacent-line prefetcher)
+OFF_MAGIC = 0  # u32
+OFF_VERSION = 4  # u32
+OFF_CAPACITY = 8  # i64, informational once attached
+OFF_MAX_PAYLOAD = 16  # i64
+# consumer line
+OFF_HEAD = 128  # i64 published read position (consumer-owned)
+OFF_RHEAD = 136  # i64 consumer-private: read position, may run ahead of HEAD inside a batch
+OFF_CACHED_TAIL = 144  # i64 consumer-private: last tail seen
+OFF_N_POPPED = 152  # i64 records consumed
+# producer line
+OFF_TAIL = 256  # i64 published write position (producer-owned)
+OFF_WTAIL = 264  # i64 producer-private: write position, may run ahead of TAIL inside a batch
+OFF_CACHED_HEAD = 272  # i64 producer-private: last head seen
+OFF_N_PUSHED = 280  # i64 records written
+OFF_N_FULL = 288  # i64 reservations refused for lack of space (back-pressure events)
+OFF_N_WAKES = 296  # i64 doorbell writes the producer was told to make
+# waiting flags
+OFF_CWAIT = 384  # u32 consumer is (about to be) asleep
+OFF_CSEQ = 388  # u32 reserved for a futex sequence word
+OFF_PWAIT = 512  # u32 producer is (about to be) asleep on a full ring
+OFF_PSEQ = 516  # u32 reserved
+
+EMPTY = -1
+CORRUPT = -2
+NO_ROOM = -3  # destination buffer too small for the next record (nothing consumed)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def record_bytes(nbytes: int) -> int:
+    """Bytes a record of ``nbytes`` payload occupies in the ring (header + payload padded to 8)."""
+    return RECORD_HEADER_BYTES + ((nbytes + 7) & ~7)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def max_payload_for(cap: int) -> int:
+    """Largest payload a ring of ``cap`` accepts: half the ring, so an empty ring always takes one."""
+    return cap // 2 - RECORD_HEADER_BYTES
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy(dst: Any, dst_off: int, src: Any, src_off: int, n: int) -> None:
+    if n >= MEMCPY_MIN:
+        memcpy(dst.ctypes.data + dst_off, src.ctypes.data + src_off, n)
+    else:
+        for i in range(n):
+            dst[dst_off + i] = src[src_off + i]
+
+
+# ---------------------------------------------------------------- producer
+
+
+@njit(cache=True, nogil=True)
+def ring_reserve(buf: Any, base: int, cap: int, nbytes: int) -> int:
+    """Offset in ``buf`` of the header of a new ``nbytes`` record, or -1 when the ring is full."""
+    a = buf.ctypes.data + base
+    if nbytes < 0 or nbytes > max_payload_for(cap):
+        return -1
+    need = record_bytes(nbytes)
+    w = ld_i64(a + OFF_WTAIL)
+    pos = w & (cap - 1)
+    to_end = cap - pos
+    total = need if to_end >= need else to_end + need
+    head = ld_i64(a + OFF_CACHED_HEAD)
+    if w + total - head > cap:
+        head = ld_acq_i64(a + OFF_HEAD)
+        st_i64(a + OFF_CACHED_HEAD, head)
+        if w + total - head > cap:
+            st_i64(a + OFF_N_FULL, ld_i64(a + OFF_N_FULL) + 1)
+            return -1
+    data = base + RING_HEADER_BYTES
+    if to_end < need:
+        st_u32(a + RING_HEADER_BYTES + pos, PAD_LEN)
+        st_u32(a + RING_HEADER_BYTES + pos + 4, 0)
+        st_i64(a + OFF_WTAIL, w + to_end)
+        return data
+    return data + pos
+
+
+@njit(cache=True, nogil=True)
+def ring_commit(buf: Any, base: int, cap: int, rtype: int, nbytes: int) -> None:
+    """Completes the record reserved last (its payload written); visible after ``ring_publish``."""
+    a = buf.ctypes.data + base
+    w = ld_i64(a + OFF_WTAIL)
+    h = a + RING_HEADER_BYTES + (w & (cap - 1))
+    st_u32(h, nbytes)
+    st_u32(h + 4, rtype)
+    st_i64(a + OFF_WTAIL, w + record_bytes(nbytes))
+    st_i64(a + OFF_N_PUSHED, ld_i64(a + OFF_N_PUSHED) + 1)
+
+
+@njit(cache=True, nogil=True)
+def ring_publish(buf: Any, base: int) -> None:
+    """Makes every committed record visible to the consumer (release store of the tail)."""
+    a = buf.ctypes.data + base
+    st_rel_i64(a + OFF_TAIL, ld_i64(a + OFF_WTAIL))
+
+
+@njit(cache=True, nogil=True)
+def ring_write(buf: Any, base: int, cap: int, rtype: int, src: Any, src_off: int, nbytes: int) -> bool:
+    """Copies one record in without publishing it; False when the ring is full."""
+    hdr = ring_reserve(buf, base, cap, nbytes)
+    if hdr < 0:
+        return False
+    _copy(buf, hdr + RECORD_HEADER_BYTES, src, src_off, nbytes)
+    ring_commit(buf, base, cap, rtype, nbytes)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def ring_push(buf: Any, base: int, cap: int, rtype: int, src: Any) -> bool:
+    """Writes ``src`` (whole uint8 array) as one record and publishes it; False when the ring is full."""
+    if not ring_write(buf, base, cap, rtype, src, 0, src.shape[0]):
+        return False
+    ring_publish(buf, base)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def ring_needs_wake(buf: Any, base: int) -> bool:
+    """After a publish: True exactly when the consumer had armed its flag (cleared here, so one wake)."""
+    a = buf.ctypes.data + base
+    fence_sc()  # StoreLoad: the tail store must be visible before the flag is read
+    if ld_acq_u32(a + OFF_CWAIT) != 0 and xchg_u32(a + OFF_CWAIT, 0) != 0:
+        st_i64(a + OFF_N_WAKES, ld_i64(a + OFF_N_WAKES) + 1)
+        return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def ring_arm_producer(buf: Any, base: int, cap: int, nbytes: int) -> bool:
+    """Producer about to sleep on a full ring: sets its flag; False (flag cleared) if ``nbytes`` now fits."""
+    a = buf.ctypes.data + base
+    xchg_u32(a + OFF_PWAIT, 1)
+    fence_sc()
+    head = ld_acq_i64(a + OFF_HEAD)
+    st_i64(a + OFF_CACHED_HEAD, head)
+    w = ld_i64(a + OFF_WTAIL)
+    pos = w & (cap - 1)
+    need = record_bytes(min(max(nbytes, 0), max_payload_for(cap)))
+    total = need if cap - pos >= need else cap - pos + need
+    if w + total - head <= cap:
+        st_rel_u32(a + OFF_PWAIT, 0)
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- consumer
+
+
+@njit(cache=True, nogil=True)
+def ring_peek(buf: Any, base: int, cap: int) -> tuple[int, int, int]:
+    """(header offset in buf, type, payload length) of the next record, skipping wrap pads.
+
+    The offset is EMPTY when there is nothing to read, CORRUPT when the ring's contents are impossible.
+    """
+    a = buf.ctypes.data + base
+    mask = cap - 1
+    r = ld_i64(a + OFF_RHEAD)
+    while True:
+        t = ld_i64(a + OFF_CACHED_TAIL)
+        if r == t:
+            t = ld_acq_i64(a + OFF_TAIL)
+            st_i64(a + OFF_CACHED_TAIL, t)
+            if r == t:
+                return EMPTY, 0, 0
+        avail = t - r
+        if avail < RECORD_HEADER_BYTES or avail > cap:
+            return CORRUPT, 0, 0
+        pos = r & mask
+        h = a + RING_HEADER_BYTES + pos
+        n = ld_u32(h)
+        if n == PAD_LEN:
+            skip = cap - pos
+            if skip > avail:
+                return CORRUPT, 0, 0
+            r += skip
+            st_i64(a + OFF_RHEAD, r)
+            continue
+        need = record_bytes(n)
+        if n > max_payload_for(cap) or need > avail or need > cap - pos:
+            return CORRUPT, 0, 0
+        return base + RING_HEADER_BYTES + pos, ld_u32(h + 4), n
+
+
+@njit(cache=True, nogil=True)
+def ring_publish_head(buf: Any, base: int) -> None:
+    """Frees every record read so far (release store of the head)."""
+    a = buf.ctypes.data + base
+    st_rel_i64(a + OFF_HEAD, ld_i64(a + OFF_RHEAD))
+
+
+@njit(cache=True, nogil=True)
+def _consume(a: int, nbytes: int) -> None:
+    st_i64(a + OFF_RHEAD, ld_i64(a + OFF_RHEAD) + record_bytes(nbytes))
+    st_i64(a + OFF_N_POPPED, ld_i64(a + OFF_N_POPPED) + 1)
+
+
+@njit(cache=True, nogil=True)
+def ring_release(buf: Any, base: int, cap: int, nbytes: int) -> None:
+    """Consumes the record ``ring_peek`` returned (payload length ``nbytes``) and publishes the head."""
+    a = buf.ctypes.data + base
+    _consume(a, nbytes)
+    st_rel_i64(a + OFF_HEAD, ld_i64(a + OFF_RHEAD))
+
+
+@njit(cache=True, nogil=True)
+def ring_read(buf: Any, base: int, cap: int, dst: Any, dst_off: int) -> tuple[int, int]:
+    """Copies the next record's payload to ``dst[dst_off:]``: (length or EMPTY/CORRUPT/NO_ROOM, type).
+
+    The head is not published (call ``ring_publish_head`` after a batch).
+    """
+    hdr, rtype, n = ring_peek(buf, base, cap)
+    if hdr < 0:
+        return hdr, 0
+    if n > dst.shape[0] - dst_off:
+        return NO_ROOM, rtype
+    _copy(dst, dst_off, buf, hdr + RECORD_HEADER_BYTES, n)
+    _consume(buf.ctypes.data + base, n)
+    return n, rtype
+
+
+@njit(cache=True, nogil=True)
+def ring_pop_into(buf: Any, base: int, cap: int, dst: Any, dst_off: int) -> tuple[int, int]:
+    """``ring_read`` then ``ring_publish_head``."""
+    n, rtype = ring_read(buf, base, cap, dst, dst_off)
+    if n >= 0:
+        ring_publish_head(buf, base)
+    return n, rtype
+
+
+@njit(cache=True, nogil=True)
+def ring_scan(buf: Any, base: int, cap: int, out: Any) -> int:
+    """Consumes up to ``out.shape[0]`` records without publishing the head; ``out[i] = (hdr, type, length)``.
+
+    Returns the count, or CORRUPT if the very first record is bad (a later bad record ends the batch
+    early and is reported by the next call). The payloads stay valid until ``ring_publish_head``.
+    """
+    a = buf.ctypes.data + base
+    k = 0
+    while k < out.shape[0]:
+        hdr, rtype, n = ring_peek(buf, base, cap)
+        if hdr < 0:
+            if hdr == CORRUPT and k == 0:
+                return CORRUPT
+            break
+        out[k, 0] = hdr
+        out[k, 1] = rtype
+        out[k, 2] = n
+        _consume(a, n)
+        k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def ring_arm(buf: Any, base: int) -> bool:
+    """Consumer about to sleep: sets the waiting flag; False (flag cleared) if a record is already there."""
+    a = buf.ctypes.data + base
+    xchg_u32(a + OFF_CWAIT, 1)
+    fence_sc()
+    if ld_acq_i64(a + OFF_TAIL) != ld_i64(a + OFF_RHEAD):
+        st_rel_u32(a + OFF_CWAIT, 0)
+        return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def ring_disarm(buf: Any, base: int) -> None:
+    """Clears the consumer's waiting flag (after a wake that came from another ring)."""
+    st_rel_u32(buf.ctypes.data + base + OFF_CWAIT, 0)
+
+
+@njit(cache=True, nogil=True)
+def ring_producer_needs_wake(buf: Any, base: int) -> bool:
+    """After publishing the head: True exactly when the producer had armed its flag (cleared here)."""
+    a = buf.ctypes.data + base
+    fence_sc()
+    return ld_acq_u32(a + OFF_PWAIT) != 0 and xchg_u32(a + OFF_PWAIT, 0) != 0
+
+
+@njit(cache=True, nogil=True)
+def ring_used(buf: Any, base: int) -> int:
+    """Published bytes not yet freed by the consumer (as seen now; a snapshot)."""
+    a = buf.ctypes.data + base
+    return ld_acq_i64(a + OFF_TAIL) - ld_acq_i64(a + OFF_HEAD)
+
+
+def warm() -> None:
+    """Compiles every entry point for the argument types the Python wrapper and tests use."""
+    cap = 1024
+    buf = np.zeros(RING_HEADER_BYTES + cap, np.uint8)
+    src_rw = np.arange(300, dtype=np.uint8)
+    src_ro = np.frombuffer(bytes(300), np.uint8)
+    dst = np.zeros(512, np.uint8)
+    out = np.zeros((4, 3), np.int64)
+    for src in (src_rw, src_ro):
+        ring_push(buf, 0, cap, 1, src)
+        ring_write(buf, 0, cap, 1, src, 0, 10)
+    ring_publish(buf, 0)
+    ring_needs_wake(buf, 0)
+    _hdr, _, n = ring_peek(buf, 0, cap)
+    ring_release(buf, 0, cap, n)
+    ring_read(buf, 0, cap, dst, 0)
+    ring_pop_into(buf, 0, cap, dst, 0)
+    ring_scan(buf, 0, cap, out)
+    ring_publish_head(buf, 0)
+    ring_arm(buf, 0)
+    ring_disarm(buf, 0)
+    ring_producer_needs_wake(buf, 0)
+    ring_arm_producer(buf, 0, cap, 8)
+    ring_used(buf, 0)
+    if ring_reserve(buf, 0, cap, 4) >= 0:
+        ring_commit(buf, 0, cap, 2, 4)
