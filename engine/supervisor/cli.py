@@ -1,0 +1,83 @@
+"""``pycorosync daemon -c FILE [-f] [--nodeid N]``: run this node's processes, like ``corosync [-f]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "/etc/corosync/corosync.conf"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("daemon", help="run the node (like corosync); background unless -f")
+    p.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_CONFIG, help=f"corosync.conf (default {DEFAULT_CONFIG})")
+    p.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("--nodeid", type=int, default=None, help="this node's id (default: found from the nodelist)")
+    p.set_defaults(func=_run)
+
+
+def _fail(text: str) -> int:
+    print(f"pycorosync daemon: {text}", file=sys.stderr)
+    return 1
+
+
+def _plain(value: object) -> object:
+    return value[1] if isinstance(value, tuple) and len(value) == 2 else value
+
+
+def _local_nodeid(config: Any, keys: dict[str, object]) -> int | None:
+    nodeid = getattr(config, "local_nodeid", None)
+    if isinstance(nodeid, int):
+        return nodeid
+    pos = keys.get("nodelist.local_node_pos")
+    value = keys.get(f"nodelist.node.{pos}.nodeid") if pos is not None else None
+    return int(str(value)) if value is not None and str(value).isdigit() else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config_mod = importlib.import_module("pycorosync.engine.config")
+        load = config_mod.load
+    except (ImportError, AttributeError):
+        return _fail("the corosync.conf parser (pycorosync.engine.config.load) is not part of this build yet")
+    config_path = Path(args.config)
+    try:
+        config = load(config_path)
+    except OSError as exc:
+        return _fail(f"cannot read {config_path}: {exc.strerror or exc}")
+    except Exception as exc:  # the parser's errors say file:line and what is wrong
+        return _fail(str(exc))
+
+    from pycorosync.engine.supervisor import plan as node_plan
+    from pycorosync.engine.supervisor.daemon import daemonize, run_node
+    from pycorosync.engine.supervisor.node import NodePlan
+    from pycorosync.engine.supervisor.shm import node_prefix
+    from pycorosync.paths import resolve_run_dir
+
+    keys = {k: _plain(v) for k, v in dict(getattr(config, "keys", {})).items()}
+    run_dir = resolve_run_dir(args.run_dir, getattr(config, "run_dir", None) or _str_or_none(keys.get("system.run_dir")))
+    nodeid = args.nodeid if args.nodeid is not None else _local_nodeid(config, keys)
+    if nodeid is None:
+        return _fail(f"{config_path}: cannot tell which node of the nodelist this is; pass --nodeid N")
+    children = node_plan.node_children(
+        config_path.resolve(), nodeid, run_dir, prometheus=bool(keys.get("monitoring.prometheus"))
+    )
+    if not children:
+        return _fail("none of the node's processes (transport, totem, services) is part of this build yet")
+    cluster = str(keys.get("totem.cluster_name") or "cluster")
+    plan = NodePlan(children, shm_prefix=node_prefix(cluster, nodeid), restart_policy=node_plan.DEFAULT_POLICY)
+    child_env = {"PYCOROSYNC_NODEID": str(nodeid), "PYCOROSYNC_RUN_DIR": str(run_dir)}
+
+    def body(report: Any) -> int:
+        return run_node(plan, run_dir=run_dir, log_keys=keys, report=report, child_env=child_env)
+
+    if args.foreground:
+        return body(lambda error: error is not None and _fail(error))
+    return daemonize(body)
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value else None

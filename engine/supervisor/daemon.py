@@ -1,0 +1,147 @@
+"""Running a node as a daemon: run dir, pid file, logging, foreground or background (double fork).
+
+In background mode the launching command returns only once the node is ready (exit 0), or with
+the error that stopped it (exit 1): the final daemon process reports through a pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pycorosync.engine.supervisor import logsetup
+from pycorosync.engine.supervisor.logsetup import NOTICE
+from pycorosync.engine.supervisor.node import NodePlan, NodeSupervisor, StartError
+from pycorosync.engine.supervisor.pidfile import AlreadyRunning, PidFile
+
+Report = Callable[[str | None], None]  # None = the node is ready; a string = why it is not
+
+_log = logging.getLogger("MAIN")
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Creates the run dir (mode 0755) if missing; raises OSError naming it when unusable."""
+    try:
+        run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create run dir {run_dir}: {exc.strerror}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise OSError(f"run dir {run_dir} is not writable")
+
+
+def run_node(
+    plan: NodePlan,
+    *,
+    run_dir: Path,
+    log_keys: Mapping[str, object],
+    report: Report | None = None,
+    child_env: Mapping[str, str] | None = None,
+) -> int:
+    """The daemon's body: logging, run dir, pid file, then the node until SIGTERM; returns the exit code."""
+    said = False
+
+    def tell(error: str | None) -> None:
+        nonlocal said
+        if not said and report is not None:
+            said = True
+            report(error)
+
+    try:
+        setup = logsetup.configure(log_keys)
+    except ValueError as exc:
+        tell(str(exc))
+        return 1
+    pidfile = PidFile(run_dir)
+    try:
+        prepare_run_dir(run_dir)
+        pidfile.acquire()
+    except (OSError, AlreadyRunning) as exc:
+        _log.error("%s", exc)
+        tell(str(exc))
+        return 1
+    env = logsetup.child_env(log_keys)
+    env.update(child_env or {})
+    supervisor = NodeSupervisor(plan, extra_env=env, on_reload=setup.reopen)
+    try:
+        supervisor.install_signal_handlers()
+        _log.log(NOTICE, "pycorosync Cluster Engine starting up (pid %d, run dir %s)", os.getpid(), run_dir)
+        try:
+            supervisor.start()
+        except StartError as exc:
+            _log.error("%s", exc)
+            tell(str(exc))
+            return 1
+        if supervisor.stop_reason is None:
+            tell(None)
+            supervisor.run()
+        else:
+            tell(f"stopped while starting ({supervisor.stop_reason})")
+        if supervisor.stop_reason and supervisor.exit_code == 0:
+            _log.log(NOTICE, "Node was shut down by a signal")
+        supervisor.stop()
+        code = supervisor.exit_code
+        if code == 0:
+            _log.log(NOTICE, "pycorosync Cluster Engine exiting normally")
+        else:
+            _log.error("pycorosync Cluster Engine exiting with status %d: %s", code, supervisor.stop_reason)
+        return code
+    finally:
+        supervisor.close()
+        pidfile.release()
+
+
+def daemonize(body: Callable[[Report], int]) -> int:
+    """Runs ``body(report)`` in a detached daemon (double fork, setsid, stdio on /dev/null).
+
+    Returns, in the launching process, 0 once ``body`` reported ready, or 1 after printing the
+    error it reported (or that it died first). Never returns in the daemon itself.
+    """
+    status_r, status_w = os.pipe()
+    first = os.fork()
+    if first:
+        os.close(status_w)
+        os.waitpid(first, 0)
+        with os.fdopen(status_r, "rb") as pipe:
+            message = pipe.read().decode(errors="replace").strip()
+        if message == "ready":
+            return 0
+        text = message.removeprefix("error ") if message else "the daemon exited before it was ready"
+        print(f"pycorosync daemon: {text}", file=sys.stderr)
+        return 1
+    # intermediate: new session, then fork again so that the daemon can never regain a terminal
+    os.close(status_r)
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        os.chdir("/")
+        os.umask(0o022)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+
+        pending = [status_w]  # emptied once said: the fd number may be reused afterwards
+
+        def report(error: str | None) -> None:
+            while pending:
+                fd = pending.pop()
+                with contextlib.suppress(OSError):
+                    os.write(fd, b"ready\n" if error is None else f"error {error}\n".encode())
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+        try:
+            code = body(report)
+            report(f"the daemon exited with status {code} before it was ready")
+        except BaseException:
+            report(traceback.format_exc(limit=3).strip().splitlines()[-1])
+            raise
+    finally:
+        os._exit(code)
