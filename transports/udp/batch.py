@@ -62,7 +62,7 @@ def _flush(fd: int, hdrs: np.ndarray, k: int, ctr: np.ndarray) -> int:
         ctr[C_TX_BATCHES] += 1
         if r < 0:
             e = c_errno()[0]
-            if (e == EAGAIN or e == ENOBUFS or e == EINTR) and retries < 64:
+            if (e == EAGAIN or e == ENOBUFS or e == EINTR) and retries < 64:  # noqa: SIM109 (numba)
                 retries += 1
                 continue
             ctr[C_SOCKET_ERRORS] += 1
@@ -199,7 +199,7 @@ def recv_batch(fd: int, hdrs: np.ndarray, iov: np.ndarray, ctrl: np.ndarray, ctr
     r = c_recvmmsg(fd, hdrs.ctypes.data, m, MSG_DONTWAIT, 0)
     if r < 0:
         e = c_errno()[0]
-        if e == EAGAIN or e == EINTR:
+        if e == EAGAIN or e == EINTR:  # noqa: SIM109 (numba)
             return 0
         ctr[C_SOCKET_ERRORS] += 1
         return -e
@@ -216,11 +216,11 @@ def split_segments(
     for i in range(m):
         total = np.int64(hdrs[i, 7] & np.uint64(0xFFFFFFFF))
         gso = total
-        if hdrs[i, 5] >= np.uint64(20) and (ctrl[i, 1] & np.uint64(0xFFFFFFFF)) == SOL_UDP:
-            if (ctrl[i, 1] >> np.uint64(32)) == UDP_GRO:
-                gso = np.int64(ctrl[i, 2] & np.uint64(0xFFFFFFFF))
-                if gso <= 0:
-                    gso = total
+        has_ctrl = hdrs[i, 5] >= np.uint64(20)
+        if has_ctrl and (ctrl[i, 1] & np.uint64(0xFFFFFFFF)) == SOL_UDP and (ctrl[i, 1] >> np.uint64(32)) == UDP_GRO:
+            gso = np.int64(ctrl[i, 2] & np.uint64(0xFFFFFFFF))
+            if gso <= 0:
+                gso = total
         if total == 0:
             gso = 1  # an empty datagram is still one (too short) datagram
         off = 0

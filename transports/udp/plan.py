@@ -1,0 +1,112 @@
+"""What one node's UDP transport needs from corosync.conf, resolved once at start."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycorosync.transports.crypto import CryptoSettings, settings_from_config
+from pycorosync.transports.udp.addresses import DEFAULT_MCASTPORT, AddressError, default_mcastaddr, resolve
+
+IPV4_UDP_HEADERS = 28
+IPV6_UDP_HEADERS = 48
+DEFAULT_NETMTU = 1500
+DEFAULT_TOKEN_MS = 3000
+
+
+@dataclass(frozen=True)
+class TransportPlan:
+    """A node's link: transport kind, its own and its peers' addresses, MTU, crypto."""
+
+    transport: str  # "udpu" or "udp"
+    node_id: int
+    nodes: tuple[tuple[int, str], ...]  # (nodeid, ring0 address), every nodelist member
+    crypto: CryptoSettings
+    mcastport: int = DEFAULT_MCASTPORT
+    mcastaddr: str = ""
+    ttl: int = 1
+    netmtu: int = DEFAULT_NETMTU
+    ip_version: str = "ipv6-4"
+    token_ms: int = DEFAULT_TOKEN_MS
+    family: int = field(default=socket.AF_INET)
+
+    @property
+    def node_ids(self) -> list[int]:
+        return sorted(n for n, _ in self.nodes)
+
+    @property
+    def local_addr(self) -> str:
+        for nodeid, addr in self.nodes:
+            if nodeid == self.node_id:
+                return addr
+        raise AddressError(f"node {self.node_id} is not in the nodelist")
+
+    @property
+    def max_datagram_bytes(self) -> int:
+        """Largest UDP payload ``netmtu`` allows (IP and UDP headers taken off)."""
+        hdr = IPV6_UDP_HEADERS if self.family == socket.AF_INET6 else IPV4_UDP_HEADERS
+        return self.netmtu - hdr
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Largest Totem frame totem may put in the tx ring: netmtu minus headers and crypto overhead."""
+        return self.max_datagram_bytes - self.crypto.overhead
+
+    @property
+    def group(self) -> str:
+        return self.mcastaddr or default_mcastaddr(self.crypto.cluster_name, self.family)
+
+
+def make_plan(
+    node_id: int, nodes: list[tuple[int, str]], crypto: CryptoSettings, transport: str = "udpu",
+    ip_version: str = "ipv6-4", **kw: Any,
+) -> TransportPlan:
+    """Resolves every address (one family for the whole link, as corosync requires) and builds the plan."""
+    if transport not in ("udpu", "udp"):
+        raise ValueError(f"totem.transport: the UDP transport serves udpu and udp, not '{transport}'")
+    if transport == "udp" and ip_version == "ipv6-4":
+        ip_version = "ipv4"  # corosync's default for multicast
+    resolved = []
+    families = set()
+    for nid, addr in nodes:
+        fam, num = resolve(addr, ip_version, f"nodelist node {nid} ring0_addr")
+        families.add(fam)
+        resolved.append((int(nid), num))
+    if len(families) > 1:
+        raise AddressError("nodelist: ring0_addr mixes IPv4 and IPv6 addresses in one link")
+    family = families.pop() if families else socket.AF_INET
+    if node_id not in {n for n, _ in resolved}:
+        raise AddressError(f"No valid name found for local host (node id {node_id} is not in the nodelist)")
+    return TransportPlan(transport, node_id, tuple(resolved), crypto, ip_version=ip_version, family=family, **kw)
+
+
+def plan_from_config(config: Any, node_id: int) -> TransportPlan:
+    """Builds the plan from a parsed CorosyncConfig (``.totem``, ``.nodes``; flat ``.keys`` as fallback)."""
+    totem = getattr(config, "totem", None)
+    keys = getattr(config, "keys", {}) or {}
+
+    def tv(name: str, default: Any) -> Any:
+        v = getattr(totem, name, None) if totem is not None else None
+        if v is None:
+            v = keys.get(f"totem.{name}", keys.get(f"totem.interface.0.{name}"))
+        return default if v is None else v
+
+    iface: dict[str, Any] = {}
+    interfaces = getattr(totem, "interfaces", None) if totem is not None else None
+    if interfaces:
+        first = interfaces[0] if isinstance(interfaces, list | tuple) else next(iter(interfaces.values()))
+        iface = first if isinstance(first, dict) else vars(first)
+    nodes = []
+    for node in getattr(config, "nodes", []) or []:
+        addrs = getattr(node, "addrs", None) or [getattr(node, "ring0_addr", None)]
+        nodes.append((int(node.nodeid), str(addrs[0])))
+    return make_plan(
+        node_id, nodes, settings_from_config(config), transport=str(tv("transport", "udpu")),
+        ip_version=str(tv("ip_version", "ipv6-4")),
+        mcastport=int(iface.get("mcastport") or tv("mcastport", DEFAULT_MCASTPORT)),
+        mcastaddr=str(iface.get("mcastaddr") or tv("mcastaddr", "") or ""),
+        ttl=int(iface.get("ttl") or tv("ttl", 1)),
+        netmtu=int(tv("netmtu", DEFAULT_NETMTU)),
+        token_ms=int(tv("token", DEFAULT_TOKEN_MS)),
+    )

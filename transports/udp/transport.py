@@ -1,0 +1,372 @@
+"""The UDP transport process: tx ring -> seal -> sockets, sockets -> open -> rx ring.
+
+One thread around one ``epoll`` on the tx ring's doorbell eventfd, the receive socket(s), the stop fd and
+a signal wake-up pipe (SIGTERM/SIGINT). While there is work it loops; when there is none it polls a few
+times, arms the tx ring's waiting flag and sleeps in epoll. Housekeeping (stats, link health, rate-limited
+drop logs) runs every ``HOUSEKEEPING_S`` from the epoll timeout.
+
+A full rx ring is back-pressure: the datagrams already read stay staged, the socket is not read until
+they fit (the kernel's receive buffer absorbs the rest), and each refusal is counted (``rx_ring_full``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pycorosync.ipc.ring_kernels import ring_arm, ring_disarm
+from pycorosync.transports.crypto import HEADER_BYTES, MODE_PLAIN, FrameCodec
+from pycorosync.transports.links import LinkTable
+from pycorosync.transports.peers import PeerState
+from pycorosync.transports.udp import batch, frames
+from pycorosync.transports.udp.counters import COUNTER_NAMES, DROP_NAMES
+from pycorosync.transports.udp.plan import TransportPlan
+from pycorosync.transports.udp.sockets import LinkSockets, open_udp_multicast, open_udpu, peer_sockaddr
+
+log = logging.getLogger("TOTEM")
+
+TX_FRAMES = 64  # frames per send batch
+RX_ENTRIES = 32  # recvmmsg entries per receive batch (each up to a 64 KiB GRO train)
+RX_SEGMENTS = 2048
+IDLE_POLLS = 32  # empty passes before sleeping: a short poll, never a spin
+HOUSEKEEPING_S = 0.1
+BLOCKED_RETRY_S = 0.001
+DROP_LOG_INTERVAL_S = 5.0
+_HDR_TAIL = struct.Struct("<QQ")  # boot_id, counter at header offset 16
+
+
+def ring_triple(ring: Any) -> tuple[np.ndarray, int, int]:
+    """(uint8 buffer, byte offset, capacity) of an ``ipc.ring.Ring``, or of such a tuple."""
+    if isinstance(ring, tuple):
+        return ring[0], int(ring[1]), int(ring[2])
+    return ring.array, int(ring.offset), int(ring.capacity)
+
+
+def bell_fd(bell: Any) -> int:
+    """The eventfd of a doorbell given as an int or an object with ``fd``/``fileno()``."""
+    if bell is None:
+        return -1
+    if isinstance(bell, int):
+        return bell
+    if hasattr(bell, "fileno"):
+        return int(bell.fileno())
+    return int(bell.fd)
+
+
+class UdpTransport:
+    """One node's UDP link between its tx/rx rings and the network."""
+
+    def __init__(
+        self, plan: TransportPlan, tx_ring: Any, rx_ring: Any, tx_bell: Any, rx_bell: Any,
+        boot_id: int | None = None, link_table: LinkTable | None = None,
+        stats_row: np.ndarray | None = None, stats_columns: list[int] | None = None,
+        use_gso: bool = True, use_gro: bool = True, drop_log_interval_s: float = DROP_LOG_INTERVAL_S,
+    ) -> None:
+        self.plan = plan
+        self.node_id = plan.node_id
+        self.txr = ring_triple(tx_ring)
+        self.rxr = ring_triple(rx_ring)
+        self.tx_bell = bell_fd(tx_bell)
+        self.rx_bell = bell_fd(rx_bell)
+        self.boot_id = boot_id or time.time_ns()
+        self.codec = FrameCodec(plan.crypto, plan.node_id, self.boot_id)
+        self.mode = self.codec.mode
+        self.peers = PeerState(plan.node_ids)
+        self.node_ids = self.peers.node_ids
+        self.self_idx = self.peers.index(plan.node_id)
+        self.links = link_table or LinkTable.local(self.node_ids)
+        self.ctr = np.zeros(len(COUNTER_NAMES), dtype=np.int64)
+        self.stats_row = stats_row
+        self.stats_columns = np.array(stats_columns if stats_columns is not None else range(len(COUNTER_NAMES)))
+        self.drop_log_interval_s = drop_log_interval_s
+        self.sockets = self._open_sockets(use_gso, use_gro)
+        self.max_segs = batch.GSO_MAX_SEGMENTS if self.sockets.gso else 1
+        names, namelens, self.mcast_idx = self._peer_names()
+        slot = HEADER_BYTES + plan.max_frame_bytes + self.codec.trailer
+        self.tx = batch.TxBatch(TX_FRAMES, slot, names, namelens)
+        self.tx_mv = memoryview(self.tx.stage.reshape(-1))  # type: ignore[arg-type]
+        self.tx_counter = np.zeros(1, dtype=np.int64)
+        self.rx = batch.RxBatch(RX_ENTRIES, RX_SEGMENTS)
+        self.rx_mv = memoryview(self.rx.flat)  # type: ignore[arg-type]
+        self.verdict = np.zeros(RX_SEGMENTS, dtype=np.int64)
+        self.plain_len = np.zeros(RX_SEGMENTS, dtype=np.int64)
+        self.scratch = np.zeros_like(self.rx.flat)
+        self.scratch_mv = memoryview(self.scratch)  # type: ignore[arg-type]
+        self.wake = np.zeros(1, dtype=np.int64)
+        self.retired = np.zeros(len(self.node_ids), dtype=np.int64)  # boot ids replaced by a newer one
+        self.pending = 0  # staged datagrams from index `pending_start` not yet in the rx ring
+        self.pending_start = 0
+        self.pending_n = 0
+        self.stop_requested = False
+        self._drop_logged = np.zeros(len(DROP_NAMES), dtype=np.int64)
+        self._last_drop_log = 0.0
+        log.info(
+            "UDP transport %s: node %d bound to %s port %d, %s, rcvbuf %d bytes, GSO %s, GRO %s, max frame %d",
+            plan.transport, plan.node_id, plan.local_addr, plan.mcastport, _mode_name(plan), self.sockets.rcvbuf_bytes,
+            "on" if self.sockets.gso else "off", "on" if self.sockets.gro else "off", plan.max_frame_bytes,
+        )
+
+    # -- setup -----------------------------------------------------------------------------------------
+    def _open_sockets(self, use_gso: bool, use_gro: bool) -> LinkSockets:
+        p = self.plan
+        if p.transport == "udp":
+            return open_udp_multicast(p.family, p.local_addr, p.group, p.mcastport, p.ttl, True, use_gso, use_gro)
+        return open_udpu(p.family, p.local_addr, p.mcastport, use_gso, use_gro)
+
+    def _peer_names(self) -> tuple[np.ndarray, np.ndarray, int]:
+        p = self.plan
+        addr_of = dict(p.nodes)
+        rows = [peer_sockaddr(p.family, addr_of[int(n)], p.mcastport) for n in self.node_ids]
+        mcast_idx = -1
+        if p.transport == "udp":
+            rows.append(peer_sockaddr(p.family, p.group, p.mcastport))
+            mcast_idx = len(rows) - 1
+        names = np.zeros((len(rows), 28), dtype=np.uint8)
+        namelens = np.zeros(len(rows), dtype=np.int64)
+        for i, raw in enumerate(rows):
+            names[i, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+            namelens[i] = len(raw)
+        return names, namelens, mcast_idx
+
+    @property
+    def rx_fds(self) -> list[int]:
+        socks = [self.sockets.rx, *self.sockets.extra]
+        return [s.fileno() for s in socks]
+
+    # -- tx ----------------------------------------------------------------------------------------------
+    def pump_tx(self) -> int:
+        """Drains one batch from the tx ring onto the wire; returns frames taken."""
+        t = self.tx
+        buf, base, cap = self.txr
+        plain = self.mode == MODE_PLAIN
+        n = frames.tx_drain(
+            buf, base, cap, t.stage, t.lens, t.dests, TX_FRAMES, self.plan.max_frame_bytes, self.node_ids, plain,
+            self.codec.cluster_hash, self.node_id, self.boot_id, self.tx_counter, self.ctr,
+        )
+        if n <= 0:
+            return 0
+        if not plain:
+            seal, mv, slot, lens = self.codec.seal_into, self.tx_mv, t.slot_bytes, t.lens
+            for i in range(n):
+                lens[i] = seal(mv, i * slot, int(lens[i]))
+        batch.send_frames(
+            self.sockets.tx.fileno(), t.stage, t.lens, t.dests, n, t.names, t.namelens, self.self_idx,
+            self.mcast_idx, t.hdrs, t.iov, t.ctrl, self.max_segs, self.ctr, self.links.tx_view,
+        )
+        return n
+
+    # -- rx ----------------------------------------------------------------------------------------------
+    def pump_rx(self, fd: int, now_ns: int) -> int:
+        """Reads one batch from socket ``fd`` into the rx ring; returns datagrams read (0: nothing waiting)."""
+        if self.pending:
+            return 0
+        r = self.rx
+        m = batch.recv_batch(fd, r.hdrs, r.iov, r.ctrl, self.ctr)
+        if m <= 0:
+            return 0
+        nseg = batch.split_segments(r.hdrs, r.ctrl, m, batch.RX_SLOT_BYTES, r.seg_off, r.seg_len, self.ctr)
+        st = self.peers
+        frames.rx_classify(
+            r.flat, r.seg_off, r.seg_len, nseg, self.mode, self.codec.cluster_hash, self.plan.max_datagram_bytes,
+            self.node_id, self.node_ids, st.boot, st.top, st.bits, self.verdict, self.ctr, self.links.table, now_ns,
+        )
+        if self.mode != MODE_PLAIN:
+            self._open_sealed(nseg)
+        self.pending, self.pending_start, self.pending_n = 1, 0, nseg
+        self.flush_pending(now_ns)
+        return nseg
+
+    def _open_sealed(self, nseg: int) -> None:
+        """Authenticates/decrypts every datagram that passed the header checks into ``scratch``."""
+        r, verdict, plen = self.rx, self.verdict, self.plain_len
+        rx_mv, out_mv, node_ids = self.rx_mv, self.scratch_mv, self.node_ids
+        open_into = self.codec.open_into
+        bad = 0
+        for s in range(nseg):
+            i = verdict[s]
+            if i < 0:
+                continue
+            off = int(r.seg_off[s])
+            ln = int(r.seg_len[s])
+            boot_id, counter = _HDR_TAIL.unpack_from(rx_mv, off + 16)
+            n = open_into(rx_mv[off : off + ln], int(node_ids[i]), boot_id, counter, out_mv[off:])
+            plen[s] = n
+            if n < 0:
+                verdict[s] = -1 - frames.R_BAD_AUTH
+                bad += 1
+        if bad:
+            self.ctr[frames.C_DROP_BASE + frames.R_BAD_AUTH] += bad
+
+    def flush_pending(self, now_ns: int) -> bool:
+        """Pushes staged datagrams into the rx ring; True when all fit (the socket may be read again)."""
+        if not self.pending:
+            return True
+        r = self.rx
+        buf, base, cap = self.rxr
+        self.wake[0] = 0
+        if self.mode == MODE_PLAIN:
+            s = frames.rx_push(
+                r.flat, r.seg_off, r.seg_len, self.verdict, self.pending_start, self.pending_n, buf, base, cap,
+                self.node_ids, self.ctr, self.wake,
+            )
+        else:
+            s = self._accept_sealed(now_ns)
+        if self.wake[0] and self.rx_bell >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_write(self.rx_bell, 1)
+        self.pending_start = s
+        if s >= self.pending_n:
+            self.pending = 0
+            return True
+        return False
+
+    def _accept_sealed(self, now_ns: int) -> int:
+        s = frames.rx_accept(
+            self.rx.flat, self.scratch, self.rx.seg_off, self.plain_len, self.verdict, self.pending_start,
+            self.pending_n, self.peers.boot, self.peers.top, self.peers.bits, self.links.table, now_ns,
+            self.rxr[0], self.rxr[1], self.rxr[2], self.node_ids, self.ctr, self.wake, self.retired,
+        )
+        # an incarnation that was replaced: its cached key is no longer needed
+        for i in range(self.retired.shape[0]):
+            if self.retired[i]:
+                self.codec.forget(int(self.node_ids[i]), int(self.retired[i]))
+                self.retired[i] = 0
+        return int(s)
+
+    # -- loop --------------------------------------------------------------------------------------------
+    def run(self, stop_fd: int = -1, should_stop: Callable[[], bool] | None = None) -> int:
+        """Serves until SIGTERM/SIGINT, ``stop_fd`` readable, or ``should_stop()``; returns the exit status."""
+        ep = select.epoll()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = -1
+        old_handlers: dict[int, Any] = {}
+        try:
+            with contextlib.suppress(ValueError):  # only the main thread may install handlers
+                old_wakeup = signal.set_wakeup_fd(wake_w)
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    old_handlers[sig] = signal.signal(sig, self._on_signal)
+            ep.register(wake_r, select.EPOLLIN)
+            if stop_fd >= 0:
+                ep.register(stop_fd, select.EPOLLIN)
+            if self.tx_bell >= 0:
+                ep.register(self.tx_bell, select.EPOLLIN)
+            rx_fds = self.rx_fds
+            for fd in rx_fds:
+                ep.register(fd, select.EPOLLIN)
+            next_house = time.monotonic()
+            idle = 0
+            while not self.stop_requested and not (should_stop and should_stop()):
+                now = time.monotonic()
+                now_ns = time.monotonic_ns()
+                did = self.pump_tx()
+                if self.pending:
+                    self.flush_pending(now_ns)
+                else:
+                    for fd in rx_fds:
+                        did += self.pump_rx(fd, now_ns)
+                if now >= next_house:
+                    self.housekeeping(now)
+                    next_house = now + HOUSEKEEPING_S
+                if did:
+                    idle = 0
+                    continue
+                idle += 1
+                if idle < IDLE_POLLS:
+                    continue
+                idle = 0
+                buf, base, _cap = self.txr
+                if not ring_arm(buf, base):
+                    continue  # a record arrived while arming
+                timeout = BLOCKED_RETRY_S if self.pending else max(0.0, next_house - time.monotonic())
+                events = ep.poll(timeout)
+                ring_disarm(buf, base)
+                for fd, _ev in events:
+                    if fd == self.tx_bell:
+                        with contextlib.suppress(BlockingIOError):
+                            os.eventfd_read(self.tx_bell)
+                    elif fd == wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(wake_r, 64)
+                    elif fd == stop_fd:
+                        self.stop_requested = True
+            self.housekeeping(time.monotonic())
+            log.info("UDP transport node %d stopping", self.node_id)
+            return 0
+        finally:
+            ep.close()
+            if old_handlers:
+                signal.set_wakeup_fd(old_wakeup)
+                for sig, h in old_handlers.items():
+                    signal.signal(sig, h)
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_requested = True
+
+    # -- housekeeping ------------------------------------------------------------------------------------
+    def housekeeping(self, now: float) -> None:
+        """Publishes counters to the stats row and logs drops once per interval."""
+        if self.stats_row is not None:
+            self.stats_row[self.stats_columns] = self.ctr
+        self.links.update_connected(time.monotonic_ns(), self.plan.token_ms * 1_000_000)
+        if now - self._last_drop_log < self.drop_log_interval_s:
+            return
+        drops = self.ctr[frames.C_DROP_BASE : frames.C_DROP_BASE + len(DROP_NAMES)]
+        delta = drops - self._drop_logged
+        if not delta.any():
+            return
+        self._last_drop_log = now
+        self._drop_logged = drops.copy()
+        parts = ", ".join(f"{name} {int(d)}" for name, d in zip(DROP_NAMES, delta) if d and name != "own")
+        if not parts:
+            return
+        bad_auth = int(delta[frames.R_BAD_AUTH])
+        if bad_auth:
+            log.warning(
+                "Received %d frames that failed authentication (%s): a peer has a different authkey or "
+                "crypto_cipher/crypto_hash, or someone is sending forged frames. Dropped: %s",
+                bad_auth, _mode_name(self.plan), parts,
+            )
+        else:
+            log.warning("Dropped invalid frames: %s", parts)
+
+    def close(self) -> None:
+        self.sockets.close()
+
+    def counters(self) -> dict[str, int]:
+        return {name: int(v) for name, v in zip(COUNTER_NAMES, self.ctr)}
+
+
+def _mode_name(plan: TransportPlan) -> str:
+    c = plan.crypto
+    if c.cipher == "none" and c.hash == "none":
+        return "crypto off"
+    return f"crypto_cipher {c.cipher}, crypto_hash {c.hash}"
+
+
+def run_transport(
+    plan: TransportPlan, tx_ring: Any, rx_ring: Any, tx_bell: Any, rx_bell: Any,
+    stats_row: np.ndarray | None = None, stop_fd: int = -1, link_table: LinkTable | None = None,
+    stats_columns: list[int] | None = None,
+) -> int:
+    """Process main for the supervisor: serve until SIGTERM or ``stop_fd``; returns the exit status."""
+    t = UdpTransport(plan, tx_ring, rx_ring, tx_bell, rx_bell, link_table=link_table, stats_row=stats_row,
+                     stats_columns=stats_columns)
+    try:
+        return t.run(stop_fd)
+    finally:
+        t.close()
+
+
+__all__ = ["UdpTransport", "run_transport", "socket"]
