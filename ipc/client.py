@@ -153,7 +153,7 @@ class Connection:
         try:
             size = os.fstat(memfd).st_size
             self._mm = mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            layout = proto.SegmentLayout.read_header(memoryview(self._mm), size, str(path))
+            self.layout = layout = proto.SegmentLayout.read_header(memoryview(self._mm), size, str(path))
             self._array = np.frombuffer(self._mm, dtype=np.uint8)
             self._backlog_addr = int(self._array.ctypes.data) + proto.BACKLOG_OFFSET
             label = f"{service}#{self.conn_id}"
@@ -246,13 +246,13 @@ class Connection:
                 continue
             return record
 
-    def request(self, rtype: int, payload: bytes = b"", timeout: float | None = None) -> tuple[int, bytes]:
-        """Sends a request and waits for its response: ``(rtype, payload)`` of the response.
+    def read_response(self, timeout: float | None = None, what: str = "request") -> tuple[int, bytes]:
+        """Waits for the response to the oldest request sent with ``send`` and not answered yet.
 
-        CS_ERR_TIMEOUT after ``timeout`` seconds (None: wait as long as the server lives); the late
-        response is discarded when it comes.
+        CS_ERR_TIMEOUT after ``timeout`` seconds (None: as long as the server lives); the late response
+        is then skipped when it comes, so the next call gets the next request's answer.
         """
-        self.send(rtype, payload)
+        self._check_usable()
         deadline = None if timeout is None else time.monotonic() + timeout
         poller = self._response_poll
         assert poller is not None
@@ -267,13 +267,21 @@ class Connection:
             remaining = -1.0 if deadline is None else deadline - time.monotonic()
             if deadline is not None and remaining <= 0:
                 self._stale_responses += 1
-                raise CsError(CS_ERR_TIMEOUT, f"{self.path}: no response to request type {rtype} within {timeout}s")
+                raise CsError(CS_ERR_TIMEOUT, f"{self.path}: no response to {what} within {timeout}s")
             try:
                 ready = poller.poll(remaining)
             except InterruptedError:
                 ready = []
             wake.clear_eventfd(self._response_efd)
             self._note_socket(ready)
+
+    def request(self, rtype: int, payload: bytes = b"", timeout: float | None = None) -> tuple[int, bytes]:
+        """Sends a request and waits for its response: ``(rtype, payload)`` of the response.
+
+        CS_ERR_TIMEOUT after ``timeout`` seconds (None: wait as long as the server lives).
+        """
+        self.send(rtype, payload)
+        return self.read_response(timeout, f"request type {rtype}")
 
     def call(self, rtype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """``request`` for services that use ``ipc.framing``: the response body, or CsError with its code."""

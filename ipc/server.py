@@ -624,8 +624,8 @@ class Server:
             verdict = CS_ERR_NO_RESOURCES
         if verdict is not None and verdict != CS_OK:
             self.stats.refused += 1
-            self._free(conn)
             self._refuse(sock, int(verdict))
+            self._free(conn)
             return
         welcome = proto.Welcome(proto.IPC_PROTOCOL_VERSION, CS_OK, conn_id, os.getpid()).pack()
         try:
@@ -812,6 +812,34 @@ __all__ = [
     "ServerConnection",
     "ServerLimits",
     "ServerStats",
+    "ServerThread",
     "ServiceHandler",
     "create_segment",
 ]
+
+
+class ServerThread:
+    """Runs ``server.serve_forever`` in a background thread; leaving the ``with`` stops and closes it.
+
+    For tests and small tools: a service process runs the server in its own epoll loop instead.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(self._stop,), name=f"ipc-{server.service}", daemon=True
+        )
+
+    def __enter__(self) -> Server:
+        self._thread.start()
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stops the loop and waits for it (the server is closed on the way out)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,424 @@
+"""Client connections to a service: handshake, requests, events, asyncio, access rules, versions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pycorosync.ipc import conn as proto
+from pycorosync.ipc import echo
+from pycorosync.ipc.client import (
+    CS_DISPATCH_ALL,
+    CS_DISPATCH_BLOCKING,
+    CS_DISPATCH_ONE,
+    CS_DISPATCH_ONE_NONBLOCKING,
+    Connection,
+    connect,
+)
+from pycorosync.ipc.creds import AccessPolicy, PeerCred
+from pycorosync.ipc.errors import (
+    CS_ERR_ACCESS,
+    CS_ERR_EXIST,
+    CS_ERR_INVALID_PARAM,
+    CS_ERR_LIBRARY,
+    CS_ERR_TIMEOUT,
+    CS_ERR_TOO_BIG,
+    CS_ERR_TRY_AGAIN,
+    CS_ERR_VERSION,
+    CS_OK,
+    CsError,
+    CsErrorCode,
+    cs_strerror,
+)
+from pycorosync.ipc.framing import decode_response, encode_response
+from pycorosync.ipc.server import Server, ServerConnection, ServerLimits, ServerThread
+
+DEADLINE_S = 10.0
+NOBODY = 65534
+
+
+class RecordingEcho(echo.EchoService):
+    """The echo service, noting who connected and left (events other threads can wait on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected: list[ServerConnection] = []
+        self.disconnected: list[ServerConnection] = []
+        self.changed = threading.Condition()
+        self.verdict: int | None = None
+
+    def on_connect(self, conn: ServerConnection) -> int | None:
+        with self.changed:
+            self.connected.append(conn)
+            self.changed.notify_all()
+        super().on_connect(conn)
+        return self.verdict
+
+    def on_disconnect(self, conn: ServerConnection) -> None:
+        super().on_disconnect(conn)
+        with self.changed:
+            self.disconnected.append(conn)
+            self.changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> bool:
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    # world-traversable, unlike pytest's tmp_path: the access tests connect as another user
+    path = Path(tempfile.mkdtemp(prefix="pcs-ipc-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for child in path.iterdir():
+            child.unlink()
+        path.rmdir()
+
+
+@pytest.fixture
+def start_server(run_dir: Path) -> Iterator[Callable[..., tuple[Server, RecordingEcho]]]:
+    """Starts echo servers in threads; all are stopped at the end of the test."""
+    threads: list[ServerThread] = []
+
+    def start(handler: RecordingEcho | None = None, **kwargs: object) -> tuple[Server, RecordingEcho]:
+        handler = handler or RecordingEcho()
+        kwargs.setdefault("request_types", echo.REQUEST_TYPES)
+        server = Server(run_dir, echo.SERVICE, handler, **kwargs)  # type: ignore[arg-type]
+        thread = ServerThread(server)
+        threads.append(thread)
+        thread.__enter__()
+        return server, handler
+
+    yield start
+    for thread in threads:
+        thread.stop()
+
+
+def test_cs_error_codes_are_corosyncs_numbers_and_names() -> None:
+    assert CS_OK == 1 and CS_ERR_TRY_AGAIN == 6 and CS_ERR_ACCESS == 11 and CsErrorCode.CS_ERR_SECURITY == 100
+    assert cs_strerror(CS_ERR_LIBRARY) == "CS_ERR_LIBRARY"
+    assert cs_strerror(29) == "CS_ERR_UNKNOWN(29)"
+    err = CsError(CS_ERR_TRY_AGAIN, "ring full")
+    assert err.code == 6 and err.name == "CS_ERR_TRY_AGAIN" and "ring full" in str(err)
+
+
+def test_access_policy_admits_root_own_uid_and_allow_lists_only() -> None:
+    allowed_gids = {500}
+    policy = AccessPolicy(uids={1000}, gids=lambda: allowed_gids, own_uid=4242)
+    assert policy.allows(PeerCred(1, 0, 99)) and policy.allows(PeerCred(1, 99, 0))
+    assert policy.allows(PeerCred(1, 4242, 99)) and policy.allows(PeerCred(1, 1000, 99))
+    assert policy.allows(PeerCred(1, 7, 500))
+    assert not policy.allows(PeerCred(1, 7, 8))
+    allowed_gids.add(8)  # a callable source follows cmap changes without a new policy
+    assert policy.allows(PeerCred(1, 7, 8))
+
+
+def test_request_gets_its_response_and_errors_come_back_as_codes(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server()
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        assert conn.call(echo.ECHO, b"ping", timeout=DEADLINE_S) == b"ping"
+        big = os.urandom(200_000)
+        assert conn.call(echo.ECHO, big, timeout=DEADLINE_S) == big
+        with pytest.raises(CsError) as err:
+            conn.call(echo.EMIT, b"short", timeout=DEADLINE_S)
+        assert err.value.code == CS_ERR_INVALID_PARAM
+        assert conn.call(echo.ECHO, b"still fine", timeout=DEADLINE_S) == b"still fine"
+
+
+def test_request_larger_than_the_ring_can_ever_hold_is_too_big(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server()
+    with connect(server.run_dir, echo.SERVICE) as conn, pytest.raises(CsError) as err:
+        conn.request(echo.ECHO, bytes(conn.max_request_bytes + 1), timeout=DEADLINE_S)
+    assert err.value.code == CS_ERR_TOO_BIG
+
+
+def test_connection_stats_count_requests_responses_and_events(start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server()
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        for _ in range(5):
+            conn.call(echo.ECHO, b"x", timeout=DEADLINE_S)
+        conn.call(echo.EMIT, echo.emit_payload(3), timeout=DEADLINE_S)
+        (sconn,) = handler.connected
+        assert sconn.pid == os.getpid() and sconn.uid == os.geteuid()
+        stats = sconn.stats.as_dict()
+        assert stats["requests"] == 6 and stats["responses"] == 6 and stats["dispatched"] == 3
+        assert stats["invalid_request"] == 0 and stats["overload"] == 0
+
+
+def test_events_are_dispatched_in_order_with_each_dispatch_mode(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server()
+    seen: list[int] = []
+
+    def on_event(rtype: int, payload: bytes) -> None:
+        assert rtype == echo.EVENT
+        seen.append(echo.event_index(payload))
+
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        with pytest.raises(CsError) as err:
+            conn.dispatch(CS_DISPATCH_ONE_NONBLOCKING, on_event)
+        assert err.value.code == CS_ERR_TRY_AGAIN
+        assert conn.dispatch(CS_DISPATCH_ALL, on_event) == 0
+
+        conn.call(echo.EMIT, echo.emit_payload(5), timeout=DEADLINE_S)
+        assert select.select([conn], [], [], DEADLINE_S)[0] == [conn]
+        assert conn.dispatch(CS_DISPATCH_ONE, on_event, timeout=DEADLINE_S) == 1
+        assert conn.dispatch(CS_DISPATCH_ONE_NONBLOCKING, on_event) == 1
+        assert select.select([conn], [], [], 0)[0] == [conn], "events left: the fd must stay readable"
+        assert conn.dispatch(CS_DISPATCH_ALL, on_event) == 3
+        assert seen == [0, 1, 2, 3, 4]
+        assert select.select([conn], [], [], 0)[0] == [], "nothing left: the fd must not be readable"
+
+        with pytest.raises(CsError) as err:
+            conn.dispatch(CS_DISPATCH_ONE, on_event, timeout=0.05)
+        assert err.value.code == CS_ERR_TIMEOUT
+
+
+def test_blocking_dispatch_runs_until_a_callback_closes_the_connection(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server()
+    conn = connect(server.run_dir, echo.SERVICE)
+    seen: list[int] = []
+
+    def on_event(rtype: int, payload: bytes) -> None:
+        seen.append(echo.event_index(payload))
+        if len(seen) == 4:
+            conn.close()
+
+    conn.call(echo.EMIT, echo.emit_payload(4), timeout=DEADLINE_S)
+    assert conn.dispatch(CS_DISPATCH_BLOCKING, on_event, timeout=DEADLINE_S) == 4
+    assert seen == [0, 1, 2, 3] and conn.closed
+
+
+def test_close_is_idempotent_and_the_server_sees_the_hangup(start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server()
+    conn = connect(server.run_dir, echo.SERVICE)
+    with conn:
+        conn.call(echo.ECHO, b"x", timeout=DEADLINE_S)
+    conn.close()
+    assert conn.closed
+    with pytest.raises(CsError) as err:
+        conn.request(echo.ECHO, b"x")
+    assert err.value.code == CS_ERR_LIBRARY
+    assert handler.wait_for(lambda: len(handler.disconnected) == 1)
+    assert not server.connections
+
+
+def test_server_going_away_is_cs_err_library_for_requests_and_dispatch(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server()
+    conn = connect(server.run_dir, echo.SERVICE)
+    try:
+        conn.call(echo.ECHO, b"x", timeout=DEADLINE_S)
+        server_thread_close = threading.Thread(target=server.close)
+        # closing from another thread while serve_forever runs is what a crash looks like to the client
+        server_thread_close.start()
+        server_thread_close.join(DEADLINE_S)
+        assert conn.wait_event(DEADLINE_S), "the event fd must wake on the server's death"
+        with pytest.raises(CsError) as err:
+            conn.dispatch(CS_DISPATCH_ALL, lambda r, p: None)
+        assert err.value.code == CS_ERR_LIBRARY
+        with pytest.raises(CsError) as err:
+            conn.request(echo.ECHO, b"x", timeout=DEADLINE_S)
+        assert err.value.code == CS_ERR_LIBRARY
+    finally:
+        conn.close()
+
+
+def test_connect_without_a_running_service_is_cs_err_library(run_dir: Path) -> None:
+    with pytest.raises(CsError) as err:
+        connect(run_dir, "nosuch")
+    assert err.value.code == CS_ERR_LIBRARY and "nosuch" in str(err.value)
+
+
+def test_service_can_refuse_a_client_until_it_is_ready(start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server()
+    handler.verdict = CS_ERR_TRY_AGAIN
+    with pytest.raises(CsError) as err:
+        connect(server.run_dir, echo.SERVICE)
+    assert err.value.code == CS_ERR_TRY_AGAIN
+    handler.verdict = None
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        assert conn.call(echo.ECHO, b"ok", timeout=DEADLINE_S) == b"ok"
+
+
+def test_timed_out_request_does_not_shift_later_responses(start_server: Callable[..., tuple]) -> None:
+    gate = threading.Event()
+
+    class SlowEcho(RecordingEcho):
+        def on_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
+            if payload == b"slow":
+                gate.wait(DEADLINE_S)
+            return super().on_request(conn, rtype, payload)
+
+    server, _ = start_server(SlowEcho())
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        with pytest.raises(CsError) as err:
+            conn.call(echo.ECHO, b"slow", timeout=0.05)
+        assert err.value.code == CS_ERR_TIMEOUT
+        gate.set()
+        assert conn.call(echo.ECHO, b"next", timeout=DEADLINE_S) == b"next"
+
+
+def test_asyncio_request_and_event_iterator(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server()
+
+    async def scenario() -> list[int]:
+        with connect(server.run_dir, echo.SERVICE) as conn:
+            rtype, payload = await conn.request_async(echo.ECHO, b"async", timeout=DEADLINE_S)
+            assert rtype == echo.ECHO and decode_response(payload) == (CS_OK, b"async")
+            await conn.call_async(echo.EMIT, echo.emit_payload(3), timeout=DEADLINE_S)
+            seen = []
+            async with asyncio.timeout(DEADLINE_S):
+                async for _, ev in conn.events():
+                    seen.append(echo.event_index(ev))
+                    if len(seen) == 3:
+                        break
+            return seen
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+
+
+def test_asyncio_event_iterator_wakes_on_events_sent_later(start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server()
+
+    async def scenario() -> int:
+        with connect(server.run_dir, echo.SERVICE) as conn:
+            assert handler.wait_for(lambda: len(handler.connected) == 1)
+            sconn = handler.connected[0]
+
+            async def later() -> None:
+                await asyncio.sleep(0)
+                # send from the loop thread of the server's point of view does not matter: rings are SPSC
+                # per direction and only this task produces events now
+                sconn.send_event(echo.EVENT, (7).to_bytes(8, "little"))
+
+            task = asyncio.create_task(later())
+            async with asyncio.timeout(DEADLINE_S):
+                async for _, ev in conn.events():
+                    await task
+                    return echo.event_index(ev)
+        return -1
+
+    assert asyncio.run(scenario()) == 7
+
+
+def test_second_server_on_the_same_run_dir_is_refused(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server()
+    with pytest.raises(CsError) as err:
+        Server(server.run_dir, echo.SERVICE, RecordingEcho())
+    assert err.value.code == CS_ERR_EXIST and "already running" in str(err.value)
+    with connect(server.run_dir, echo.SERVICE) as conn:  # the first one is unharmed
+        assert conn.call(echo.ECHO, b"x", timeout=DEADLINE_S) == b"x"
+
+
+def test_live_listener_without_the_lock_is_refused_and_a_stale_socket_is_replaced(run_dir: Path) -> None:
+    path = run_dir / proto.socket_name(echo.SERVICE)
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    squatter.bind(str(path))
+    squatter.listen(1)
+    try:
+        with pytest.raises(CsError) as err:
+            Server(run_dir, echo.SERVICE, RecordingEcho())
+        assert err.value.code == CS_ERR_EXIST and f"pid {os.getpid()}" in str(err.value)
+    finally:
+        squatter.close()  # the file stays: now it is a stale socket
+    assert path.exists()
+    with ServerThread(Server(run_dir, echo.SERVICE, RecordingEcho())), connect(run_dir, echo.SERVICE) as conn:
+        assert conn.call(echo.ECHO, b"x", timeout=DEADLINE_S) == b"x"
+    assert not path.exists(), "a closed server removes its socket"
+
+
+def test_client_speaking_another_protocol_version_gets_cs_err_version(start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server()
+    with pytest.raises(CsError) as err:
+        connect(server.run_dir, echo.SERVICE, protocol_version=proto.IPC_PROTOCOL_VERSION + 1)
+    assert err.value.code == CS_ERR_VERSION
+    assert f"server speaks IPC protocol {proto.IPC_PROTOCOL_VERSION}" in str(err.value)
+    assert server.stats.version_mismatch == 1 and not handler.connected
+
+
+def _child_connect(run_dir: Path, uid: int, gid: int) -> list[str]:
+    """Connects from a forked child that dropped to uid:gid; returns the words it reported."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no logging, no pytest, leave through os._exit whatever happens
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            try:
+                with connect(run_dir, echo.SERVICE, timeout=DEADLINE_S) as conn:
+                    body = conn.call(echo.ECHO, f"as-{os.getuid()}".encode(), timeout=DEADLINE_S)
+                    report = f"OK {body.decode()}"
+            except CsError as exc:
+                report = f"ERR {exc.code}"
+            os.write(write_end, report.encode())
+        except BaseException as exc:
+            os.write(write_end, f"CRASH {type(exc).__name__}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 3 * DEADLINE_S)
+        report = os.read(read_end, 4096).decode() if ready else "HUNG"
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    return report.split()
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="connecting as another user needs root (setuid)")
+
+
+@needs_root
+def test_user_not_on_the_allow_list_is_denied_and_logged(
+    start_server: Callable[..., tuple], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, handler = start_server()
+    assert _child_connect(server.run_dir, NOBODY, NOBODY) == ["ERR", str(int(CS_ERR_ACCESS))]
+    assert f"Denied connection attempt from {NOBODY}:{NOBODY}" in caplog.text
+    assert server.stats.denied == 1 and not handler.connected
+
+
+@needs_root
+@pytest.mark.parametrize("allow", ["uid", "gid"])
+def test_user_on_the_allow_list_is_admitted(start_server: Callable[..., tuple], allow: str) -> None:
+    gid = 4321
+    access = AccessPolicy(uids={NOBODY}) if allow == "uid" else AccessPolicy(gids={gid})
+    server, handler = start_server(access=access)
+    assert _child_connect(server.run_dir, NOBODY, gid) == ["OK", f"as-{NOBODY}"]
+    assert handler.connected[0].cred == PeerCred(handler.connected[0].pid, NOBODY, gid)
+
+
+def test_small_rings_are_configurable(start_server: Callable[..., tuple]) -> None:
+    limits = ServerLimits(request_ring_bytes=4096, response_ring_bytes=8192, event_ring_bytes=1 << 16)
+    server, _ = start_server(limits=limits)
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        assert conn.layout.request_capacity == 4096 and conn.layout.event_capacity == 1 << 16
+        assert conn.max_request_bytes == 4096 // 2 - 8
+        assert conn.call(echo.ECHO, b"y" * 1000, timeout=DEADLINE_S) == b"y" * 1000
+
+
+def test_framing_helpers_round_trip() -> None:
+    assert decode_response(encode_response(CS_ERR_ACCESS, b"body")) == (CS_ERR_ACCESS, b"body")
+    with pytest.raises(CsError):
+        decode_response(b"\x01")
+
+
+def test_connection_type_is_usable_in_select(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server()
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        assert isinstance(conn, Connection)
+        assert select.select([conn], [], [], 0)[0] == []
