@@ -70,6 +70,7 @@ def plan_to_json(plan: TransportPlan) -> str:
     d = asdict(plan)
     d["crypto"] = {**asdict(plan.crypto), "authkey": plan.crypto.authkey.hex()}
     d["nodes"] = [list(n) for n in plan.nodes]
+    d["ports"] = [list(n) for n in plan.ports]
     return json.dumps(d)
 
 
@@ -78,4 +79,93 @@ def plan_from_json(text: str) -> TransportPlan:
     c = d.pop("crypto")
     crypto = CryptoSettings(c["cipher"], c["hash"], c["cluster_name"], bytes.fromhex(c["authkey"]))
     d["nodes"] = tuple((int(a), str(b)) for a, b in d["nodes"])
+    d["ports"] = tuple((int(a), int(b)) for a, b in d.get("ports", ()))
     return TransportPlan(crypto=crypto, **d)
+
+
+class TransportProcess:
+    """A ``python -m pycorosync.transports.udp`` child with its segment and doorbells (tests, bench).
+
+    ``stop()`` closes the stop pipe (the child exits), waits with a deadline, kills if it must, and
+    always unlinks the segment: use it in a finally/fixture finalizer.
+    """
+
+    def __init__(self, plan: TransportPlan, segment_name: str, capacity: int = 1 << 22,
+                 extra_args: list[str] | None = None, ready_timeout_s: float = 30.0,
+                 stderr: Any = None) -> None:
+        import os
+        import select
+        import subprocess
+        import sys
+
+        from pycorosync.ipc.doorbell import Doorbell
+
+        self.plan = plan
+        self.capacity = capacity
+        self.seg = TransportSegment.create(segment_name, capacity, plan.node_ids)
+        self.tx_bell = Doorbell()  # we ring it after pushing to tx
+        self.rx_bell = Doorbell()  # the child rings it after pushing to rx
+        stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        fds = (self.tx_bell.fileno(), self.rx_bell.fileno(), stop_r, ready_w)
+        cmd = [
+            sys.executable, "-m", "pycorosync.transports.udp", "--plan", plan_to_json(plan), "--segment", segment_name,
+            "--capacity", str(capacity), "--tx-bell", str(fds[0]), "--rx-bell", str(fds[1]), "--stop-fd", str(stop_r),
+            "--ready-fd", str(ready_w), *(extra_args or []),
+        ]
+        self.proc: Any = None
+        try:
+            self.proc = subprocess.Popen(cmd, pass_fds=fds, stderr=stderr)
+            os.close(stop_r)
+            os.close(ready_w)
+            stop_r = ready_w = -1
+            ready, _, _ = select.select([ready_r], [], [], ready_timeout_s)
+            line = os.read(ready_r, 4096) if ready else b""
+            if not line:
+                raise RuntimeError(f"transport node {plan.node_id} did not start (exit {self.proc.poll()})")
+            self.info = json.loads(line)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for fd in (stop_r, ready_w, ready_r):
+                if fd >= 0:
+                    os.close(fd)
+
+    def push(self, dest: int, payload: bytes) -> bool:
+        """Producer side of the tx ring (as totem would be)."""
+        if not self.seg.tx.push(dest, payload):
+            self.tx_bell.notify(self.seg.tx)
+            return False
+        self.tx_bell.notify(self.seg.tx)
+        return True
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def counters(self) -> dict[str, int]:
+        from pycorosync.transports.udp.counters import COUNTER_NAMES
+
+        return {name: int(self.seg.counters[i]) for i, name in enumerate(COUNTER_NAMES)}
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """Stops the child (closing the stop pipe), reaps it, unlinks the segment; returns its exit code."""
+        import os
+        import subprocess
+
+        rc = None
+        if self._stop_w >= 0:
+            os.close(self._stop_w)
+            self._stop_w = -1
+        if self.proc is not None:
+            try:
+                rc = self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait(timeout_s)
+        if self.seg is not None:
+            self.seg.close(unlink=True)
+            self.seg = None  # type: ignore[assignment]
+        self.tx_bell.close()
+        self.rx_bell.close()
+        return rc

@@ -30,6 +30,15 @@ class TransportPlan:
     ip_version: str = "ipv6-4"
     token_ms: int = DEFAULT_TOKEN_MS
     family: int = field(default=socket.AF_INET)
+    # per-node port (udpu only; not a corosync key): lets tests run several nodes on one address such as ::1
+    ports: tuple[tuple[int, int], ...] = ()
+
+    def port_of(self, node_id: int) -> int:
+        """The UDP port ``node_id`` listens on: ``mcastport`` unless the plan overrides it."""
+        for nid, port in self.ports:
+            if nid == node_id:
+                return port
+        return self.mcastport
 
     @property
     def node_ids(self) -> list[int]:

@@ -112,7 +112,7 @@ class UdpTransport:
         self._last_drop_log = 0.0
         log.info(
             "UDP transport %s: node %d bound to %s port %d, %s, rcvbuf %d bytes, GSO %s, GRO %s, max frame %d",
-            plan.transport, plan.node_id, plan.local_addr, plan.mcastport, _mode_name(plan), self.sockets.rcvbuf_bytes,
+            plan.transport, plan.node_id, plan.local_addr, plan.port_of(plan.node_id), _mode_name(plan), self.sockets.rcvbuf_bytes,
             "on" if self.sockets.gso else "off", "on" if self.sockets.gro else "off", plan.max_frame_bytes,
         )
 
@@ -121,12 +121,12 @@ class UdpTransport:
         p = self.plan
         if p.transport == "udp":
             return open_udp_multicast(p.family, p.local_addr, p.group, p.mcastport, p.ttl, True, use_gso, use_gro)
-        return open_udpu(p.family, p.local_addr, p.mcastport, use_gso, use_gro)
+        return open_udpu(p.family, p.local_addr, p.port_of(p.node_id), use_gso, use_gro)
 
     def _peer_names(self) -> tuple[np.ndarray, np.ndarray, int]:
         p = self.plan
         addr_of = dict(p.nodes)
-        rows = [peer_sockaddr(p.family, addr_of[int(n)], p.mcastport) for n in self.node_ids]
+        rows = [peer_sockaddr(p.family, addr_of[int(n)], p.port_of(int(n))) for n in self.node_ids]
         mcast_idx = -1
         if p.transport == "udp":
             rows.append(peer_sockaddr(p.family, p.group, p.mcastport))
