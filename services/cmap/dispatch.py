@@ -18,7 +18,7 @@ from pycorosync.services.cmap.stats_map import StatsMap
 log = logging.getLogger("CMAP")
 
 OK = int(CsErrorCode.CS_OK)
-EventSender = Callable[[int, bytes], bool]  # (record type, payload) -> False when the event ring is full
+EventSender = Callable[[int, bytes], bool]  # (record type, payload) -> False when it had to wait for ring space
 ReloadHook = Callable[[], tuple[int, str]]  # -> (cs_error, messages)
 
 
@@ -32,7 +32,7 @@ class CmapSession:
     map_id: int = p.CMAP_MAP_DEFAULT
     label: str = "client"
     notifications_sent: int = 0
-    notifications_dropped: int = 0
+    notifications_delayed: int = 0
     track_contexts: dict[int, int] = field(default_factory=dict)
 
 
@@ -129,7 +129,7 @@ class CmapDispatcher:
             if session.send_event(p.CmapMsg.NOTIFY, data):
                 session.notifications_sent += 1
             else:
-                session.notifications_dropped += 1
+                session.notifications_delayed += 1
 
         handle = self._map(session).track_add(key, flags, sink, session)
         session.track_contexts[handle] = context

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pycorosync.engine.config.types import ValueType
+from pycorosync.engine.config.types import INTEGER_RANGES, Value, ValueType
 from pycorosync.ipc.errors import CsError, CsErrorCode
 
 # track flags (cmap.h CMAP_TRACK_*)
@@ -29,24 +29,13 @@ _TRACK_EVENTS = CMAP_TRACK_ADD | CMAP_TRACK_DELETE | CMAP_TRACK_MODIFY
 
 KEYNAME_MINLEN = 3
 KEYNAME_MAXLEN = 255
-# a value must fit one request in the connection's 1 MiB ring, with room for the key and headers
-MAX_VALUE_BYTES = 1024 * 1024 - 4096
+# a notification carries a new and an old value in one record of at most half a 1 MiB ring
+MAX_VALUE_BYTES = 256 * 1024 - 4096
 # bounds per owner (client connection): a client cannot grow the service without limit
 MAX_ITERATORS_PER_OWNER = 256
 MAX_TRACKS_PER_OWNER = 4096
 
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/:-")
-
-INT_RANGES: dict[ValueType, tuple[int, int]] = {
-    ValueType.INT8: (-(2**7), 2**7 - 1),
-    ValueType.UINT8: (0, 2**8 - 1),
-    ValueType.INT16: (-(2**15), 2**15 - 1),
-    ValueType.UINT16: (0, 2**16 - 1),
-    ValueType.INT32: (-(2**31), 2**31 - 1),
-    ValueType.UINT32: (0, 2**32 - 1),
-    ValueType.INT64: (-(2**63), 2**63 - 1),
-    ValueType.UINT64: (0, 2**64 - 1),
-}
 
 # client writes to these are refused with CS_ERR_ACCESS (corosync's icmap_set_ro_access list)
 READ_ONLY_PREFIXES: tuple[str, ...] = (
@@ -70,7 +59,6 @@ READ_ONLY_KEYS: frozenset[str] = frozenset(
     )]
 )
 
-Value = int | float | str | bytes
 Entry = tuple[ValueType, Value]
 
 
@@ -106,7 +94,7 @@ def normalize_value(vtype: ValueType | int, value: object) -> Entry:
         vt = ValueType(vtype)
     except ValueError as exc:
         raise CsError(CsErrorCode.CS_ERR_INVALID_PARAM, f"unknown cmap value type {vtype!r}") from exc
-    bounds = INT_RANGES.get(vt)
+    bounds = INTEGER_RANGES.get(vt)
     if bounds is not None:
         if not isinstance(value, int):
             raise CsError(CsErrorCode.CS_ERR_INVALID_PARAM, f"{vt.name} value must be an integer, got {value!r}")
@@ -404,7 +392,7 @@ class Icmap:
         """inc (+1) / dec (-1): integer keys only, wrapping within the type; returns the new entry."""
         self._check_write(key, internal)
         old = self.get(key)
-        bounds = INT_RANGES.get(old[0])
+        bounds = INTEGER_RANGES.get(old[0])
         if bounds is None:
             raise CsError(CsErrorCode.CS_ERR_INVALID_PARAM, f"cmap key {key!r} is {old[0].name}, not an integer")
         lo, hi = bounds

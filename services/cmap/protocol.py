@@ -27,9 +27,9 @@ from __future__ import annotations
 import enum
 import struct
 
-from pycorosync.engine.config.types import ValueType
+from pycorosync.engine.config.types import Value, ValueType
 from pycorosync.ipc.errors import CsError, CsErrorCode
-from pycorosync.services.cmap.engine import Entry, Value
+from pycorosync.services.cmap.engine import Entry
 
 SERVICE_NAME = "cmap"
 SERVICE_ID = 0

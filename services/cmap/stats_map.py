@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 
-from pycorosync.engine.config.types import ValueType
+from pycorosync.engine.config.types import Value, ValueType
 from pycorosync.ipc.errors import CsError, CsErrorCode
 from pycorosync.services.cmap.engine import (
     CMAP_TRACK_ADD,
@@ -24,7 +24,6 @@ from pycorosync.services.cmap.engine import (
     IteratorTable,
     NotificationSink,
     TrackRegistry,
-    Value,
 )
 
 StatsProvider = Callable[[], Iterable[tuple[str, ValueType, Value]]]
