@@ -1,0 +1,127 @@
+"""The receive side of one ring: frames by seq, my_aru, high_seq, and in-order delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from pycorosync.engine.totem.api import Action, Deliver, Guarantee, RingId
+from pycorosync.engine.totem.fragment import Assembler
+from pycorosync.engine.totem.wire import KIND_WHOLE, MCAST_ENCAPSULATED, MCAST_SAFE, Mcast
+
+#: how far beyond my_aru a frame may be stored (corosync's sort queue spans 16384 seqs)
+SORT_QUEUE_SPAN = 16384
+_GUARANTEES = tuple(Guarantee)
+
+
+class RingStore:
+    """Frames of one ring that this node holds, and how far it has received and delivered them.
+
+    Invariants: ``freed_to <= delivered <= my_aru <= high_seq``; seqs only grow.
+    """
+
+    __slots__ = ("delivered", "frames", "freed_to", "high_seq", "miss_counts", "my_aru", "ring_id")
+
+    def __init__(self, ring_id: RingId) -> None:
+        self.ring_id = ring_id
+        self.frames: dict[int, Mcast] = {}
+        self.my_aru = 0
+        self.high_seq = 0
+        self.delivered = 0
+        self.freed_to = 0
+        self.miss_counts: dict[int, int] = {}
+
+    def add(self, m: Mcast) -> bool:
+        """Store a frame; False if it is a duplicate, already freed, or beyond the sort queue."""
+        seq = m.seq
+        if seq <= self.my_aru or seq in self.frames or seq > self.my_aru + SORT_QUEUE_SPAN:
+            return False
+        self.frames[seq] = m
+        if seq > self.high_seq:
+            self.high_seq = seq
+        if seq == self.my_aru + 1:
+            frames = self.frames
+            aru = seq
+            while aru + 1 in frames:
+                aru += 1
+            self.my_aru = aru
+            if self.miss_counts:
+                for s in [s for s in self.miss_counts if s <= aru]:
+                    del self.miss_counts[s]
+        elif seq in self.miss_counts:
+            del self.miss_counts[seq]
+        assert self.my_aru <= self.high_seq
+        return True
+
+    def get(self, seq: int) -> Mcast | None:
+        """The frame with this seq, if held."""
+        return self.frames.get(seq)
+
+    def free(self, upto: int) -> None:
+        """Forget frames every member holds and this node delivered (seq <= upto)."""
+        upto = min(upto, self.delivered)
+        frames = self.frames
+        for s in range(self.freed_to + 1, upto + 1):
+            frames.pop(s, None)
+        if upto > self.freed_to:
+            self.freed_to = upto
+
+    def missing(self, upto: int, miss_count_const: int) -> list[int]:
+        """Seqs in (my_aru, upto] not held and missed on ``miss_count_const`` token visits."""
+        out = []
+        counts = self.miss_counts
+        frames = self.frames
+        for s in range(self.my_aru + 1, min(upto, self.my_aru + SORT_QUEUE_SPAN) + 1):
+            if s in frames:
+                continue
+            c = counts.get(s, 0) + 1
+            counts[s] = c
+            if c >= miss_count_const:
+                out.append(s)
+        return out
+
+    def held_in(self, low: int, high: int) -> list[Mcast]:
+        """Frames held with low < seq <= high, in seq order."""
+        frames = self.frames
+        return [frames[s] for s in range(low + 1, high + 1) if s in frames]
+
+
+def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assembler, deliver_ring: RingId,
+                   out: list[Action], only_senders: Collection[int] | None = None) -> int:
+    """Deliver held frames after ``store.delivered`` up to ``upto`` in seq order; returns messages delivered.
+
+    Stops at the first missing seq, and at a frame carrying a SAFE message whose seq is above
+    ``safe_seq`` (not yet known to be held by every member). With ``only_senders`` (the transitional
+    configuration), missing seqs are skipped and frames of other senders are dropped.
+    """
+    frames = store.frames
+    seq = store.delivered
+    count = 0
+    append = out.append
+    feed = assembler.feed
+    guarantees = _GUARANTEES
+    while seq < upto:
+        m = frames.get(seq + 1)
+        if m is None:
+            if only_senders is None:
+                break
+            seq += 1
+            continue
+        if m.flags & MCAST_SAFE and m.seq > safe_seq:
+            break
+        seq += 1
+        if m.flags & MCAST_ENCAPSULATED:
+            continue  # recovery traffic: unwrapped into the old ring's store on receipt
+        sender = m.sender
+        if only_senders is not None and sender not in only_senders:
+            continue
+        for kind, guarantee, msg_id, payload, total in m.entries:
+            if kind == KIND_WHOLE:
+                append(Deliver(deliver_ring, sender, msg_id, guarantees[guarantee], payload))
+                count += 1
+            else:
+                done = feed(sender, kind, guarantee, msg_id, payload, total)
+                if done is not None:
+                    append(Deliver(deliver_ring, sender, done[0], guarantees[done[1]], done[2]))
+                    count += 1
+    store.delivered = seq
+    return count
