@@ -266,11 +266,10 @@ class _Flattener:
             return number
         if spec.choices and text not in spec.choices:
             allowed = ", ".join(spec.choices)
-            reason = (
-                f"{spec.invalid} '{text}' ({key}: {allowed})"
-                if spec.invalid
-                else (f"{key} must be one of {allowed}, got '{text}'")
-            )
+            if spec.invalid:
+                reason = f"{spec.invalid}: {key} = '{text}' (expected one of {allowed})"
+            else:
+                reason = f"{key} must be one of {allowed}, got '{text}'"
             raise self.error(reason, item.line, key)
         return text
 

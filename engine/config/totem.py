@@ -356,10 +356,10 @@ def _links(reader: _TotemReader, nodes: list[NodeEntry], transport: str, token: 
     if not numbers:
         raise reader.error("No interfaces defined", "totem")
     if transport != "knet" and len(numbers) > 1:
-        raise reader.error(
-            f"{len(numbers)} is too many configured interfaces for non-Knet transport.",
-            f"totem.interface.{max(numbers)}",
-        )
+        culprit = f"totem.interface.{max(numbers)}"
+        if culprit not in flat.section_lines:
+            culprit = next(f"nodelist.node.{n.pos}.ring{max(numbers)}_addr" for n in nodes if max(numbers) in n.links)
+        raise reader.error(f"{len(numbers)} is too many configured interfaces for non-Knet transport.", culprit)
     links: list[LinkConfig] = []
     for number in sorted(numbers):
         prefix = f"totem.interface.{number}."
