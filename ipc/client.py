@@ -38,7 +38,7 @@ from pycorosync.ipc.errors import (
     CsError,
 )
 from pycorosync.ipc.framing import check_response
-from pycorosync.ipc.ring import RecordTooLargeError, Ring
+from pycorosync.ipc.ring import RecordTooLargeError, Ring, RingCorruptError
 from pycorosync.paths import resolve_run_dir
 
 
@@ -231,13 +231,24 @@ class Connection:
         except RecordTooLargeError as exc:
             raise CsError(CS_ERR_TOO_BIG, str(exc)) from None
         if not pushed:
+            # a ring that stays full may mean nobody reads it any more: tell that apart from back-pressure
+            assert self._response_poll is not None
+            self._note_socket(self._response_poll.poll(0))
+            if self._server_gone:
+                raise self._server_lost()
             raise CsError(CS_ERR_TRY_AGAIN, f"{self.path}: request ring full ({self._request.capacity} bytes)")
         if self._request.needs_wake():
             wake.ring_eventfd(self._doorbell)
 
+    def _pop(self, ring: Ring) -> tuple[int, bytes] | None:
+        try:
+            return ring.pop()
+        except RingCorruptError as exc:  # only this process can have broken it; the server would not
+            raise CsError(CS_ERR_LIBRARY, str(exc)) from None
+
     def _take_response(self) -> tuple[int, bytes] | None:
         while True:
-            record = self._response.pop()
+            record = self._pop(self._response)
             if record is None:
                 return None
             self._after_read()
@@ -298,7 +309,7 @@ class Connection:
     def read_event(self) -> tuple[int, bytes] | None:
         """The next event, or None (never blocks). CS_ERR_LIBRARY when none is left and the server is gone."""
         self._check_usable()
-        record = self._events.pop()
+        record = self._pop(self._events)
         if record is not None:
             self._after_read()
             return record
