@@ -76,6 +76,7 @@ def plan_from_json(text: str) -> tuple[object, dict[str, object]]:
             depends_on=tuple(c.get("depends_on", ())),
             ready_timeout_s=float(c.get("ready_timeout_s", 10.0)),
             stop_timeout_s=float(c.get("stop_timeout_s", 5.0)),
+            cwd=c.get("cwd"),
         )
         for c in raw["children"]
     )
