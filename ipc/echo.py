@@ -19,6 +19,8 @@ ECHO = 1
 EMIT = 2
 EVENT = 100
 REQUEST_TYPES = frozenset({ECHO, EMIT})
+MAX_EMIT_COUNT = 100_000
+MAX_EMIT_SIZE = 64 << 10
 _EMIT = struct.Struct("<II")
 _INDEX = struct.Struct("<Q")
 
@@ -50,8 +52,12 @@ class EchoService:
             return ECHO, encode_response(body=payload)
         if rtype == EMIT and len(payload) == _EMIT.size:
             count, size = _EMIT.unpack(payload)
+            if count > MAX_EMIT_COUNT or size > MAX_EMIT_SIZE:
+                raise CsError(CS_ERR_INVALID_PARAM, f"echo: EMIT of {count} x {size} bytes is over the limits")
             filler = bytes(max(0, size - _INDEX.size))
             for i in range(count):
+                if conn.closed:  # dropped for not reading its events: stop producing them
+                    break
                 conn.send_event(EVENT, _INDEX.pack(i) + filler)
             return EMIT, encode_response()
         raise CsError(CS_ERR_INVALID_PARAM, f"echo: request type {rtype} with {len(payload)} bytes")
