@@ -50,11 +50,17 @@ ConfigKeys = Mapping[str, tuple[ValueType, Value]]
 _ENGINE_OWNER = "cmap-engine"
 
 
-def load_config_keys(path: str | os.PathLike[str]) -> ConfigKeys:
-    """The flat typed keys of a corosync.conf (the config package's ``load(path).keys``)."""
-    from pycorosync.engine.config import load
+def load_config_keys(path: str | os.PathLike[str], node_id: int | None = None) -> ConfigKeys:
+    """The typed keys of a corosync.conf as corosync puts them in icmap (with the local node's keys
+    ``nodelist.local_node_pos`` and bind addresses when the local node can be found)."""
+    from pycorosync.engine.config import ConfigError, load
 
-    return load(str(path)).keys  # type: ignore[no-any-return]
+    cfg = load(str(path))
+    try:
+        local = cfg.local_node(node_id, resolve=False)
+    except ConfigError:
+        local = None
+    return cfg.all_keys(local)
 
 
 class CmapService:
@@ -158,7 +164,7 @@ class CmapService:
         """Re-reads the config file into icmap (§7.4); (cs_error, refusal messages)."""
         assert self.config_path is not None
         try:
-            keys = load_config_keys(self.config_path)
+            keys = load_config_keys(self.config_path, self.node_id)
         except Exception as exc:  # ConfigError, or the file vanished
             loader.record_reload_error(self.icmap, str(exc))
             return int(CsErrorCode.CS_ERR_INVALID_PARAM), str(exc)
@@ -180,7 +186,7 @@ def run_cmap_service(
     listens, then is closed.
     """
     config_path = None if isinstance(config, Mapping) else str(config)
-    keys = config if isinstance(config, Mapping) else load_config_keys(config)
+    keys = config if isinstance(config, Mapping) else load_config_keys(config, node_id)
     service = CmapService(keys, node_id, config_path)
     if stats_table is not None and hasattr(stats_table, "register_cmap_providers"):
         stats_table.register_cmap_providers(service.stats)
