@@ -28,15 +28,6 @@ def _plain(value: object) -> object:
     return value[1] if isinstance(value, tuple) and len(value) == 2 else value
 
 
-def _local_nodeid(config: Any, keys: dict[str, object]) -> int | None:
-    nodeid = getattr(config, "local_nodeid", None)
-    if isinstance(nodeid, int):
-        return nodeid
-    pos = keys.get("nodelist.local_node_pos")
-    value = keys.get(f"nodelist.node.{pos}.nodeid") if pos is not None else None
-    return int(str(value)) if value is not None and str(value).isdigit() else None
-
-
 def _run(args: argparse.Namespace) -> int:
     try:
         config_mod = importlib.import_module("pycorosync.engine.config")
@@ -51,17 +42,24 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:  # the parser's errors say file:line and what is wrong
         return _fail(str(exc))
 
+    from pycorosync.engine.supervisor import logsetup
     from pycorosync.engine.supervisor import plan as node_plan
     from pycorosync.engine.supervisor.daemon import daemonize, run_node
     from pycorosync.engine.supervisor.node import NodePlan
     from pycorosync.engine.supervisor.shm import node_prefix
     from pycorosync.paths import resolve_run_dir
 
-    keys = {k: _plain(v) for k, v in dict(getattr(config, "keys", {})).items()}
-    run_dir = resolve_run_dir(args.run_dir, getattr(config, "run_dir", None) or _str_or_none(keys.get("system.run_dir")))
-    nodeid = args.nodeid if args.nodeid is not None else _local_nodeid(config, keys)
-    if nodeid is None:
-        return _fail(f"{config_path}: cannot tell which node of the nodelist this is; pass --nodeid N")
+    try:
+        local = config.local_node(args.nodeid)  # corosync's rules: nodeid, else host name / local addresses
+    except Exception as exc:  # ConfigError: "No valid name found for local host", "nodeid N is not in the nodelist"
+        return _fail(f"{exc}; pass --nodeid N to say which node this is")
+    nodeid = int(local.nodeid)
+    keys = {k: _plain(v) for k, v in config.all_keys(local).items()}
+    run_dir = resolve_run_dir(args.run_dir, config.run_dir)
+    try:
+        logsetup.configure(keys)  # before anything logs, so every line has the configured layout
+    except ValueError as exc:
+        return _fail(f"{config_path}: {exc}")
     children = node_plan.node_children(
         config_path.resolve(), nodeid, run_dir, prometheus=bool(keys.get("monitoring.prometheus"))
     )
@@ -77,7 +75,3 @@ def _run(args: argparse.Namespace) -> int:
     if args.foreground:
         return body(lambda error: error is not None and _fail(error))
     return daemonize(body)
-
-
-def _str_or_none(value: object) -> str | None:
-    return str(value) if value else None

@@ -48,6 +48,7 @@ PRIORITIES = {
     "err": logging.ERROR,
     "error": logging.ERROR,
     "warning": logging.WARNING,
+    "warn": logging.WARNING,
     "notice": NOTICE,
     "info": logging.INFO,
     "debug": logging.DEBUG,
@@ -57,8 +58,10 @@ _BOOLS = {"yes": True, "on": True, "true": True, "1": True, "no": False, "off": 
 _PER_SUBSYS_KEYS = ("debug", "logfile_priority", "syslog_priority", "to_stderr", "to_logfile", "to_syslog")
 _TOP_KEYS = (
     "to_stderr", "to_logfile", "logfile", "to_syslog", "syslog_facility", "syslog_priority", "logfile_priority",
-    "timestamp", "fileline", "function_name", "debug", "blackbox",
+    "timestamp", "fileline", "function_name", "debug", "blackbox", "tags",
 )  # fmt: skip
+# accepted but without effect: blackbox (no flight recorder), tags; inside logger_subsys the keys not in
+# _PER_SUBSYS_KEYS (timestamp, fileline, logfile ...) are accepted and the global value applies
 
 
 def _plain(value: object) -> object:
@@ -134,7 +137,7 @@ class LoggingConfig:
             rest = key[len("logging.") :]
             if rest.startswith("logger_subsys."):
                 parts = rest.split(".")
-                if len(parts) != 3 or parts[2] not in (*_PER_SUBSYS_KEYS, "subsys"):
+                if len(parts) != 3 or parts[2] not in (*_TOP_KEYS, "subsys"):
                     raise ValueError(f"{key}: unknown logging key")
             elif rest not in _TOP_KEYS:
                 raise ValueError(f"{key}: unknown logging key")

@@ -1,7 +1,8 @@
 """The concrete processes of a node, in start order, with their restart rules (ARCHITECTURE.md §1).
 
-Each process is ``python -m <module> --config FILE --nodeid N --run-dir DIR``; it calls
-``pycorosync.engine.supervisor.child.notify_ready()`` once it can serve, and
+Each process is ``python -m <module> --config FILE --run-dir DIR --nodeid N --ready-fd FD``; once it
+can serve it writes one byte to FD (or calls ``pycorosync.engine.supervisor.child.notify_ready()``,
+which uses the same pipe through ``$PYCOROSYNC_READY_FD``), and it calls
 ``logsetup.configure_from_env()`` first thing. A module not present in this build is left out
 (the node runs what exists), so processes can land one at a time.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pycorosync.engine.supervisor.policy import RestartPolicy
-from pycorosync.engine.supervisor.process import ChildSpec, RestartRule, python_module_argv
+from pycorosync.engine.supervisor.process import READY_FD_PLACEHOLDER, ChildSpec, RestartRule, python_module_argv
 
 _log = logging.getLogger("MAIN")
 
@@ -60,7 +61,11 @@ def node_children(config_path: Path, nodeid: int, run_dir: Path, *, prometheus: 
             _log.info("process '%s' (%s) is not part of this build; the node runs without it", proc.name, proc.module)
             continue
         deps = tuple(d for d in proc.depends_on if d in present)
-        argv = python_module_argv(proc.module, "--config", str(config_path), "--nodeid", str(nodeid), "--run-dir", str(run_dir))
+        argv = python_module_argv(
+            proc.module,
+            *("--config", str(config_path), "--run-dir", str(run_dir), "--nodeid", str(nodeid)),
+            *("--ready-fd", READY_FD_PLACEHOLDER),
+        )
         specs.append(ChildSpec(proc.name, argv, restart=proc.restart, depends_on=deps))
         present.add(proc.name)
     return tuple(specs)

@@ -27,6 +27,7 @@ from pycorosync.engine.supervisor.child import (
 )
 
 STDERR_TAIL_LINES = 20
+READY_FD_PLACEHOLDER = "{ready_fd}"
 _READ_CHUNK = 65536
 
 
@@ -49,6 +50,9 @@ class ChildSpec:
     ``stop_timeout_s`` the child gets SIGKILL. With ``wait_ready`` false the child counts as ready
     once spawned. ``reload_signal`` (e.g. SIGHUP) is forwarded when the supervisor is asked to
     reopen its log files.
+
+    The ready pipe's fd number is in ``$PYCOROSYNC_READY_FD``; the text ``{ready_fd}`` in an argv
+    element or an env value is also replaced by it (``--ready-fd {ready_fd}``, or a JSON blob in the env).
     """
 
     name: str
@@ -131,8 +135,7 @@ class ChildProcess:
     def spawn(cls, spec: ChildSpec, extra_env: Mapping[str, str] | None = None, restart_count: int = 0) -> ChildProcess:
         """Starts the child; raises OSError (with the child's name) if the program cannot be run."""
         env = dict(os.environ)
-        env.update(extra_env or {})
-        env.update(spec.env)
+        overrides = {**(extra_env or {}), **spec.env}
         env[CHILD_NAME_ENV] = spec.name
         env[RESTART_COUNT_ENV] = str(restart_count)
         env[SUPERVISOR_PID_ENV] = str(os.getpid())
@@ -146,9 +149,12 @@ class ChildProcess:
             pass_fds.append(ready_w)
         else:
             env.pop(READY_FD_ENV, None)
+        fd_text = str(ready_w) if ready_w is not None else "-1"
+        env.update({k: v.replace(READY_FD_PLACEHOLDER, fd_text) for k, v in overrides.items()})
+        argv = [arg.replace(READY_FD_PLACEHOLDER, fd_text) for arg in spec.argv]
         try:
             popen = subprocess.Popen(
-                list(spec.argv),
+                argv,
                 env=env,
                 cwd=spec.cwd,
                 stdin=subprocess.DEVNULL,

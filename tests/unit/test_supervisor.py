@@ -214,3 +214,18 @@ def test_never_rule_child_death_stops_the_node_with_status_1(tmp_path: Path, mak
 def test_plan_rejects_a_dependency_listed_after_its_dependent(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'B' depends on 'A', which is not listed before it"):
         NodePlan((spec("B", tmp_path, depends_on=("A",)), spec("A", tmp_path)))
+
+
+def test_ready_fd_placeholder_in_argv_lets_a_child_signal_ready_through_an_argument(tmp_path: Path, make_node) -> None:
+    script = "import os, sys, signal; os.write(int(sys.argv[1]), b'R'); signal.pause()"
+    import sys
+
+    sup = make_node(ChildSpec("argfd", (sys.executable, "-c", script, "{ready_fd}"), ready_timeout_s=5.0))
+    sup.start()
+    assert sup.child("argfd").ready
+
+
+def test_program_that_cannot_be_executed_fails_the_start_naming_the_child(tmp_path: Path, make_node) -> None:
+    sup = make_node(ChildSpec("ghost", (str(tmp_path / "no-such-program"),)))
+    with pytest.raises(StartError, match="child 'ghost' failed to start: .*No such file"):
+        sup.start()
