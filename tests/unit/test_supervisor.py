@@ -227,5 +227,5 @@ def test_ready_fd_placeholder_in_argv_lets_a_child_signal_ready_through_an_argum
 
 def test_program_that_cannot_be_executed_fails_the_start_naming_the_child(tmp_path: Path, make_node) -> None:
     sup = make_node(ChildSpec("ghost", (str(tmp_path / "no-such-program"),)))
-    with pytest.raises(StartError, match="child 'ghost' failed to start: .*No such file"):
+    with pytest.raises(StartError, match=r"child 'ghost' failed to start: .*No such file"):
         sup.start()
