@@ -73,7 +73,9 @@ def read_nodes(
                 links.append(link)
                 addrs.append(address)
         if not addrs:
-            raise _fail(flat, filename, f"nodelist node {pos} has no ring0_addr (or other ringX_addr)", f"nodelist.node.{pos}")
+            raise _fail(
+                flat, filename, f"nodelist node {pos} has no ring0_addr (or other ringX_addr)", f"nodelist.node.{pos}"
+            )
         name_value = flat.keys.get(prefix + "name")
         name = str(name_value[1]) if name_value is not None else None
         votes_value = flat.keys.get(prefix + "quorum_votes")
