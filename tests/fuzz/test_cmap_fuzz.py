@@ -7,7 +7,7 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pycorosync.engine.config.types import ValueType
+from pycorosync.engine.config.types import INTEGER_RANGES, ValueType
 from pycorosync.ipc.errors import CsError, CsErrorCode
 from pycorosync.services.cmap import protocol as p
 from pycorosync.services.cmap.dispatch import CmapDispatcher
@@ -16,7 +16,6 @@ from pycorosync.services.cmap.engine import (
     CMAP_TRACK_DELETE,
     CMAP_TRACK_MODIFY,
     CMAP_TRACK_PREFIX,
-    INT_RANGES,
     Icmap,
     is_read_only,
 )
@@ -24,14 +23,14 @@ from pycorosync.services.cmap.stats_map import StatsMap
 
 OK = int(CsErrorCode.CS_OK)
 KEYS = st.sampled_from(["a.b.c", "a.b.d", "a.c", "b.a", "totem.token", "totem.version", "runtime.x.y", "bad key", "xy"])
-INT_TYPES = sorted(INT_RANGES)
+INT_TYPES = sorted(INTEGER_RANGES)
 
 
 @st.composite
 def typed_values(draw: st.DrawFn) -> tuple[ValueType, object]:
     vt = draw(st.sampled_from(list(ValueType)))
-    if vt in INT_RANGES:
-        lo, hi = INT_RANGES[vt]
+    if vt in INTEGER_RANGES:
+        lo, hi = INTEGER_RANGES[vt]
         return vt, draw(st.integers(lo - 2, hi + 2))
     if vt in (ValueType.FLOAT, ValueType.DOUBLE):
         return vt, draw(st.floats(allow_nan=False, width=32 if vt == ValueType.FLOAT else 64))
@@ -72,7 +71,7 @@ def test_store_matches_a_dict_model_and_prefix_tracker_sees_every_change(ops: li
             else:
                 before = icmap.get(key)
                 after = icmap.inc(key) if op == "inc" else icmap.dec(key)
-                lo, hi = INT_RANGES[before[0]]
+                lo, hi = INTEGER_RANGES[before[0]]
                 assert lo <= int(after[1]) <= hi
                 model[key] = after
                 expected.append((CMAP_TRACK_MODIFY, key))
