@@ -46,6 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     from pycorosync.engine.supervisor import plan as node_plan
     from pycorosync.engine.supervisor.daemon import daemonize, run_node
     from pycorosync.engine.supervisor.node import NodePlan
+    from pycorosync.engine.supervisor.resources import NodeResources
     from pycorosync.engine.supervisor.shm import node_prefix
     from pycorosync.paths import resolve_run_dir
 
@@ -60,17 +61,30 @@ def _run(args: argparse.Namespace) -> int:
         logsetup.configure(keys)  # before anything logs, so every line has the configured layout
     except ValueError as exc:
         return _fail(f"{config_path}: {exc}")
-    children = node_plan.node_children(
-        config_path.resolve(), nodeid, run_dir, prometheus=bool(keys.get("monitoring.prometheus"))
-    )
-    if not children:
+    processes = node_plan.available_processes(prometheus=bool(keys.get("monitoring.prometheus")))
+    if not processes:
         return _fail("none of the node's processes (transport, totem, services) is part of this build yet")
     cluster = str(keys.get("totem.cluster_name") or "cluster")
-    plan = NodePlan(children, shm_prefix=node_prefix(cluster, nodeid), restart_policy=node_plan.DEFAULT_POLICY)
-    child_env = {"PYCOROSYNC_NODEID": str(nodeid), "PYCOROSYNC_RUN_DIR": str(run_dir)}
+    prefix = node_prefix(cluster, nodeid)
+    resources = NodeResources.create(
+        config=config_path.resolve(),
+        nodeid=nodeid,
+        cluster=cluster,
+        run_dir=run_dir,
+        shm_prefix=prefix,
+        services=[p.name for p in processes if p.name in node_plan.SERVICE_PROCESSES],
+        processes=[p.name for p in processes],
+    )
+    children = node_plan.node_children(
+        config_path.resolve(), nodeid, run_dir, processes, env=resources.env(), pass_fds=resources.pass_fds
+    )
+    plan = NodePlan(children, shm_prefix=prefix, restart_policy=node_plan.DEFAULT_POLICY)
 
     def body(report: Any) -> int:
-        return run_node(plan, run_dir=run_dir, log_keys=keys, report=report, child_env=child_env)
+        try:
+            return run_node(plan, run_dir=run_dir, log_keys=keys, report=report)
+        finally:
+            resources.close()
 
     if args.foreground:
         return body(lambda error: error is not None and _fail(error))

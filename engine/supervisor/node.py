@@ -53,6 +53,8 @@ class NodePlan:
     shm_prefix: str | None = None
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     sample_interval_s: float = 1.0
+    # makes the node's segments; called by start() after the stale ones of shm_prefix were removed
+    create_segments: Callable[[], object] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -143,6 +145,12 @@ class NodeSupervisor:
             stale = shm.unlink_prefix(self.plan.shm_prefix)
             if stale:
                 _log.info("removed %d stale shared-memory segments: %s", len(stale), " ".join(stale))
+        if self.plan.create_segments is not None:
+            try:
+                self.plan.create_segments()
+            except (OSError, ValueError) as exc:
+                self.stop()
+                raise StartError(f"cannot create the node's shared-memory segments: {exc}") from exc
         self._start_sampling()
         for spec in self.plan.children:
             error = self._start_one(spec)

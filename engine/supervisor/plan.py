@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,22 +51,43 @@ def _available(module: str) -> bool:
         return False
 
 
-def node_children(config_path: Path, nodeid: int, run_dir: Path, *, prometheus: bool = True) -> tuple[ChildSpec, ...]:
-    """The child specs of this node: the processes of NODE_PROCESSES present in this build."""
-    present: set[str] = set()
-    specs: list[ChildSpec] = []
+SERVICE_PROCESSES = ("cmap", "cpg", "quorum", "cfg")
+
+
+def available_processes(*, prometheus: bool = True) -> tuple[NodeProcess, ...]:
+    """The rows of NODE_PROCESSES whose module is part of this build (the exporter only with prometheus)."""
+    found = []
     for proc in NODE_PROCESSES:
         if proc.name == "exporter" and not prometheus:
             continue
         if not _available(proc.module):
             _log.info("process '%s' (%s) is not part of this build; the node runs without it", proc.name, proc.module)
             continue
+        found.append(proc)
+    return tuple(found)
+
+
+def node_children(
+    config_path: Path,
+    nodeid: int,
+    run_dir: Path,
+    processes: tuple[NodeProcess, ...],
+    *,
+    env: Mapping[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> tuple[ChildSpec, ...]:
+    """The child specs of this node, one per process, each given ``env`` and ``pass_fds`` (the doorbells)."""
+    present: set[str] = set()
+    specs: list[ChildSpec] = []
+    for proc in processes:
         deps = tuple(d for d in proc.depends_on if d in present)
         argv = python_module_argv(
             proc.module,
             *("--config", str(config_path), "--run-dir", str(run_dir), "--nodeid", str(nodeid)),
             *("--ready-fd", READY_FD_PLACEHOLDER),
         )
-        specs.append(ChildSpec(proc.name, argv, restart=proc.restart, depends_on=deps))
+        specs.append(
+            ChildSpec(proc.name, argv, env=dict(env or {}), restart=proc.restart, depends_on=deps, pass_fds=pass_fds)
+        )
         present.add(proc.name)
     return tuple(specs)

@@ -229,3 +229,44 @@ def test_program_that_cannot_be_executed_fails_the_start_naming_the_child(tmp_pa
     sup = make_node(ChildSpec("ghost", (str(tmp_path / "no-such-program"),)))
     with pytest.raises(StartError, match=r"child 'ghost' failed to start: .*No such file"):
         sup.start()
+
+
+def test_children_get_the_node_description_with_their_own_ready_fd_and_every_doorbell(tmp_path: Path, make_node) -> None:
+    import sys
+
+    from pycorosync.engine.supervisor.resources import NODE_ENV, NodeResources
+
+    res = NodeResources.create(
+        config=tmp_path / "corosync.conf", nodeid=1, cluster="c", run_dir=tmp_path, shm_prefix="/pcs-c-1-",
+        services=("cpg",), processes=("totem", "cpg"),
+    )  # fmt: skip
+    script = (
+        "import json, os, signal; n = json.loads(os.environ['PYCOROSYNC_NODE']); "
+        "os.eventfd_write(n['bells']['totem'], 5); os.write(n['ready_fd'], b'R'); signal.pause()"
+    )
+    try:
+        sup = make_node(
+            ChildSpec("cpg", (sys.executable, "-c", script), env=res.env(), pass_fds=res.pass_fds, ready_timeout_s=5.0)
+        )
+        sup.start()
+        assert sup.child("cpg").ready
+        assert os.eventfd_read(res.bells["totem"]) == 5
+        assert "{ready_fd}" in res.env()[NODE_ENV], "the placeholder is filled per child, not in the plan"
+    finally:
+        res.close()
+
+
+def test_segments_are_created_after_the_stale_ones_are_removed_and_unlinked_at_stop(tmp_path: Path, make_node) -> None:
+    prefix = unique_prefix("seg") + "-"
+    seg = Path("/dev/shm") / (prefix.lstrip("/") + "rings")
+    seg.write_bytes(b"stale")
+
+    def create() -> None:
+        assert not seg.exists(), "stale segments go first"
+        seg.write_bytes(b"fresh")
+
+    sup = make_node(spec("A", tmp_path / "ev"), shm_prefix=prefix, create_segments=create)
+    sup.start()
+    assert seg.read_bytes() == b"fresh"
+    sup.stop()
+    assert not seg.exists()
