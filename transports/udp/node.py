@@ -51,6 +51,20 @@ class TransportSegment:
         return cls(seg, capacity, len(node_ids), True, node_ids)
 
     @classmethod
+    def create_anonymous(cls, capacity: int, node_ids: list[int]) -> TransportSegment:
+        """A memfd segment: nothing named, so nothing to leak or collide with; pass ``fileno()`` on."""
+        seg = Segment.create_anonymous(
+            cls.payload_bytes(capacity, len(node_ids)), SegmentKind.RAW, LAYOUT_VERSION, "pcs-transport"
+        )
+        return cls(seg, capacity, len(node_ids), True, node_ids)
+
+    @classmethod
+    def attach_fd(cls, fd: int, capacity: int, node_ids: list[int]) -> TransportSegment:
+        """Maps a memfd segment inherited from the creator (takes ownership of ``fd``)."""
+        seg = Segment.attach_fd(fd, SegmentKind.RAW, LAYOUT_VERSION, "pcs-transport")
+        return cls(seg, capacity, len(node_ids), False, node_ids)
+
+    @classmethod
     def attach(cls, name: str, capacity: int, node_ids: list[int]) -> TransportSegment:
         seg = Segment.attach(name, SegmentKind.RAW, LAYOUT_VERSION)
         return cls(seg, capacity, len(node_ids), False, node_ids)
@@ -86,11 +100,13 @@ def plan_from_json(text: str) -> TransportPlan:
 class TransportProcess:
     """A ``python -m pycorosync.transports.udp`` child with its segment and doorbells (tests, bench).
 
+    Without ``segment_name`` the segment is an anonymous memfd inherited by the child (preferred).
+
     ``stop()`` closes the stop pipe (the child exits), waits with a deadline, kills if it must, and
     always unlinks the segment: use it in a finally/fixture finalizer.
     """
 
-    def __init__(self, plan: TransportPlan, segment_name: str, capacity: int = 1 << 22,
+    def __init__(self, plan: TransportPlan, segment_name: str | None = None, capacity: int = 1 << 22,
                  extra_args: list[str] | None = None, ready_timeout_s: float = 30.0,
                  stderr: Any = None) -> None:
         import os
@@ -102,14 +118,21 @@ class TransportProcess:
 
         self.plan = plan
         self.capacity = capacity
-        self.seg = TransportSegment.create(segment_name, capacity, plan.node_ids)
+        if segment_name:
+            self.seg = TransportSegment.create(segment_name, capacity, plan.node_ids)
+            where = ["--segment", segment_name]
+        else:
+            self.seg = TransportSegment.create_anonymous(capacity, plan.node_ids)
+            where = ["--segment-fd", str(self.seg.segment.fileno())]
         self.tx_bell = Doorbell()  # we ring it after pushing to tx
         self.rx_bell = Doorbell()  # the child rings it after pushing to rx
         stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         fds = (self.tx_bell.fileno(), self.rx_bell.fileno(), stop_r, ready_w)
+        if not segment_name:
+            fds = (*fds, self.seg.segment.fileno())
         cmd = [
-            sys.executable, "-m", "pycorosync.transports.udp", "--plan", plan_to_json(plan), "--segment", segment_name,
+            sys.executable, "-m", "pycorosync.transports.udp", "--plan", plan_to_json(plan), *where,
             "--capacity", str(capacity), "--tx-bell", str(fds[0]), "--rx-bell", str(fds[1]), "--stop-fd", str(stop_r),
             "--ready-fd", str(ready_w), *(extra_args or []),
         ]
@@ -164,7 +187,7 @@ class TransportProcess:
                 self.proc.kill()
                 rc = self.proc.wait(timeout_s)
         if self.seg is not None:
-            self.seg.close(unlink=True)
+            self.seg.close(unlink=self.seg.segment.fileno() < 0)
             self.seg = None  # type: ignore[assignment]
         self.tx_bell.close()
         self.rx_bell.close()

@@ -244,8 +244,14 @@ class UdpTransport:
         return int(s)
 
     # -- loop --------------------------------------------------------------------------------------------
-    def run(self, stop_fd: int = -1, should_stop: Callable[[], bool] | None = None) -> int:
-        """Serves until SIGTERM/SIGINT, ``stop_fd`` readable, or ``should_stop()``; returns the exit status."""
+    def run(
+        self, stop_fd: int = -1, should_stop: Callable[[], bool] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
+        """Serves until SIGTERM/SIGINT, ``stop_fd`` readable, or ``should_stop()``; returns the exit status.
+
+        ``on_ready`` is called once the signal handlers and the epoll set are in place.
+        """
         ep = select.epoll()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = -1
@@ -263,6 +269,8 @@ class UdpTransport:
             rx_fds = self.rx_fds
             for fd in rx_fds:
                 ep.register(fd, select.EPOLLIN)
+            if on_ready is not None:
+                on_ready()
             next_house = time.monotonic()
             idle = 0
             while not self.stop_requested and not (should_stop and should_stop()):
