@@ -56,9 +56,12 @@ class Nodes:
         self.daemon_pids: list[int] = []
         self.watched: set[int] = set()
 
-    def plan(self, *children: dict[str, object]) -> Path:
+    def plan(self, *children: dict[str, object], log_keys: dict[str, str] | None = None) -> Path:
         path = self.tmp / f"plan{len(self.procs)}.json"
-        path.write_text(json.dumps({"children": list(children), "sample_interval_s": 1.0}))
+        body: dict[str, object] = {"children": list(children), "sample_interval_s": 1.0}
+        if log_keys is not None:
+            body["log_keys"] = log_keys
+        path.write_text(json.dumps(body))
         return path
 
     def launch(self, plan: Path, run_dir: Path, *, background: bool = False) -> subprocess.Popen[str]:
@@ -198,6 +201,22 @@ def test_idle_supervisor_uses_less_than_one_percent_cpu(tmp_path: Path, nodes: N
     used = (after.user + after.system) - (before.user + before.system)
     percent = 100.0 * used / (time.monotonic() - t0)
     assert percent < 1.0, f"idle supervisor used {percent:.2f} % CPU"
+
+
+def test_sighup_makes_the_daemon_reopen_its_log_file(tmp_path: Path, nodes: Nodes) -> None:
+    ev = tmp_path / "events"
+    log = tmp_path / "corosync.log"
+    keys = {"logging.to_syslog": "no", "logging.to_stderr": "no", "logging.to_logfile": "yes", "logging.logfile": str(log)}
+    proc = nodes.launch(nodes.plan(child("A", ev), log_keys=keys), tmp_path / "run")
+    wait_for(lambda: log.exists() and "node ready" in log.read_text(), 20.0, "the node ready line in the log")
+    log.rename(tmp_path / "corosync.log.1")
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: log.exists(), 10.0, "the log file to be reopened")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "exiting normally" in log.read_text()
+    assert "exiting normally" not in (tmp_path / "corosync.log.1").read_text()
 
 
 def test_pid_file_lock_refuses_a_second_holder_and_is_released_on_release(tmp_path: Path) -> None:
