@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        print(f"warning: {config.filename}: {warning}", file=sys.stderr)
     lines = [
         format_entry(key, vtype, value, args.show_binary) for key, (vtype, value) in config.all_keys(local).items()
     ]

@@ -13,10 +13,18 @@ from .localnode import find_local_node
 from .nodes import NodeEntry, read_nodes
 from .quorum import validate_quorum
 from .schema import FlatConfig, flatten, flatten_uidgid_only
-from .totem import TotemConfig, build_totem, read_transport
+from .totem import (
+    TOTEM_PRIVATE_KEY_LEN_MAX,
+    TOTEM_PRIVATE_KEY_LEN_MIN,
+    TotemConfig,
+    build_totem,
+    read_transport,
+)
 from .types import Value, ValueType
 
-__all__ = ["CorosyncConfig", "load", "parse"]
+__all__ = ["DEFAULT_AUTHKEY", "CorosyncConfig", "load", "parse"]
+
+DEFAULT_AUTHKEY = "/etc/corosync/authkey"
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class CorosyncConfig:
     nodes: tuple[NodeEntry, ...]
     totem: TotemConfig
     lines: dict[str, int]
+    warnings: tuple[str, ...] = ()
 
     def get(self, key: str, default: Value | None = None) -> Value | None:
         """The value of ``key`` (without its type), or ``default``."""
@@ -88,6 +97,30 @@ class CorosyncConfig:
             keys[f"totem.interface.{link}.bindnetaddr"] = (ValueType.STRING, address)
         return keys
 
+    def read_authkey(self, default_path: str | os.PathLike[str] = DEFAULT_AUTHKEY) -> bytes | None:
+        """The cluster key when crypto is on (None when off): ``totem.keyfile``, else ``totem.key``, else
+        ``default_path``. ConfigError in corosync's words for an unreadable or too short key file."""
+        totem = self.totem
+        if not totem.crypto_enabled:
+            return None
+        if totem.keyfile is None and totem.key is not None:
+            return totem.key.encode("utf-8", "surrogateescape")
+        path = Path(totem.keyfile if totem.keyfile is not None else default_path)
+        line = self.lines.get("totem.keyfile")
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(TOTEM_PRIVATE_KEY_LEN_MAX)
+        except OSError as exc:
+            raise ConfigError(f"Could not open {path}: {exc.strerror}", self.filename, line, "totem.keyfile") from None
+        if len(data) < TOTEM_PRIVATE_KEY_LEN_MIN:
+            raise ConfigError(
+                f"Could only read {len(data) * 8} bits of minimum {TOTEM_PRIVATE_KEY_LEN_MIN * 8} bits from {path}.",
+                self.filename,
+                line,
+                "totem.keyfile",
+            )
+        return data
+
     def all_keys(self, local: NodeEntry | None = None) -> dict[str, tuple[ValueType, Value]]:
         """``keys`` plus ``local_keys(local)``, sorted by name as cmap iterates them."""
         merged = dict(self.keys)
@@ -105,7 +138,9 @@ def _build(flat: FlatConfig, filename: str) -> CorosyncConfig:
     keys.update(runtime_keys)
     lines = dict(flat.section_lines)
     lines.update(flat.lines)
-    return CorosyncConfig(filename=filename, keys=keys, nodes=tuple(nodes), totem=totem, lines=lines)
+    return CorosyncConfig(
+        filename=filename, keys=keys, nodes=tuple(nodes), totem=totem, lines=lines, warnings=tuple(flat.warnings)
+    )
 
 
 def parse(text: str, filename: str = "corosync.conf") -> CorosyncConfig:

@@ -9,9 +9,10 @@ from .errors import ConfigError
 from .schema import INTERFACE_MAX, FlatConfig
 from .types import ValueType
 
-__all__ = ["KNET_MAX_HOST", "NodeEntry", "read_nodes"]
+__all__ = ["KNET_MAX_HOST", "PROCESSOR_COUNT_MAX", "NodeEntry", "read_nodes"]
 
 KNET_MAX_HOST = 65536
+PROCESSOR_COUNT_MAX = 384
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,13 @@ def read_nodes(
                 prefix + "nodeid",
             )
         nodes.append(NodeEntry(pos, nodeid, name, tuple(addrs), votes, tuple(links), derived))
+    if len(nodes) > PROCESSOR_COUNT_MAX:
+        raise _fail(
+            flat,
+            filename,
+            f"too many nodes in the nodelist ({len(nodes)}, at most {PROCESSOR_COUNT_MAX})",
+            f"nodelist.node.{nodes[PROCESSOR_COUNT_MAX].pos}",
+        )
     _check_nodelist(flat, nodes, filename)
     return nodes
 

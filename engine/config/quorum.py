@@ -59,6 +59,10 @@ def validate_quorum(flat: FlatConfig, nodes: list[NodeEntry], filename: str) -> 
             )
     wait_for_all = value("quorum.wait_for_all")
     wfa = bool(wait_for_all) if wait_for_all is not None else flag("two_node")
+    if flag("auto_tie_breaker") and len(nodes) % 2 == 1 and not wfa and not flag("last_man_standing"):
+        flat.warnings.append("auto_tie_breaker is disabled: an odd number of nodes needs wait_for_all")
+    if flag("two_node") and len(nodes) > 2:
+        flat.warnings.append("two_node is disabled: the nodelist has more than 2 nodes")
     if flag("auto_tie_breaker") and flag("last_man_standing") and len(nodes) % 2 == 1 and not wfa:
         raise fail(
             "configuration error: auto_tie_breaker and last_man_standing with an odd number of nodes "

@@ -219,6 +219,7 @@ class FlatConfig:
     keys: dict[str, tuple[ValueType, Value]] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
     section_lines: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def line_of(self, key: str) -> int | None:
         """The line that set ``key``, else the line of the closest enclosing section that exists."""

@@ -37,6 +37,7 @@ KNET_PONG_COUNT = 2
 KNET_PING_PRECISION = 2048
 TOTEM_PRIVATE_KEY_LEN_MIN = 128
 TOTEM_PRIVATE_KEY_LEN_MAX = 4096
+TOKEN_MAX = 2**32 - 1
 
 # (key, default, zero allowed): corosync replaces a configured 0 by the default unless zero means "off"
 _VOLATILE: tuple[tuple[str, int, bool], ...] = (
@@ -218,6 +219,18 @@ def build_totem(
             "totem.link_mode",
         )
     cipher, hash_name, model = _crypto(reader)
+    if nodes and reader.get("totem.nodeid") is not None:
+        flat.warnings.append("nodeid appears both in totem section and nodelist. Nodelist one is used.")
+    if nodes and any(key.endswith(".bindnetaddr") for key in flat.lines if key.startswith("totem.interface.")):
+        flat.warnings.append(
+            "interface section bindnetaddr is used together with nodelist. Nodelist one is going to be used."
+        )
+    if any(".member." in key for key in flat.lines if key.startswith("totem.interface.")):
+        flat.warnings.append(
+            "member section is used together with nodelist. Members ignored."
+            if nodes
+            else "member section is deprecated."
+        )
 
     values = {name: reader.number(f"totem.{name}", default, zero) for name, default, zero in _VOLATILE}
     configured_token = values["token"]
@@ -225,6 +238,11 @@ def build_totem(
     token = configured_token
     if len(nodes) > 2:
         token += (len(nodes) - 2) * coefficient
+    if token > TOKEN_MAX:
+        raise reader.error(
+            f"The effective token timeout ({configured_token} ms + {len(nodes) - 2} x {coefficient} ms) is too large",
+            "totem.token_coefficient",
+        )
     values["token"] = token
     values["token_retransmit"] = reader.number(
         "totem.token_retransmit", int(token / (values["token_retransmits_before_loss_const"] + 0.2)), False
@@ -355,6 +373,13 @@ def _links(reader: _TotemReader, nodes: list[NodeEntry], transport: str, token: 
     numbers |= {int(key.split(".")[2]) for key in flat.section_lines if key.startswith("totem.interface.")}
     if not numbers:
         raise reader.error("No interfaces defined", "totem")
+    for number in sorted(numbers):
+        if nodes and not any(number in node.links for node in nodes):
+            raise reader.error(
+                f"Not all nodes have the same number of links (link {number} is configured but no node has "
+                f"ring{number}_addr)",
+                f"totem.interface.{number}",
+            )
     if transport != "knet" and len(numbers) > 1:
         culprit = f"totem.interface.{max(numbers)}"
         if culprit not in flat.section_lines:

@@ -384,3 +384,67 @@ def test_error_messages_use_the_path_given_to_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(path)
     assert str(caught.value) == f"{path}:1: Missing closing brace (section 'totem')"
+
+
+# -- warnings, keys, limits -----------------------------------------------------------------------------------------
+
+
+def test_accepted_but_doubtful_settings_are_reported_as_warnings() -> None:
+    text = _conf(
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+        totem="    nodeid: 5\n    interface {\n        bindnetaddr: 10.0.0.0\n    }\n",
+        extra="quorum {\n    provider: corosync_votequorum\n    two_node: 1\n    auto_tie_breaker: 1\n}\n",
+    )
+    warnings = parse(text).warnings
+    assert "nodeid appears both in totem section and nodelist. Nodelist one is used." in warnings
+    assert "interface section bindnetaddr is used together with nodelist. Nodelist one is going to be used." in warnings
+    assert "two_node is disabled: the nodelist has more than 2 nodes" in warnings
+    assert parse(_conf("10.0.0.1")).warnings == ()
+
+
+def test_warnings_go_to_stderr_of_the_cli_while_the_dump_stays_clean(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "corosync.conf"
+    path.write_text(_conf("10.0.0.1", totem="    nodeid: 5\n"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pycorosync", "config", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert "warning:" in result.stderr and "Nodelist one is used" in result.stderr
+    assert "warning:" not in result.stdout
+
+
+def test_authkey_is_read_from_keyfile_inline_key_or_not_at_all(tmp_path: Path) -> None:
+    keyfile = tmp_path / "authkey"
+    keyfile.write_bytes(bytes(range(256)))
+    crypto = "    crypto_cipher: aes256\n    crypto_hash: sha256\n"
+    assert parse(_conf("10.0.0.1")).read_authkey(default_path=keyfile) is None
+    with_file = parse(_conf("10.0.0.1", totem=crypto + f"    keyfile: {keyfile}\n"))
+    assert with_file.read_authkey() == bytes(range(256))
+    inline = parse(_conf("10.0.0.1", totem=crypto + "    key: " + "k" * 128 + "\n"))
+    assert inline.read_authkey(default_path=tmp_path / "unused") == b"k" * 128
+    default = parse(_conf("10.0.0.1", totem=crypto))
+    assert default.read_authkey(default_path=keyfile) == bytes(range(256))
+
+
+def test_short_or_missing_key_files_are_refused_in_corosyncs_words(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.write_bytes(b"x" * 100)
+    crypto = "    crypto_cipher: aes256\n    crypto_hash: sha256\n"
+    config = parse(_conf("10.0.0.1", totem=crypto + f"    keyfile: {short}\n"))
+    with pytest.raises(ConfigError) as caught:
+        config.read_authkey()
+    assert str(caught.value) == f"corosync.conf:7: Could only read 800 bits of minimum 1024 bits from {short}."
+    with pytest.raises(ConfigError, match=r"Could not open .*: No such file or directory"):
+        parse(_conf("10.0.0.1", totem=crypto)).read_authkey(default_path=tmp_path / "none")
+
+
+def test_nodelist_is_limited_to_384_nodes() -> None:
+    addresses = [f"10.{i // 250}.{i % 250}.1" for i in range(385)]
+    assert len(parse(_conf(*addresses[:384])).nodes) == 384
+    with pytest.raises(ConfigError, match=r"too many nodes in the nodelist \(385, at most 384\)"):
+        parse(_conf(*addresses))
