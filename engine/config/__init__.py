@@ -8,6 +8,8 @@ Public surface::
     cfg.totem.consensus_ms, cfg.totem.netmtu       # TotemConfig: values in force
     me = cfg.local_node(nodeid=None)               # NodeEntry; ConfigError if no entry matches this host
     cfg.all_keys(me)                               # every key incl. nodelist.local_node_pos, sorted
+    cfg.nodes, cfg.totem.links, cfg.warnings       # NodeEntry tuple, LinkConfig tuple, accepted-but-ignored notes
+    cfg.read_authkey()                             # key bytes when crypto is on, else None
     format_entry("totem.token", ValueType.UINT32, 3000)  # 'totem.token (u32) = 3000'
 
 Every refusal is a ``ConfigError`` whose text is ``file:line: reason``.

@@ -51,5 +51,8 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         format_entry(key, vtype, value, args.show_binary) for key, (vtype, value) in config.all_keys(local).items()
     ]
-    sys.stdout.write("".join(line + "\n" for line in lines))
+    # values keep undecodable bytes of the file as surrogates: write them back as the same bytes
+    sys.stdout.flush()
+    sys.stdout.buffer.write("".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
+    sys.stdout.buffer.flush()
     return 0

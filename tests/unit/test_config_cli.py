@@ -43,3 +43,14 @@ def test_config_with_an_unknown_nodeid_fails() -> None:
     result = _run("-c", str(CONF / "demo3_udpu.conf"), "--nodeid", "9")
     assert result.returncode == 1
     assert "nodeid 9 is not in the nodelist" in result.stderr
+
+
+def test_config_passes_non_utf8_bytes_of_a_value_through_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "corosync.conf"
+    text = (CONF / "demo3_udpu.conf").read_bytes().replace(b"cluster_name: demo3", b"cluster_name: d\xe9mo")
+    path.write_bytes(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "pycorosync", "config", "-c", str(path)], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"totem.cluster_name (str) = d\xe9mo\n" in result.stdout
