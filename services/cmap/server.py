@@ -248,6 +248,21 @@ def run_cmap_service(
     return 0
 
 
+def _setup_as_node_child() -> None:
+    """Logging as the supervisor configured it, and death with the supervisor (plain logging outside one)."""
+    try:
+        from pycorosync.engine.supervisor import child, logsetup
+    except ImportError:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", stream=sys.stderr)
+        return
+    try:
+        logsetup.configure_from_env()
+    except ValueError:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", stream=sys.stderr)
+    if child.child_name() is not None:
+        child.die_with_supervisor()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pycorosync.services.cmap.server``: one cmap service for tests and hand runs."""
     ap = argparse.ArgumentParser(prog="pycorosync.services.cmap.server", description="cmap service process")
@@ -256,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodeid", type=int, default=None, help="this node's id (for nodelist.local_node_pos)")
     ap.add_argument("--ready-fd", type=int, default=None, help="write one byte to this fd once listening")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(name)s] %(message)s", stream=sys.stderr)
+    _setup_as_node_child()
     try:
         return run_cmap_service(Path(args.config), args.run_dir, args.nodeid, ready_fd=args.ready_fd)
     except CsError as exc:
