@@ -12,7 +12,7 @@ __all__ = [
     "cluster_mcast_addr",
     "derive_nodeid",
     "is_multicast",
-    "same_address",
+    "address_identity",
 ]
 
 HOSTNAME = 0  # address_family() of a name that is not an IP literal
@@ -38,12 +38,12 @@ def address_family(text: str) -> int | None:
     return HOSTNAME if _HOST_RE.fullmatch(text) else None
 
 
-def same_address(a: str, b: str) -> bool:
-    """Two nodelist addresses name the same endpoint (IP literals compared by value, names case-insensitively)."""
+def address_identity(text: str) -> str:
+    """A form equal for two nodelist addresses naming the same endpoint (IPs by value, names case-insensitively)."""
     try:
-        return ipaddress.ip_address(a.split("%", 1)[0]) == ipaddress.ip_address(b.split("%", 1)[0])
+        return str(ipaddress.ip_address(text.split("%", 1)[0]))
     except ValueError:
-        return a.lower() == b.lower()
+        return text.lower()
 
 
 def is_multicast(text: str) -> bool:

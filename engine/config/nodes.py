@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .addresses import HOSTNAME, address_family, derive_nodeid, same_address
+from .addresses import HOSTNAME, address_family, address_identity, derive_nodeid
 from .errors import ConfigError
 from .schema import INTERFACE_MAX, FlatConfig
 from .types import ValueType
@@ -136,14 +136,16 @@ def _check_nodelist(flat: FlatConfig, nodes: list[NodeEntry], filename: str) -> 
     all_links = sorted({link for node in nodes for link in node.links})
     for link in all_links:
         first_literal: tuple[str, int] | None = None
-        on_link = [(node, node.addr(link)) for node in nodes if node.addr(link) is not None]
-        for index, (node, address) in enumerate(on_link):
-            assert address is not None
+        seen: set[str] = set()
+        for node in nodes:
+            address = node.addr(link)
+            if address is None:
+                continue
             key = f"nodelist.node.{node.pos}.ring{link}_addr"
-            for _other, other_address in on_link[:index]:
-                assert other_address is not None
-                if same_address(address, other_address):
-                    raise _fail(flat, filename, f"Address {address} appears twice on link {link} in corosync.conf", key)
+            identity = address_identity(address)
+            if identity in seen:
+                raise _fail(flat, filename, f"Address {address} appears twice on link {link} in corosync.conf", key)
+            seen.add(identity)
             family = address_family(address)
             if family is None or family == HOSTNAME:
                 continue
