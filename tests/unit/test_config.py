@@ -448,3 +448,9 @@ def test_nodelist_is_limited_to_384_nodes() -> None:
     assert len(parse(_conf(*addresses[:384])).nodes) == 384
     with pytest.raises(ConfigError, match=r"too many nodes in the nodelist \(385, at most 384\)"):
         parse(_conf(*addresses))
+
+
+@pytest.mark.parametrize(("first", "second"), [("fd00::1", "fd00:0::1"), ("Node-A.example", "node-a.example")])
+def test_the_same_address_written_twice_differently_is_still_a_duplicate(first: str, second: str) -> None:
+    with pytest.raises(ConfigError, match=f"Address {second} appears twice on link 0"):
+        parse(_conf(first, second))
