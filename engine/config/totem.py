@@ -219,18 +219,7 @@ def build_totem(
             "totem.link_mode",
         )
     cipher, hash_name, model = _crypto(reader)
-    if nodes and reader.get("totem.nodeid") is not None:
-        flat.warnings.append("nodeid appears both in totem section and nodelist. Nodelist one is used.")
-    if nodes and any(key.endswith(".bindnetaddr") for key in flat.lines if key.startswith("totem.interface.")):
-        flat.warnings.append(
-            "interface section bindnetaddr is used together with nodelist. Nodelist one is going to be used."
-        )
-    if any(".member." in key for key in flat.lines if key.startswith("totem.interface.")):
-        flat.warnings.append(
-            "member section is used together with nodelist. Members ignored."
-            if nodes
-            else "member section is deprecated."
-        )
+    flat.warnings.extend(_ignored_settings(flat, bool(nodes)))
 
     values = {name: reader.number(f"totem.{name}", default, zero) for name, default, zero in _VOLATILE}
     configured_token = values["token"]
@@ -258,7 +247,7 @@ def build_totem(
     dscp = reader.get("totem.ip_dscp")
     totem = TotemConfig(
         version=version,
-        cluster_name=None if reader.get("totem.cluster_name") is None else reader.text("totem.cluster_name", ""),
+        cluster_name=reader.optional_text("totem.cluster_name"),
         transport=transport,
         ip_version=ip_version,
         link_mode=link_mode,
@@ -290,8 +279,8 @@ def build_totem(
         crypto_model=model,
         crypto_cipher=cipher,
         crypto_hash=hash_name,
-        keyfile=None if reader.get("totem.keyfile") is None else reader.text("totem.keyfile", ""),
-        key=None if reader.get("totem.key") is None else reader.text("totem.key", ""),
+        keyfile=reader.optional_text("totem.keyfile"),
+        key=reader.optional_text("totem.key"),
         ip_dscp=None if dscp is None else int(dscp),
         knet_pmtud_interval_s=values["knet_pmtud_interval"],
         knet_mtu=values["knet_mtu"],
@@ -301,6 +290,25 @@ def build_totem(
         threads=reader.number("totem.threads", 0),
     )
     return totem, _runtime_keys(totem, values)
+
+
+def _ignored_settings(flat: FlatConfig, have_nodelist: bool) -> list[str]:
+    """corosync's start-up warnings for settings it accepts but does not use."""
+    interface_keys = [key for key in flat.lines if key.startswith("totem.interface.")]
+    warnings: list[str] = []
+    if have_nodelist and "totem.nodeid" in flat.keys:
+        warnings.append("nodeid appears both in totem section and nodelist. Nodelist one is used.")
+    if have_nodelist and any(key.endswith(".bindnetaddr") for key in interface_keys):
+        warnings.append(
+            "interface section bindnetaddr is used together with nodelist. Nodelist one is going to be used."
+        )
+    if any(".member." in key for key in interface_keys):
+        warnings.append(
+            "member section is used together with nodelist. Members ignored."
+            if have_nodelist
+            else "member section is deprecated."
+        )
+    return warnings
 
 
 def _crypto(reader: _TotemReader) -> tuple[str, str, str]:

@@ -454,3 +454,15 @@ def test_nodelist_is_limited_to_384_nodes() -> None:
 def test_the_same_address_written_twice_differently_is_still_a_duplicate(first: str, second: str) -> None:
     with pytest.raises(ConfigError, match=f"Address {second} appears twice on link 0"):
         parse(_conf(first, second))
+
+
+def test_static_member_lists_are_kept_but_reported_as_deprecated() -> None:
+    text = (
+        "totem {\n    version: 2\n    transport: udp\n    interface {\n        bindnetaddr: 10.0.0.0\n"
+        "        mcastaddr: 239.1.1.1\n        member {\n            memberaddr: 10.0.0.1\n        }\n"
+        "        member {\n            memberaddr: 10.0.0.2\n        }\n    }\n}\n"
+    )
+    config = parse(text)
+    assert config.get("totem.interface.0.member.1") == "10.0.0.2"
+    assert config.warnings == ("member section is deprecated.",)
+    assert config.nodes == ()
