@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -32,6 +33,39 @@ def prepare_run_dir(run_dir: Path) -> None:
         raise OSError(exc.errno, f"cannot create run dir {run_dir}: {exc.strerror}") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise OSError(f"run dir {run_dir} is not writable")
+
+
+WARM_TIMEOUT_S = 600.0
+
+
+def ensure_warm_cache() -> None:
+    """Points every child at the same keyed NUMBA_CACHE_DIR, and fills it first if it is cold.
+
+    Seven processes compiling the same kernels at once take about 20 s instead of 2.5 s
+    (PROTOTYPES.md §7), so a cold cache is warmed once, in a separate process: the supervisor
+    itself never imports numba.
+    """
+    from pycorosync import jitcache
+
+    cache_dir = jitcache.configure()  # exported in os.environ: children inherit it
+    if os.environ.get("NUMBA_DISABLE_JIT") == "1" or jitcache.is_warm():
+        return
+    _log.log(NOTICE, "numba cache %s is cold; compiling kernels once before starting the node", cache_dir)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pycorosync", "warm-cache"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=WARM_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _log.warning("warming the numba cache failed (%s); each process will compile on its own", exc)
+        return
+    if done.returncode != 0:
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        _log.warning("warming the numba cache failed (%s); each process will compile on its own", last[0])
 
 
 def run_node(
@@ -64,6 +98,7 @@ def run_node(
         _log.error("%s", exc)
         tell(str(exc))
         return 1
+    ensure_warm_cache()
     env = logsetup.child_env(log_keys)
     env.update(child_env or {})
     supervisor = NodeSupervisor(plan, extra_env=env, on_reload=setup.reopen)
