@@ -15,7 +15,7 @@ import time
 
 from tests.sim.checker import distribution
 from tests.sim.faults import parse_faults
-from tests.sim.runner import RunPlan, run
+from tests.sim.runner import PROFILES, RunPlan, run
 
 
 def nodes_for_seed(seed: int) -> int:
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", default="all", help="comma list of " + ",".join(
         ["loss", "dup", "reorder", "delay", "partition", "crash", "restart", "leave", "asym", "token_loss",
          "recv_only", "all", "none"]))
-    p.add_argument("--duration-ms", type=int, default=RunPlan.duration_ms, help="virtual length of the fault phase")
+    p.add_argument("--duration-ms", type=int, default=None, help="virtual length of the fault phase")
+    p.add_argument("--profile", default="full", choices=sorted(PROFILES), help="phase lengths and client traffic")
     p.add_argument("--core", default="real", choices=("real", "standin"), help="core under test")
     p.add_argument("--json", action="store_true", help="print one JSON summary line")
     p.add_argument("--verbose", "-v", action="store_true", help="one line per seed")
@@ -52,24 +53,26 @@ def main(argv: list[str] | None = None) -> int:
     count = args.seeds if args.seeds is not None else 1
     t0 = time.monotonic()
     failed = 0
+    violations = 0
     delivered = 0
     detect: list[float] = []
     for seed in range(first, first + count):
         plan = RunPlan(seed=seed, nodes=args.nodes or nodes_for_seed(seed), faults=faults,
-                       duration_ms=args.duration_ms, core=args.core)
+                       duration_ms=args.duration_ms, profile=args.profile, core=args.core)
         result = run(plan)
         delivered += result.record.stats.delivered
         detect.extend(result.detect_ms)
         if not result.ok:
             failed += 1
+            violations += len(result.violations)
             print(result.report(), file=sys.stderr if args.json else sys.stdout)
         elif args.verbose:
             st = result.record.stats
             print(f"seed {seed}: ok ({plan.nodes} nodes, {st.accepted} accepted, {st.delivered} delivered, "
                   f"{st.queue_full} QueueFull)")
     wall = time.monotonic() - t0
-    summary = {"seeds": count, "violations": failed, "sim_msgs_delivered": delivered, "wall_s": round(wall, 2),
-               "detect_ms": distribution(detect)}
+    summary = {"seeds": count, "violations": violations, "failed_seeds": failed, "sim_msgs_delivered": delivered,
+               "wall_s": round(wall, 2), "seeds_per_s": round(count / wall, 2), "detect_ms": distribution(detect)}
     if args.json:
         print(json.dumps(summary))
     else:

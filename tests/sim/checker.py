@@ -445,9 +445,10 @@ class Checker:
         self.check_configs()
         self.check_agreement()
         self.check_virtual_synchrony()
-        self.check_reliability()
         self.check_safe()
-        self.check_liveness()
+        if not self.rec.errors:  # a run cut short by a simulator error cannot be judged on progress
+            self.check_reliability()
+            self.check_liveness()
         return self.violations
 
     def context(self, v: Violation, last: int = 8) -> str:

@@ -111,7 +111,8 @@ class RunRecord:
 
 
 class _Node:
-    __slots__ = ("alive", "core", "counter", "incarnation", "log", "node_id", "pending", "ring_seq", "timer_at")
+    __slots__ = ("alive", "core", "counter", "incarnation", "log", "node_id", "pending", "retry_armed", "ring_seq",
+                 "timer_at")
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
@@ -123,6 +124,7 @@ class _Node:
         self.counter = 0  # per-incarnation accepted-submit counter (the payload's identity)
         self.ring_seq = 0  # highest ring seq this node installed: what it persists across restarts
         self.log: InstanceLog | None = None
+        self.retry_armed = False  # one QueueFull retry pending at a time
 
 
 class Simulator:
@@ -199,6 +201,8 @@ class Simulator:
                     self._call(node, "on_timer")
             elif kind == _CLIENT:
                 node = nodes[a]
+                if c:
+                    node.retry_armed = False
                 if node.alive and node.incarnation == b:
                     self._client_tick(node, retry=c)
             else:
@@ -285,6 +289,7 @@ class Simulator:
         node.timer_at = None
         node.counter = 0
         node.pending.clear()
+        node.retry_armed = False
         self._call(node, "start")
         self._push(self.now_ns + self._client_gap(), _CLIENT, node_id, node.incarnation, False)
 
@@ -351,9 +356,11 @@ class Simulator:
                 actions = node.core.submit(self.now_ns, payload, g)  # type: ignore[union-attr]
             except QueueFull:
                 stats.queue_full += 1
-                lo, hi = self.workload.retry_ms
-                self._push(self.now_ns + int(self.client_rng.uniform(lo, hi) * MS), _CLIENT, node.node_id,
-                           node.incarnation, True)
+                if not node.retry_armed:
+                    node.retry_armed = True
+                    lo, hi = self.workload.retry_ms
+                    self._push(self.now_ns + int(self.client_rng.uniform(lo, hi) * MS), _CLIENT, node.node_id,
+                               node.incarnation, True)
                 return
             except MessageTooBig:
                 stats.too_big += 1

@@ -6,8 +6,9 @@ clients and the cores' own seeds. A failing run says how to replay it.
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tests.sim.checker import Checker, Violation, detection_times_ms
@@ -19,24 +20,47 @@ from tests.sim.workload import WorkloadParams
 
 
 @dataclass(frozen=True)
+class Profile:
+    """Phase lengths (virtual ms) and client traffic of a run; 'quick' is what `make test` sweeps."""
+
+    warmup_ms: int
+    duration_ms: int  # the fault phase
+    settle_ms: int  # after the heal: the final ring must be installed by then
+    quiesce_ms: int  # clients quiet; everything accepted must get delivered
+    workload: WorkloadParams
+
+
+PROFILES = {
+    "full": Profile(1000, 2000, 2500, 2000, WorkloadParams()),
+    "quick": Profile(500, 1000, 2000, 1000, WorkloadParams(mean_interval_ms=100.0, max_big_bytes=2 * 1024 * 1024)),
+}
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """Phase lengths in virtual ms and the cluster shape of one run."""
 
     seed: int
     nodes: int = 4
     faults: tuple[str, ...] = ()
-    warmup_ms: int = 1000
-    duration_ms: int = 2000  # the fault phase
-    settle_ms: int = 2500  # after the heal: the final ring must be installed by then
-    quiesce_ms: int = 1000  # clients quiet; everything accepted must get delivered
+    duration_ms: int | None = None  # the fault phase; None = the profile's
+    profile: str = "full"
     core: str = "real"
-    workload: WorkloadParams = field(default_factory=WorkloadParams)
+    boot_spread_ms: int = 30  # nodes boot within this much of each other
+    workload: WorkloadParams | None = None  # None = the profile's
+
+    @property
+    def phases(self) -> Profile:
+        p = PROFILES[self.profile]
+        return dataclasses.replace(p, duration_ms=p.duration_ms if self.duration_ms is None else self.duration_ms,
+                                   workload=self.workload or p.workload)
 
     def replay_command(self) -> str:
         faults = ",".join(self.faults) or "none"
-        extra = "" if self.duration_ms == RunPlan.duration_ms else f" --duration-ms {self.duration_ms}"
-        core = "" if self.core == "real" else f" --core {self.core}"
-        return f"python -m tests.sim --seed {self.seed} --nodes {self.nodes} --faults {faults}{extra}{core}"
+        extra = "" if self.duration_ms is None else f" --duration-ms {self.duration_ms}"
+        extra += "" if self.profile == "full" else f" --profile {self.profile}"
+        extra += "" if self.core == "real" else f" --core {self.core}"
+        return f"python -m tests.sim --seed {self.seed} --nodes {self.nodes} --faults {faults}{extra}"
 
 
 @dataclass
@@ -80,24 +104,30 @@ class RunResult:
 def run(plan: RunPlan, pytest_id: str | None = None, **factory_kwargs: Any) -> RunResult:
     """Execute one seeded run and check it."""
     nodelist = list(range(1, plan.nodes + 1))
+    ph = plan.phases
+    workload = ph.workload
+    boot_spread_ms = plan.boot_spread_ms
+    if plan.core == "standin":  # it has no SAFE delivery to check, nor catch-up for a late booting node
+        workload = dataclasses.replace(workload, safe_prob=0.0)
+        boot_spread_ms = 0
     factory = make_factory(plan.core, plan.nodes, **factory_kwargs)
-    sim = Simulator(factory, nodelist, plan.seed, workload=plan.workload,
+    sim = Simulator(factory, nodelist, plan.seed, workload=workload,
                     token_frame=is_token_frame if plan.core == "real" else None)
     rng = random.Random(f"{plan.seed}/plan")
-    heal_ns = (plan.warmup_ms + plan.duration_ms) * MS
-    injector = FaultInjector(sim, random.Random(f"{plan.seed}/faults"), plan.faults, plan.warmup_ms * MS, heal_ns,
+    heal_ns = (ph.warmup_ms + ph.duration_ms) * MS
+    injector = FaultInjector(sim, random.Random(f"{plan.seed}/faults"), plan.faults, ph.warmup_ms * MS, heal_ns,
                              token_ms=SIM_TOKEN_MS)
-    for node in nodelist:  # nodes boot within a few ms of each other
-        sim.call_at(int(rng.uniform(0, 30) * MS), lambda node=node: sim.start(node))
+    for node in nodelist:
+        sim.call_at(int(rng.uniform(0, boot_spread_ms) * MS), lambda node=node: sim.start(node))
     sim.workload_on = True
     injector.install()
-    sim.liveness_deadline_ns = heal_ns + plan.settle_ms * MS
+    sim.liveness_deadline_ns = heal_ns + ph.settle_ms * MS
 
     def quiet() -> None:
         sim.workload_on = False
 
     sim.call_at(sim.liveness_deadline_ns, quiet)
-    sim.run_until(sim.liveness_deadline_ns + plan.quiesce_ms * MS)
+    sim.run_until(sim.liveness_deadline_ns + ph.quiesce_ms * MS)
     record = sim.record()
     checker = Checker(record)
     violations = checker.run()

@@ -1,9 +1,10 @@
 """A stand-in core for testing the simulator itself: a fixed sequencer, correct on a fault-free network.
 
-Every node sends its messages to the lowest node id, which numbers them and multicasts them;
-every node delivers in number order. One static configuration of the whole nodelist is
-announced at start. It tolerates reordering and duplication, not loss or crashes, so a fault
-run must make the checker complain. ``bug`` plants a fault on node 2 to prove the checker sees it.
+Every node sends its messages to the lowest node id, which numbers them in each sender's order
+and multicasts them; every node delivers in number order. A sender resends what is not yet
+delivered back every tick, so a lost or early submit is harmless. One static configuration of
+the whole nodelist is announced at start. It tolerates reordering and duplication, not the loss
+of an ordered message nor crashes, so such a run must make the checker complain. ``bug`` plants a fault on node 2 to prove the checker sees it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class SequencerCore:
         self.next_seq = 0  # sequencer: next number to hand out
         self.expect = 0  # receiver: next number to deliver
         self.buffer: dict[int, tuple[int, int, int, bytes]] = {}
-        self.numbered: set[tuple[int, int]] = set()  # sequencer: (sender, msg_id) already numbered
+        self.unsent: dict[int, bytes] = {}  # own msg_id -> submit frame, until delivered back
+        self.next_from: dict[int, int] = {}  # sequencer: next msg_id to number, per sender
+        self.early: dict[tuple[int, int], bytes] = {}  # sequencer: submits that overtook an earlier one
         self.deadline: int | None = None
         self.ticks = 0
         self.held: Deliver | None = None
@@ -74,6 +77,7 @@ class SequencerCore:
             raise QueueFull(f"{self.outstanding} messages in flight")
         self.outstanding += 1
         frame = _SUBMIT.pack(b"S", self.node_id, self.next_msg_id, int(guarantee)) + payload
+        self.unsent[self.next_msg_id] = frame
         self.next_msg_id += 1
         if self.node_id == self.sequencer:
             return self.on_frame(now_ns, frame)
@@ -81,13 +85,17 @@ class SequencerCore:
 
     def on_frame(self, now_ns: int, data: bytes) -> list[Any]:
         if data[:1] == b"S" and len(data) >= _SUBMIT.size and self.node_id == self.sequencer:
-            _c, sender, msg_id, g = _SUBMIT.unpack_from(data)
-            if (sender, msg_id) in self.numbered:
-                return []  # a duplicated submit frame
-            self.numbered.add((sender, msg_id))
-            seq = self.next_seq
-            self.next_seq += 1
-            return [SendFrame(None, _ORDERED.pack(b"O", seq, sender, msg_id, g) + data[_SUBMIT.size :])]
+            _c, sender, msg_id, _g = _SUBMIT.unpack_from(data)
+            if msg_id >= self.next_from.get(sender, 0):
+                self.early[(sender, msg_id)] = data
+            out: list[Any] = []
+            while (sender, self.next_from.get(sender, 0)) in self.early:
+                frame = self.early.pop((sender, self.next_from.get(sender, 0)))
+                self.next_from[sender] = self.next_from.get(sender, 0) + 1
+                _c, sender, msg_id, g = _SUBMIT.unpack_from(frame)
+                out.append(SendFrame(None, _ORDERED.pack(b"O", self.next_seq, sender, msg_id, g) + frame[_SUBMIT.size :]))
+                self.next_seq += 1
+            return out
         if data[:1] == b"O" and len(data) >= _ORDERED.size:
             _c, seq, sender, msg_id, g = _ORDERED.unpack_from(data)
             if seq >= self.expect and seq not in self.buffer:
@@ -103,6 +111,7 @@ class SequencerCore:
             self.expect += 1
             if sender == self.node_id:
                 self.outstanding -= 1
+                self.unsent.pop(msg_id, None)
             d = Deliver(self.ring_id, sender, msg_id, Guarantee(g), payload)
             if self.bug == "skip" and seq == 3:
                 continue
@@ -122,7 +131,9 @@ class SequencerCore:
     def on_timer(self, now_ns: int) -> list[Any]:
         self.ticks += 1
         self.deadline = now_ns + TICK_NS
-        return []
+        if self.node_id == self.sequencer:
+            return [a for frame in self.unsent.values() for a in self.on_frame(now_ns, frame)]
+        return [SendFrame(self.sequencer, frame) for frame in self.unsent.values()]
 
     def leave(self, now_ns: int) -> list[Any]:
         self.deadline = None

@@ -1,0 +1,46 @@
+"""Seeded random runs of the real Totem core under every fault kind; each seed must keep every EVS guarantee.
+
+A failure prints the seed and the commands that replay it (`python -m tests.sim ...` and `pytest -k ...`).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.sim.faults import FAULT_KINDS, parse_faults
+from tests.sim.runner import RunPlan, run
+
+SWEEP_SEEDS = 504  # 42 per fault kind and 42 with all kinds at once
+KINDS = (*FAULT_KINDS, "all")
+
+# Known core gaps, seed -> reason, marked xfail so the suite stays green while they are open.
+KNOWN_GAPS: dict[int, str] = {}
+
+
+def sweep_case(seed: int) -> tuple[str, int]:
+    """(fault kinds, node count) of a sweep seed: every kind meets every cluster size 2..5."""
+    return KINDS[seed % len(KINDS)], 2 + (seed // len(KINDS)) % 4
+
+
+def _cases(seeds: range) -> list:  # type: ignore[type-arg]
+    out = []
+    for seed in seeds:
+        faults, nodes = sweep_case(seed)
+        marks = [pytest.mark.xfail(reason=KNOWN_GAPS[seed], strict=False)] if seed in KNOWN_GAPS else []
+        out.append(pytest.param(seed, faults, nodes, id=f"{faults}-n{nodes}-seed{seed}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize(("seed", "faults", "nodes"), _cases(range(SWEEP_SEEDS)))
+def test_seed_keeps_evs_guarantees(seed: int, faults: str, nodes: int) -> None:
+    plan = RunPlan(seed=seed, nodes=nodes, faults=parse_faults(faults), profile="quick")
+    result = run(plan, pytest_id=f"{faults}-n{nodes}-seed{seed}]")
+    assert result.ok, result.report()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("seed", "faults", "nodes"), _cases(range(10_000, 10_300)))
+def test_long_run_seed_keeps_evs_guarantees(seed: int, faults: str, nodes: int) -> None:
+    nodes = 2 + seed % 7  # up to 8 nodes, full-length phases, heavier traffic
+    result = run(RunPlan(seed=seed, nodes=nodes, faults=parse_faults(faults)))
+    assert result.ok, result.report()
