@@ -1,1 +1,16 @@
-"""supervisor"""
+"""The node supervisor (the ``pycorosync daemon`` process) and the child-watch machinery SAM reuses.
+
+Modules (import what you need; nothing here is imported eagerly, so the CLI stays fast):
+
+- ``process``: ``ChildSpec`` (what to run, restart rule, readiness, timeouts), ``RestartRule``,
+  ``ChildProcess`` (one running instance: pidfd, ready pipe, stderr tail), ``ExitStatus``.
+- ``watch``: ``ChildWatch``: spawn + watch in an ``EventLoop``; ``stop()`` = warn signal, timeout, SIGKILL.
+- ``policy``: ``RestartPolicy`` / ``RestartBudget``: backoff and restart-storm limit (pure, takes ``now_s``).
+- ``loop``: ``EventLoop``: epoll readers, monotonic timers, signals through a wakeup fd.
+- ``node``: ``NodePlan`` (ordered specs, dependencies, shm prefix) and ``NodeSupervisor``.
+- ``resources``: per-process eventfd doorbells and ``PYCOROSYNC_NODE`` (engine/runtime/PROTOCOL.md §1).
+- ``plan``: the node's concrete processes and their rules (ARCHITECTURE.md §1).
+- ``daemon``: run dir, pid file, logging, foreground or double-fork background; ``pidfile``; ``shm``.
+- ``logsetup``: the ``logging.*`` keys, corosync's line layout, subsystem loggers, reopen.
+- ``child``: what a child calls: ``notify_ready()``, ``die_with_supervisor()``, ``restart_count()``.
+"""

@@ -137,6 +137,9 @@ def daemonize(body: Callable[[Report], int]) -> int:
     error it reported (or that it died first). Never returns in the daemon itself.
     """
     status_r, status_w = os.pipe()
+    for stream in (sys.stdout, sys.stderr):  # or buffered text would be written twice, once per process
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
     first = os.fork()
     if first:
         os.close(status_w)
