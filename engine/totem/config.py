@@ -37,7 +37,8 @@ class TotemConfig:
     max_messages: int = 17
     netmtu: int = 1500
     transport_overhead_bytes: int = DEFAULT_TRANSPORT_OVERHEAD_BYTES
-    #: send queue bound in frames; 0 = 4 MiB of frames plus room for one message of max_message_bytes
+    #: send queue bound in frames; 0 = corosync's 4 MiB worth of frames. A single message larger than the
+    #: bound (up to max_message_bytes) is still accepted when the queue is empty.
     send_queue_frames: int = 0
     max_message_bytes: int = 16 * 1024 * 1024
     token_warning: int = 75
@@ -70,8 +71,7 @@ class TotemConfig:
         """The send queue bound actually applied (see ``send_queue_frames``)."""
         if self.send_queue_frames > 0:
             return self.send_queue_frames
-        per_frame = max(1, self.frame_payload_bytes - 64)
-        return _SEND_QUEUE_BYTES // self.netmtu + -(-self.max_message_bytes // per_frame) + 1
+        return max(1, _SEND_QUEUE_BYTES // self.netmtu)
 
     @classmethod
     def defaults_for(cls, token: int = 3000, node_count: int = 2, token_coefficient: int = 650,

@@ -49,7 +49,7 @@ from pycorosync.engine.totem.wire import (
 
 __all__ = ["QueueFull", "MessageTooBig", "TotemCore"]
 
-_MAGIC_VERSION = b"\xc5\x01"
+_MCAST_PREFIX = bytes((0xC5, 1, MCAST))
 _LEAVE_RESENDS = 2
 
 
@@ -132,8 +132,13 @@ class TotemCore(Membership):
         if self.state in (LEFT, INIT):
             return out
         try:
-            if data[:2] == _MAGIC_VERSION and len(data) > 2 and data[2] == MCAST:
-                frame: Mcast | Token | Join | CommitToken | Control = decode_mcast(data)
+            frame: Mcast | Token | Join | CommitToken | Control
+            if data[:3] == _MCAST_PREFIX:
+                m = decode_mcast(data)
+                if self.state == OPERATIONAL and m.incarnation == self.known_incarnation.get(m.sender):
+                    self._on_mcast(now_ns, m, out)  # the hot path: a known peer's frame in my ring
+                    return out
+                frame = m
             else:
                 frame = decode(data)
         except WireError:
@@ -191,18 +196,17 @@ class TotemCore(Membership):
 
     def _on_mcast(self, now_ns: int, m: Mcast, out: list[Action]) -> None:
         state = self.state
-        if state == OPERATIONAL and m.ring_id == self.ring_id:
-            if not self.store.add(m):
+        if state == OPERATIONAL and m.ring_key == self.store.ring_key:
+            store = self.store
+            if not store.add(m):
                 self.stats["rx_duplicate"] += 1
                 return
             self.stats["mcast_rx"] += 1
-            if m.seq > self._forwarded_seq:
+            if self._last_sent is not None and m.seq > self._forwarded_seq:
                 self._token_seen()
-            store = self.store
             if store.my_aru > store.delivered:
                 self._deliver(out)
-        elif state == RECOVERY and m.ring_id == self.new_ring_id:
-            assert self.new_store is not None
+        elif state == RECOVERY and self.new_store is not None and m.ring_key == self.new_store.ring_key:
             if not self.new_store.add(m):
                 self.stats["rx_duplicate"] += 1
                 return
@@ -211,7 +215,7 @@ class TotemCore(Membership):
                 self._token_seen()
             if m.flags & MCAST_ENCAPSULATED:
                 self._unwrap(m)
-        elif state == GATHER and m.ring_id == self.ring_id and not self.fresh:
+        elif state == GATHER and m.ring_key == self.store.ring_key and not self.fresh:
             if self.store.add(m):  # a late frame of my old ring: it may spare a resend in RECOVERY
                 self.stats["mcast_rx"] += 1
         elif state in (OPERATIONAL, GATHER) and not self._is_stale(m.sender, m.ring_id):
@@ -226,7 +230,7 @@ class TotemCore(Membership):
         except WireError:
             self.stats["rx_malformed"] += 1
             return
-        if not self.fresh and inner.ring_id == self.ring_id and not inner.flags & MCAST_ENCAPSULATED:
+        if not self.fresh and inner.ring_key == self.store.ring_key and not inner.flags & MCAST_ENCAPSULATED:
             self.store.add(inner)
 
     def _on_join(self, now_ns: int, j: Join, out: list[Action]) -> None:
@@ -370,6 +374,7 @@ class TotemCore(Membership):
     def _send_new(self, tok: Token, store: RingStore, budget: int, recovering: bool, out: list[Action]) -> int:
         """Multicast up to ``budget`` new frames, each with the next seq; returns how many."""
         me, inc, ring = self.node_id, self.incarnation, store.ring_id
+        key = store.ring_key
         sent = 0
         if recovering:
             queue = self.recovery_queue
@@ -377,7 +382,7 @@ class TotemCore(Membership):
                 seq = tok.seq + 1
                 tok.seq = seq
                 raw = encode_encapsulated(me, inc, ring, seq, queue.popleft())
-                store.add(Mcast(me, inc, ring, seq, MCAST_ENCAPSULATED, raw, ()))
+                store.add(Mcast(me, inc, key, seq, MCAST_ENCAPSULATED, raw, ()))
                 out.append(SendFrame(None, raw))
                 sent += 1
         else:
@@ -388,7 +393,7 @@ class TotemCore(Membership):
                 tok.seq = seq
                 parts.insert(0, pack_header(0xC5, 1, MCAST, flags, me, inc, ring.rep, ring.seq) + pack_body(seq, count))
                 raw = b"".join(parts)
-                store.add(Mcast(me, inc, ring, seq, flags, raw, tuple(entries)))
+                store.add(Mcast(me, inc, key, seq, flags, raw, tuple(entries)))
                 out.append(SendFrame(None, raw))
                 sent += 1
         self.stats["mcast_tx"] += sent

@@ -38,7 +38,11 @@ PackedFrame = tuple[int, int, list[bytes], list[tuple[int, int, int, bytes, int]
 
 
 class SendQueue:
-    """The bounded queue of messages waiting for the token (all or nothing per message)."""
+    """The bounded queue of messages waiting for the token (all or nothing per message).
+
+    A message goes in only if all of it fits under the bound; one message bigger than the whole bound
+    (up to ``max_message_bytes``) is taken when the queue is empty, so big messages are never refused forever.
+    """
 
     __slots__ = ("_queue", "frame_bytes", "limit_bytes", "max_message_bytes", "next_msg_id", "queued_bytes")
 
@@ -65,7 +69,7 @@ class SendQueue:
         if size > self.max_message_bytes:
             raise MessageTooBig(f"message of {size} bytes exceeds the maximum of {self.max_message_bytes} bytes")
         cost = self._cost(size)
-        if self.queued_bytes + cost > self.limit_bytes:
+        if self.queued_bytes + cost > self.limit_bytes and self._queue:
             raise QueueFull(f"totem send queue holds {self.queued_bytes} of {self.limit_bytes} bytes; "
                             f"a {size}-byte message does not fit")
         msg_id = self.next_msg_id

@@ -13,16 +13,31 @@ SORT_QUEUE_SPAN = 16384
 _GUARANTEES = tuple(Guarantee)
 
 
+def _make_deliver_fast(ring_id: RingId, sender: int, msg_id: int, guarantee: Guarantee, payload: bytes) -> Deliver:
+    # Deliver is a frozen dataclass whose __init__ costs one object.__setattr__ per field; on the
+    # delivery hot path the instance dict is set in one go instead (equal to Deliver(...) in every way).
+    d = _new(Deliver)
+    _setattr(d, "__dict__", {"ring_id": ring_id, "sender": sender, "msg_id": msg_id, "guarantee": guarantee,
+                             "payload": payload})
+    return d
+
+
+_new = object.__new__
+_setattr = object.__setattr__
+make_deliver = Deliver if hasattr(Deliver, "__slots__") else _make_deliver_fast
+
+
 class RingStore:
     """Frames of one ring that this node holds, and how far it has received and delivered them.
 
     Invariants: ``freed_to <= delivered <= my_aru <= high_seq``; seqs only grow.
     """
 
-    __slots__ = ("delivered", "frames", "freed_to", "high_seq", "miss_counts", "my_aru", "ring_id")
+    __slots__ = ("delivered", "frames", "freed_to", "high_seq", "miss_counts", "my_aru", "ring_id", "ring_key")
 
     def __init__(self, ring_id: RingId) -> None:
         self.ring_id = ring_id
+        self.ring_key = (ring_id.rep, ring_id.seq)
         self.frames: dict[int, Mcast] = {}
         self.my_aru = 0
         self.high_seq = 0
@@ -99,6 +114,7 @@ def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assemb
     append = out.append
     feed = assembler.feed
     guarantees = _GUARANTEES
+    make = make_deliver
     while seq < upto:
         m = frames.get(seq + 1)
         if m is None:
@@ -116,12 +132,12 @@ def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assemb
             continue
         for kind, guarantee, msg_id, payload, total in m.entries:
             if kind == KIND_WHOLE:
-                append(Deliver(deliver_ring, sender, msg_id, guarantees[guarantee], payload))
+                append(make(deliver_ring, sender, msg_id, guarantees[guarantee], payload))
                 count += 1
             else:
                 done = feed(sender, kind, guarantee, msg_id, payload, total)
                 if done is not None:
-                    append(Deliver(deliver_ring, sender, done[0], guarantees[done[1]], done[2]))
+                    append(make(deliver_ring, sender, done[0], guarantees[done[1]], done[2]))
                     count += 1
     store.delivered = seq
     return count

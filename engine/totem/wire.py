@@ -82,8 +82,10 @@ JOIN_BODY = struct.Struct("<QHH")
 COMMIT_BODY = struct.Struct("<IBBHH")
 COMMIT_ENTRY = struct.Struct("<IIIQQQQB")
 
+MCAST_HEADER = struct.Struct("<BBBBIIIQQH")  # HEADER + MCAST_BODY in one unpack
 HEADER_BYTES = HEADER.size
 MCAST_HEADER_BYTES = HEADER.size + MCAST_BODY.size
+assert MCAST_HEADER.size == MCAST_HEADER_BYTES
 ENTRY_BYTES = ENTRY.size
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
@@ -172,18 +174,30 @@ class Control:
     ring_id: RingId
 
 
-@dataclass(frozen=True, slots=True)
 class Mcast:
-    """A multicast frame: the raw bytes (kept for retransmission) and its decoded entries."""
+    """A multicast frame: the raw bytes (kept for retransmission) and its decoded entries.
 
-    sender: int
-    incarnation: int
-    ring_id: RingId
-    seq: int
-    flags: int
-    raw: bytes
-    #: (kind, guarantee, msg_id, payload, total length for FIRST else 0); empty when encapsulated
-    entries: tuple[tuple[int, int, int, bytes, int], ...]
+    A plain slotted class rather than a frozen dataclass: one is built per frame on the hot path.
+    """
+
+    __slots__ = ("entries", "flags", "incarnation", "raw", "ring_key", "sender", "seq")
+
+    def __init__(self, sender: int, incarnation: int, ring_key: tuple[int, int], seq: int, flags: int, raw: bytes,
+                 entries: tuple[tuple[int, int, int, bytes, int], ...]) -> None:
+        self.sender = sender
+        self.incarnation = incarnation
+        #: (rep, seq) of the ring, compared as a tuple on the hot path
+        self.ring_key = ring_key
+        self.seq = seq
+        self.flags = flags
+        self.raw = raw
+        #: (kind, guarantee, msg_id, payload, total length for FIRST else 0); empty when encapsulated
+        self.entries = entries
+
+    @property
+    def ring_id(self) -> RingId:
+        """The ring this frame belongs to."""
+        return RingId(*self.ring_key)
 
 
 Frame = Token | Mcast | Join | CommitToken | Control
@@ -320,18 +334,22 @@ def decode_mcast(data: bytes) -> Mcast:
     n = len(data)
     if n < MCAST_HEADER_BYTES:
         raise WireError(f"mcast frame of {n} bytes is truncated")
-    magic, version, ftype, flags, sender, inc, rep, rseq = HEADER.unpack_from(data, 0)
+    magic, version, ftype, flags, sender, inc, rep, rseq, seq, count = MCAST_HEADER.unpack_from(data, 0)
     if magic != MAGIC or version != VERSION or ftype != MCAST or sender == 0:
         raise WireError("not a v1 mcast frame")
-    seq, count = MCAST_BODY.unpack_from(data, HEADER_BYTES)
     if seq == 0:
         raise WireError("mcast seq 0 is never assigned")
     if flags & MCAST_ENCAPSULATED:
         if count != 0:
             raise WireError("encapsulated mcast declares entries")
-        return Mcast(sender, inc, RingId(rep, rseq), seq, flags, data, ())
-    entries = []
+        return Mcast(sender, inc, (rep, rseq), seq, flags, data, ())
     off = MCAST_HEADER_BYTES
+    if count == 1:  # the common case of one message (or fragment) per frame
+        kind, guarantee, length, msg_id = ENTRY.unpack_from(data, off) if off + ENTRY_BYTES <= n else (9, 0, 0, 0)
+        if kind == KIND_WHOLE and guarantee <= 3 and off + ENTRY_BYTES + length == n:
+            return Mcast(sender, inc, (rep, rseq), seq, flags, data,
+                         ((kind, guarantee, msg_id, data[off + ENTRY_BYTES:], 0),))
+    entries = []
     unpack = ENTRY.unpack_from
     for i in range(count):
         if off + ENTRY_BYTES > n:
@@ -355,4 +373,4 @@ def decode_mcast(data: bytes) -> Mcast:
         off = end
     if off != n:
         raise WireError(f"mcast frame has {n - off} trailing bytes after {count} entries")
-    return Mcast(sender, inc, RingId(rep, rseq), seq, flags, data, tuple(entries))
+    return Mcast(sender, inc, (rep, rseq), seq, flags, data, tuple(entries))
