@@ -7,8 +7,9 @@ Every datagram on the wire is one Totem frame with a fixed 32-byte header (see t
 little-endian, followed by the frame protected according to ``mode``:
 
 * ``MODE_AEAD`` (``crypto_cipher`` aes256/aes192/aes128): AES-GCM ciphertext + 16-byte tag, the header as
-  associated data. The key is per (sender, boot_id), derived from the cluster key, and the nonce is
-  ``boot_id`` (low 32 bits) + ``counter``, so no two frames of any node ever share a (key, nonce).
+  associated data. The key is per (sender, boot_id), derived from the cluster key, and the 12-byte nonce
+  is header bytes 20..32: ``boot_id``'s high 32 bits + ``counter``. The counter never repeats within an
+  incarnation and every incarnation has its own key, so no (key, nonce) pair is ever used twice.
 * ``MODE_HMAC`` (cipher none, hash set): plaintext + HMAC(header + plaintext) with ``crypto_hash``.
 * ``MODE_PLAIN`` (both none): plaintext; the header still carries the cluster hash, the sender and the
   counter, so frames of another cluster and duplicates are dropped all the same.
@@ -285,6 +286,65 @@ class FrameCodec:
         n = self.seal_into(memoryview(out), 0, len(payload))
         return bytes(out[:n])
 
+    def seal_batch(self, stage: memoryview, plain: memoryview, slot: int, lens: list[int]) -> list[int]:
+        """Seals frames whose headers a kernel already wrote at ``stage[i*slot]``; returns datagram lengths.
+
+        AEAD: the plaintext of frame i is at ``plain[i*slot:]`` (GCM cannot encrypt in place here).
+        HMAC: the plaintext is in ``stage`` after the header, and the MAC is appended.
+        """
+        out = []
+        if self.mode == MODE_AEAD:
+            assert self._tx_aead is not None
+            enc = self._tx_aead.encrypt_into
+            for i, n in enumerate(lens):
+                o = i * slot
+                b = o + HEADER_BYTES
+                enc(stage[o + NONCE_OFFSET : b], plain[o : o + n], stage[o:b], stage[b : b + n + GCM_TAG_BYTES])
+                out.append(n + self.overhead)
+        elif self.mode == MODE_HMAC:
+            key, digest, mac_len = self._hmac_key, self._digest, self.trailer
+            mac = hmac.digest
+            for i, n in enumerate(lens):
+                e = i * slot + HEADER_BYTES + n
+                stage[e : e + mac_len] = mac(key, stage[i * slot : e], digest)
+                out.append(n + self.overhead)
+        else:
+            out = [n + HEADER_BYTES for n in lens]
+        return out
+
+    def open_batch(
+        self, data: memoryview, out: memoryview, offs: list[int], lens: list[int], senders: list[int]
+    ) -> list[int]:
+        """Opens datagram j (``data[offs[j]:offs[j]+lens[j]]`` from node ``senders[j]``) into ``out`` at the same
+        offset; returns each payload length, -1 where authentication failed. Headers were already checked."""
+        res = []
+        over = self.overhead
+        if self.mode == MODE_AEAD:
+            cache = self._aead_cache
+            for o, ln, sender in zip(offs, lens, senders):
+                n = ln - over
+                b = o + HEADER_BYTES
+                key = (sender, int.from_bytes(data[o + 16 : o + 24], "little"))
+                aead = cache.get(key) or self.aead_for(*key)
+                try:
+                    aead.decrypt_into(data[o + NONCE_OFFSET : b], data[b : o + ln], data[o:b], out[o : o + n])
+                except Exception:  # InvalidTag, or a length the tag check refuses
+                    n = -1
+                res.append(n)
+        elif self.mode == MODE_HMAC:
+            hkey, digest = self._hmac_key, self._digest
+            for o, ln, _sender in zip(offs, lens, senders):
+                e = o + ln - self.trailer
+                ok = hmac.compare_digest(hmac.digest(hkey, data[o:e], digest), data[e : o + ln])
+                if ok:
+                    out[o : o + ln - over] = data[o + HEADER_BYTES : e]
+                res.append(ln - over if ok else -1)
+        else:
+            for o, ln, _sender in zip(offs, lens, senders):
+                out[o : o + ln - over] = data[o + HEADER_BYTES : o + ln]
+                res.append(ln - over)
+        return res
+
     # -- opening ---------------------------------------------------------------------------------------
     def open_into(self, data: memoryview, sender: int, boot_id: int, counter: int, out: memoryview) -> int:
         """Verifies (and decrypts) one datagram whose header was already checked; returns the payload length.
@@ -310,8 +370,11 @@ class FrameCodec:
         return n
 
 
+NONCE_OFFSET = 20  # the nonce is the header's last 12 bytes: high half of boot_id, then counter
+
+
 def _nonce(boot_id: int, counter: int) -> bytes:
-    return struct.pack("<IQ", boot_id & 0xFFFFFFFF, counter)
+    return struct.pack("<IQ", boot_id >> 32, counter)
 
 
 def check_header(data: bytes | memoryview, mode: int, chash: int, max_datagram: int) -> str | None:

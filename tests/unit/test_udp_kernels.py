@@ -175,8 +175,8 @@ def test_tx_drain_writes_the_same_plain_header_as_the_codec() -> None:
     counter = np.zeros(1, np.int64)
     chash = crypto.cluster_hash("c")
     ids = np.array([1, 2], np.int64)
-    n = frames.tx_drain(ring.array, ring.offset, ring.capacity, stage, lens, dests, 8, 1400, ids, True, chash, 1,
-                        4242, counter, ctr)
+    n = frames.tx_drain(ring.array, ring.offset, ring.capacity, stage, stage, lens, dests, 8, 1400, ids,
+                        crypto.MODE_PLAIN, chash, 1, 4242, counter, ctr)
     assert n == 2 and ring.empty()
     assert list(dests[:2]) == [1, -1]
     ref = FrameCodec(CryptoSettings("none", "none", "c", b""), 1, 4242)

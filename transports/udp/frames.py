@@ -26,7 +26,7 @@ from pycorosync.ipc.ring_kernels import (
     ring_release,
     ring_write,
 )
-from pycorosync.transports.crypto import HEADER_BYTES, MAGIC, MODE_PLAIN, VERSION
+from pycorosync.transports.crypto import HEADER_BYTES, MAGIC, MODE_AEAD, MODE_PLAIN, VERSION
 from pycorosync.transports.peers import REPLAY, replay_mark, replay_verdict
 
 # drop reasons: the same order as crypto.DROP_REASONS (verdict = -1 - reason)
@@ -75,16 +75,19 @@ def _put(buf: Any, off: int, nbytes: int, value: int) -> None:
 
 @njit(cache=True, nogil=True)
 def tx_drain(
-    rbuf: Any, rbase: int, rcap: int, stage: Any, lens: Any, dests: Any, max_frames: int, max_payload: int,
-    node_ids: Any, plain: bool, chash: int, node_id: int, boot_id: int, tx_counter: Any, ctr: Any,
+    rbuf: Any, rbase: int, rcap: int, stage: Any, plain: Any, lens: Any, dests: Any, max_frames: int,
+    max_payload: int, node_ids: Any, mode: int, chash: int, node_id: int, boot_id: int, tx_counter: Any, ctr: Any,
 ) -> int:
-    """Pops up to ``max_frames`` records into ``stage`` (payload at +32); returns how many were staged.
+    """Pops up to ``max_frames`` records and writes each frame's header into ``stage``; returns how many.
 
-    A record for an unknown node id or longer than ``max_payload`` is dropped and counted (totem's bug,
-    not the network's). ``lens[i]`` is the datagram length in plain mode, the payload length otherwise.
+    The payload goes to ``stage[i, 32:]`` (plain, HMAC) or to ``plain[i, :]`` (AEAD: GCM cannot encrypt
+    in place). ``lens[i]`` is the datagram length in plain mode, the payload length otherwise. A record
+    for an unknown node id or longer than ``max_payload`` is dropped and counted (totem's bug, not the
+    network's).
     """
     k = 0
     got = 0
+    aead = mode == MODE_AEAD
     room = stage.shape[1] - HEADER_BYTES
     while k < max_frames:
         hdr, rtype, n = ring_peek(rbuf, rbase, rcap)
@@ -95,29 +98,30 @@ def tx_drain(
             ring_release(rbuf, rbase, rcap, n)
             ctr[C_TX_OVERSIZED] += 1
             continue
-        row = stage[k]
-        ring_read(rbuf, rbase, rcap, row, HEADER_BYTES)
         d = -1
         if rtype != 0:
             d = _index(node_ids, rtype)
             if d < 0:
+                ring_release(rbuf, rbase, rcap, n)
                 ctr[C_TX_UNKNOWN_DEST] += 1
                 continue
-        dests[k] = d
-        if plain:
-            c = tx_counter[0] + 1
-            tx_counter[0] = c
-            _put(row, 0, 2, MAGIC)
-            row[2] = np.uint8(VERSION)
-            row[3] = np.uint8(MODE_PLAIN)
-            _put(row, 4, 4, chash)
-            _put(row, 8, 4, node_id)
-            _put(row, 12, 4, 0)
-            _put(row, 16, 8, boot_id)
-            _put(row, 24, 8, c)
-            lens[k] = n + HEADER_BYTES
+        row = stage[k]
+        if aead:
+            ring_read(rbuf, rbase, rcap, plain[k], 0)
         else:
-            lens[k] = n
+            ring_read(rbuf, rbase, rcap, row, HEADER_BYTES)
+        dests[k] = d
+        c = tx_counter[0] + 1
+        tx_counter[0] = c
+        _put(row, 0, 2, MAGIC)
+        row[2] = np.uint8(VERSION)
+        row[3] = np.uint8(mode)
+        _put(row, 4, 4, chash)
+        _put(row, 8, 4, node_id)
+        _put(row, 12, 4, 0)
+        _put(row, 16, 8, boot_id)
+        _put(row, 24, 8, c)
+        lens[k] = n + HEADER_BYTES if mode == MODE_PLAIN else n
         k += 1
     if got > 0:
         ring_publish_head(rbuf, rbase)
@@ -298,7 +302,7 @@ def warm() -> None:
     ids = np.array([1, 2], np.int64)
     ctr = np.zeros(N_COUNTERS, np.int64)
     tcount = np.zeros(1, np.int64)
-    n = tx_drain(ring, 0, cap, stage, lens, dests, 2, 64, ids, True, 7, 1, 9, tcount, ctr)
+    n = tx_drain(ring, 0, cap, stage, stage, lens, dests, 2, 64, ids, MODE_PLAIN, 7, 1, 9, tcount, ctr)
     flat = stage.reshape(-1)
     seg_off = np.array([0, 128], np.int64)
     seg_len = lens.copy()
