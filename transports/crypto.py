@@ -167,6 +167,8 @@ def _totem_value(config: Any, name: str, default: Any) -> Any:
     if value is None:
         keys = getattr(config, "keys", None) or {}
         value = keys.get(f"totem.{name}")
+        if isinstance(value, tuple):  # CorosyncConfig.keys holds (type, value)
+            value = value[1]
     return default if value is None else value
 
 

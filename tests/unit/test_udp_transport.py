@@ -268,3 +268,25 @@ def test_shared_link_table_is_readable_by_another_attach() -> None:
     assert other.statuses(0)[1].rx_packets == 5
     with pytest.raises(ValueError, match="link table"):
         links.LinkTable.attach(np.zeros(links.table_bytes(3), np.uint8))
+
+
+def test_plan_from_a_parsed_corosync_conf(tmp_path) -> None:
+    from pycorosync.engine.config import parse
+    from pycorosync.transports.udp.plan import plan_from_config
+
+    key = tmp_path / "authkey"
+    key.write_bytes(KEY)
+    key.chmod(0o400)
+    conf = parse(
+        "totem {\n version: 2\n cluster_name: alpha\n transport: udp\n crypto_cipher: aes128\n crypto_hash: sha1\n"
+        f" keyfile: {key}\n netmtu: 9000\n interface {{\n  linknumber: 0\n  mcastport: 6000\n }}\n}}\n"
+        "nodelist {\n node {\n  ring0_addr: 127.0.0.1\n  nodeid: 1\n }\n node {\n  ring0_addr: 127.0.0.2\n"
+        "  nodeid: 2\n }\n}\n"
+    )
+    plan = plan_from_config(conf, 2)
+    assert (plan.transport, plan.node_id, plan.local_addr, plan.mcastport, plan.netmtu) == ("udp", 2, "127.0.0.2", 6000,
+                                                                                            9000)
+    assert plan.group == conf.totem.links[0].mcastaddr or plan.group.startswith("239.192.")
+    assert (plan.crypto.cipher, plan.crypto.hash, plan.crypto.cluster_name, plan.crypto.authkey) == (
+        "aes128", "sha1", "alpha", KEY)
+    assert plan.max_frame_bytes == 9000 - 28 - 48

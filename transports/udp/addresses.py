@@ -7,6 +7,8 @@ import socket
 import struct
 from typing import Any
 
+from pycorosync.engine.config.addresses import cluster_mcast_addr
+
 DEFAULT_MCASTPORT = 5405
 
 
@@ -14,21 +16,9 @@ class AddressError(ValueError):
     """A nodelist or interface address cannot be used; the message names the node and the value."""
 
 
-def cluster_id(cluster_name: str) -> int:
-    """corosync's 16-bit cluster id: ``value = (value << 1) + c`` over the name's (signed) chars, 32-bit int."""
-    value = 0
-    for b in cluster_name.encode():
-        c = b - 256 if b > 127 else b  # char is signed on the platforms corosync ships for
-        value = ((value << 1) + c) & 0xFFFFFFFF
-    return value & 0xFFFF
-
-
 def default_mcastaddr(cluster_name: str, family: int = socket.AF_INET) -> str:
     """The group corosync picks when ``mcastaddr`` is not set: 239.192.x.y or ff15::x (COROSYNC.md §3)."""
-    cid = cluster_id(cluster_name)
-    if family == socket.AF_INET6:
-        return f"ff15::{cid:x}"
-    return f"239.192.{cid >> 8}.{cid % 0xFF}"  # corosync divides by 255, not 256: kept for compatibility
+    return cluster_mcast_addr(cluster_name, 0, family == socket.AF_INET6)
 
 
 def _family_order(ip_version: str) -> list[int]:

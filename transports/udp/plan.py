@@ -91,31 +91,17 @@ def make_plan(
 
 
 def plan_from_config(config: Any, node_id: int) -> TransportPlan:
-    """Builds the plan from a parsed CorosyncConfig (``.totem``, ``.nodes``; flat ``.keys`` as fallback)."""
-    totem = getattr(config, "totem", None)
-    keys = getattr(config, "keys", {}) or {}
+    """Builds the plan from a parsed ``engine.config.CorosyncConfig`` (``.totem``, ``.nodes``).
 
-    def tv(name: str, default: Any) -> Any:
-        v = getattr(totem, name, None) if totem is not None else None
-        if v is None:
-            v = keys.get(f"totem.{name}", keys.get(f"totem.interface.0.{name}"))
-        return default if v is None else v
-
-    iface: dict[str, Any] = {}
-    interfaces = getattr(totem, "interfaces", None) if totem is not None else None
-    if interfaces:
-        first = interfaces[0] if isinstance(interfaces, list | tuple) else next(iter(interfaces.values()))
-        iface = first if isinstance(first, dict) else vars(first)
-    nodes = []
-    for node in getattr(config, "nodes", []) or []:
-        addrs = getattr(node, "addrs", None) or [getattr(node, "ring0_addr", None)]
-        nodes.append((int(node.nodeid), str(addrs[0])))
+    ``knet`` is served as udpu on link 0 (ARCHITECTURE.md §5). The authkey is read (and its file mode
+    checked) only when crypto is on.
+    """
+    totem = config.totem
+    link = totem.links[0]
+    transport = "udpu" if totem.transport == "knet" else str(totem.transport)
+    nodes = [(int(n.nodeid), str(n.addrs[0])) for n in config.nodes]
     return make_plan(
-        node_id, nodes, settings_from_config(config), transport=str(tv("transport", "udpu")),
-        ip_version=str(tv("ip_version", "ipv6-4")),
-        mcastport=int(iface.get("mcastport") or tv("mcastport", DEFAULT_MCASTPORT)),
-        mcastaddr=str(iface.get("mcastaddr") or tv("mcastaddr", "") or ""),
-        ttl=int(iface.get("ttl") or tv("ttl", 1)),
-        netmtu=int(tv("netmtu", DEFAULT_NETMTU)),
-        token_ms=int(tv("token", DEFAULT_TOKEN_MS)),
+        node_id, nodes, settings_from_config(config), transport=transport, ip_version=str(totem.ip_version),
+        mcastport=int(link.mcastport), mcastaddr=str(link.mcastaddr or ""), ttl=int(link.ttl),
+        netmtu=int(totem.netmtu), token_ms=int(totem.token_ms),
     )
