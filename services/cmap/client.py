@@ -118,7 +118,7 @@ class _CmapBase:
 
     def _event_of(self, rtype: int, payload: bytes) -> tuple[CmapTrackEvent, TrackCallback | None] | None:
         """Decodes a NOTIFY record; None for a tracker already deleted or an unknown record."""
-        if rtype != p.CmapMsg.NOTIFY:
+        if rtype != p.MSG_NOTIFY:
             return None
         handle, context, event, key, new, old = p.decode_notify(payload)
         track = self._tracks.get(context)
@@ -159,7 +159,7 @@ class CmapClient(_CmapBase):
         super().__init__(run_dir, cmap_map, engine, timeout)
         try:
             if self._init_payload is not None:
-                self._call(p.CmapMsg.INITIALIZE_MAP, self._init_payload, "cmap initialize_map")
+                self._call(p.MSG_INITIALIZE_MAP, self._init_payload, "cmap initialize_map")
         except BaseException:
             self.close()
             raise
@@ -177,7 +177,7 @@ class CmapClient(_CmapBase):
     # -- get -------------------------------------------------------------------------------------
     def get(self, key: str) -> tuple[Value, ValueType]:
         """cmap_get: ``(value, type)``; CS_ERR_NOT_EXIST when the key is missing."""
-        vtype, value = p.decode_entry(self._call(p.CmapMsg.GET, p.encode_key(key), f"cmap get {key!r}"))
+        vtype, value = p.decode_entry(self._call(p.MSG_GET, p.encode_key(key), f"cmap get {key!r}"))
         return value, vtype
 
     def get_typed(self, key: str, vtype: ValueType) -> Value:
@@ -243,7 +243,7 @@ class CmapClient(_CmapBase):
             payload = p.encode_set(key, vt, value if vt != ValueType.BINARY else bytes(value))  # type: ignore[arg-type]
         except Exception as exc:  # struct.error for an int out of range, ...
             raise CsError(CS_ERR_INVALID_PARAM, f"cmap set {key!r}: {value!r:.60} is not a valid {vt.name}") from exc
-        self._call(p.CmapMsg.SET, payload, f"cmap set {key!r}")
+        self._call(p.MSG_SET, payload, f"cmap set {key!r}")
 
     def set_u8(self, key: str, value: int) -> None:
         """cmap_set_uint8."""
@@ -267,24 +267,24 @@ class CmapClient(_CmapBase):
 
     def delete(self, key: str) -> None:
         """cmap_delete; CS_ERR_NOT_EXIST when missing, CS_ERR_ACCESS when read-only."""
-        self._call(p.CmapMsg.DELETE, p.encode_key(key), f"cmap delete {key!r}")
+        self._call(p.MSG_DELETE, p.encode_key(key), f"cmap delete {key!r}")
 
     def inc(self, key: str) -> None:
         """cmap_inc: integer keys only (wraps); CS_ERR_INVALID_PARAM otherwise."""
-        self._call(p.CmapMsg.INC, p.encode_key(key), f"cmap inc {key!r}")
+        self._call(p.MSG_INC, p.encode_key(key), f"cmap inc {key!r}")
 
     def dec(self, key: str) -> None:
         """cmap_dec."""
-        self._call(p.CmapMsg.DEC, p.encode_key(key), f"cmap dec {key!r}")
+        self._call(p.MSG_DEC, p.encode_key(key), f"cmap dec {key!r}")
 
     # -- iteration -------------------------------------------------------------------------------
     def iter(self, prefix: str = "") -> Iterator[tuple[str, ValueType, Value]]:
         """cmap_iter_init/next/finalize: ``(key, type, value)`` in key order under ``prefix``."""
-        body = self._call(p.CmapMsg.ITER_INIT, p.encode_key(prefix), f"cmap iter_init {prefix!r}")
+        body = self._call(p.MSG_ITER_INIT, p.encode_key(prefix), f"cmap iter_init {prefix!r}")
         handle = p.encode_u64(p.decode_u64(body))
         try:
             while True:
-                _, response = self._conn.request(p.CmapMsg.ITER_NEXT, handle, self.timeout)
+                _, response = self._conn.request(p.MSG_ITER_NEXT, handle, self.timeout)
                 code, body = decode_response(response)
                 if code == CS_ERR_NO_SECTIONS:
                     return
@@ -294,7 +294,7 @@ class CmapClient(_CmapBase):
                 yield key, vtype, value
         finally:
             if not self._conn.closed and not self._conn.server_gone:
-                self._conn.request(p.CmapMsg.ITER_FINALIZE, handle, self.timeout)
+                self._conn.request(p.MSG_ITER_FINALIZE, handle, self.timeout)
 
     def keys(self, prefix: str = "") -> list[str]:
         """Names of the keys under ``prefix``, sorted."""
@@ -306,7 +306,7 @@ class CmapClient(_CmapBase):
         context = next(self._contexts)
         self._tracks[context] = (callback, user_data)
         try:
-            body = self._call(p.CmapMsg.TRACK_ADD, p.encode_track_add(key, flags, context), f"cmap track_add {key!r}")
+            body = self._call(p.MSG_TRACK_ADD, p.encode_track_add(key, flags, context), f"cmap track_add {key!r}")
         except BaseException:
             del self._tracks[context]
             raise
@@ -316,7 +316,7 @@ class CmapClient(_CmapBase):
 
     def track_delete(self, handle: int) -> None:
         """cmap_track_delete; events of this tracker still queued are dropped."""
-        self._call(p.CmapMsg.TRACK_DELETE, p.encode_u64(handle), f"cmap track_delete {handle}")
+        self._call(p.MSG_TRACK_DELETE, p.encode_u64(handle), f"cmap track_delete {handle}")
         context = self._handle_context.pop(handle, None)
         self._tracks.pop(context or 0, None)
 
@@ -340,7 +340,7 @@ class CmapClient(_CmapBase):
 
         Returns the messages about keys that cannot change at run time (empty when none).
         """
-        return self._call(p.CmapMsg.RELOAD_CONFIG, b"", "cmap reload").decode("utf-8", "replace")
+        return self._call(p.MSG_RELOAD_CONFIG, b"", "cmap reload").decode("utf-8", "replace")
 
 
 class AsyncCmapClient(_CmapBase):
@@ -357,7 +357,7 @@ class AsyncCmapClient(_CmapBase):
     async def __aenter__(self) -> AsyncCmapClient:
         try:
             if self._init_payload is not None:
-                await self._call(p.CmapMsg.INITIALIZE_MAP, self._init_payload, "cmap initialize_map")
+                await self._call(p.MSG_INITIALIZE_MAP, self._init_payload, "cmap initialize_map")
         except BaseException:
             self.close()
             raise
@@ -372,7 +372,7 @@ class AsyncCmapClient(_CmapBase):
 
     async def get(self, key: str) -> tuple[Value, ValueType]:
         """cmap_get: ``(value, type)``."""
-        vtype, value = p.decode_entry(await self._call(p.CmapMsg.GET, p.encode_key(key), f"cmap get {key!r}"))
+        vtype, value = p.decode_entry(await self._call(p.MSG_GET, p.encode_key(key), f"cmap get {key!r}"))
         return value, vtype
 
     async def set(self, key: str, value: Value, vtype: ValueType | int | None = None) -> None:
@@ -382,27 +382,27 @@ class AsyncCmapClient(_CmapBase):
             payload = p.encode_set(key, vt, value if vt != ValueType.BINARY else bytes(value))  # type: ignore[arg-type]
         except Exception as exc:
             raise CsError(CS_ERR_INVALID_PARAM, f"cmap set {key!r}: {value!r:.60} is not a valid {vt.name}") from exc
-        await self._call(p.CmapMsg.SET, payload, f"cmap set {key!r}")
+        await self._call(p.MSG_SET, payload, f"cmap set {key!r}")
 
     async def delete(self, key: str) -> None:
         """cmap_delete."""
-        await self._call(p.CmapMsg.DELETE, p.encode_key(key), f"cmap delete {key!r}")
+        await self._call(p.MSG_DELETE, p.encode_key(key), f"cmap delete {key!r}")
 
     async def inc(self, key: str) -> None:
         """cmap_inc."""
-        await self._call(p.CmapMsg.INC, p.encode_key(key), f"cmap inc {key!r}")
+        await self._call(p.MSG_INC, p.encode_key(key), f"cmap inc {key!r}")
 
     async def dec(self, key: str) -> None:
         """cmap_dec."""
-        await self._call(p.CmapMsg.DEC, p.encode_key(key), f"cmap dec {key!r}")
+        await self._call(p.MSG_DEC, p.encode_key(key), f"cmap dec {key!r}")
 
     async def iter(self, prefix: str = "") -> AsyncIterator[tuple[str, ValueType, Value]]:
         """``(key, type, value)`` in key order under ``prefix``."""
-        body = await self._call(p.CmapMsg.ITER_INIT, p.encode_key(prefix), f"cmap iter_init {prefix!r}")
+        body = await self._call(p.MSG_ITER_INIT, p.encode_key(prefix), f"cmap iter_init {prefix!r}")
         handle = p.encode_u64(p.decode_u64(body))
         try:
             while True:
-                _, response = await self._conn.request_async(p.CmapMsg.ITER_NEXT, handle, self.timeout)
+                _, response = await self._conn.request_async(p.MSG_ITER_NEXT, handle, self.timeout)
                 code, body = decode_response(response)
                 if code == CS_ERR_NO_SECTIONS:
                     return
@@ -412,7 +412,7 @@ class AsyncCmapClient(_CmapBase):
                 yield key, vtype, value
         finally:
             if not self._conn.closed and not self._conn.server_gone:
-                await self._conn.request_async(p.CmapMsg.ITER_FINALIZE, handle, self.timeout)
+                await self._conn.request_async(p.MSG_ITER_FINALIZE, handle, self.timeout)
 
     async def track_add(
         self, key: str, flags: int, callback: TrackCallback | None = None, user_data: Any = None
@@ -422,7 +422,7 @@ class AsyncCmapClient(_CmapBase):
         self._tracks[context] = (callback, user_data)
         try:
             body = await self._call(
-                p.CmapMsg.TRACK_ADD, p.encode_track_add(key, flags, context), f"cmap track_add {key!r}"
+                p.MSG_TRACK_ADD, p.encode_track_add(key, flags, context), f"cmap track_add {key!r}"
             )
         except BaseException:
             del self._tracks[context]
@@ -433,7 +433,7 @@ class AsyncCmapClient(_CmapBase):
 
     async def track_delete(self, handle: int) -> None:
         """cmap_track_delete."""
-        await self._call(p.CmapMsg.TRACK_DELETE, p.encode_u64(handle), f"cmap track_delete {handle}")
+        await self._call(p.MSG_TRACK_DELETE, p.encode_u64(handle), f"cmap track_delete {handle}")
         context = self._handle_context.pop(handle, None)
         self._tracks.pop(context or 0, None)
 

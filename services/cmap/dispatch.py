@@ -46,18 +46,18 @@ class CmapDispatcher:
         self.invalid_requests = 0
         self.internal_errors = 0
         self._handlers: dict[int, Callable[[CmapSession, bytes | memoryview], bytes]] = {
-            p.CmapMsg.GET: self._get,
-            p.CmapMsg.SET: self._set,
-            p.CmapMsg.DELETE: self._delete,
-            p.CmapMsg.INC: self._inc,
-            p.CmapMsg.DEC: self._dec,
-            p.CmapMsg.ITER_INIT: self._iter_init,
-            p.CmapMsg.ITER_NEXT: self._iter_next,
-            p.CmapMsg.ITER_FINALIZE: self._iter_finalize,
-            p.CmapMsg.TRACK_ADD: self._track_add,
-            p.CmapMsg.TRACK_DELETE: self._track_delete,
-            p.CmapMsg.INITIALIZE_MAP: self._initialize_map,
-            p.CmapMsg.RELOAD_CONFIG: self._reload,
+            p.MSG_GET: self._get,
+            p.MSG_SET: self._set,
+            p.MSG_DELETE: self._delete,
+            p.MSG_INC: self._inc,
+            p.MSG_DEC: self._dec,
+            p.MSG_ITER_INIT: self._iter_init,
+            p.MSG_ITER_NEXT: self._iter_next,
+            p.MSG_ITER_FINALIZE: self._iter_finalize,
+            p.MSG_TRACK_ADD: self._track_add,
+            p.MSG_TRACK_DELETE: self._track_delete,
+            p.MSG_INITIALIZE_MAP: self._initialize_map,
+            p.MSG_RELOAD_CONFIG: self._reload,
         }
 
     def open_session(self, send_event: EventSender, *, may_be_engine: bool = False, label: str = "client") -> CmapSession:
@@ -126,7 +126,7 @@ class CmapDispatcher:
 
         def sink(n: CmapNotification) -> None:
             data = p.encode_notify(n.track_handle, context, n.event, n.key, n.new, n.old)
-            if session.send_event(p.CmapMsg.NOTIFY, data):
+            if session.send_event(p.MSG_NOTIFY, data):
                 session.notifications_sent += 1
             else:
                 session.notifications_delayed += 1

@@ -60,6 +60,14 @@ class CmapMsg(enum.IntEnum):
     NOTIFY = 100
 
 
+# plain ints of the ids for the hot paths: an IntEnum costs numba a slow type lookup on every ring push
+MSG_GET, MSG_SET, MSG_DELETE, MSG_INC, MSG_DEC = 1, 2, 3, 4, 5
+MSG_ITER_INIT, MSG_ITER_NEXT, MSG_ITER_FINALIZE, MSG_TRACK_ADD, MSG_TRACK_DELETE = 6, 7, 8, 9, 10
+MSG_INITIALIZE_MAP, MSG_RELOAD_CONFIG, MSG_NOTIFY = 11, 12, 100
+assert [int(m) for m in CmapMsg] == [MSG_GET, MSG_SET, MSG_DELETE, MSG_INC, MSG_DEC, MSG_ITER_INIT, MSG_ITER_NEXT,
+                                     MSG_ITER_FINALIZE, MSG_TRACK_ADD, MSG_TRACK_DELETE, MSG_INITIALIZE_MAP,
+                                     MSG_RELOAD_CONFIG, MSG_NOTIFY]
+
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")

@@ -1,0 +1,217 @@
+"""cmap service round trips: get, set and track notification latency, 1 and 4 clients.
+
+Prints one JSON object per line:
+    {"bench": "cmap", "op": "get"|"set"|"track_notify"|"unix_socket_rtt", "clients": N,
+     "ops_per_s": ..., "p50_us": ..., "p99_us": ...}
+The baseline ("op": "unix_socket_rtt") is one Python AF_UNIX SOCK_SEQPACKET request/response
+between two processes, measured in the same run: compare ratios, not absolute figures.
+
+    python bench/cmap.py [--ops 20000] [--seconds-per-case ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+CONF = textwrap.dedent("""\
+    totem {
+        version: 2
+        cluster_name: bench
+        transport: udpu
+    }
+    nodelist {
+        node {
+            nodeid: 1
+            ring0_addr: 127.0.0.1
+        }
+    }
+    """)
+KEY = "bench.value"
+TRACKED = "bench.tracked"
+
+
+# -- workers (run as separate processes: python bench/cmap.py --worker ...) ---------------------------
+def _wait_go() -> None:
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+
+def worker(kind: str, run_dir: str, ops: int, out: str) -> None:
+    from pycorosync.cmap import CMAP_TRACK_ADD, CMAP_TRACK_MODIFY, CS_DISPATCH_ONE, CmapClient, ValueType
+
+    lat = np.zeros(ops, np.int64)
+    clock = time.perf_counter_ns
+    with CmapClient(run_dir) as cmap:
+        if kind == "get":
+            cmap.set(KEY, 1, ValueType.UINT64)
+            _wait_go()
+            t0 = clock()
+            for i in range(ops):
+                s = clock()
+                cmap.get(KEY)
+                lat[i] = clock() - s
+        elif kind == "set":
+            key = f"{KEY}.{os.getpid()}"
+            _wait_go()
+            t0 = clock()
+            for i in range(ops):
+                s = clock()
+                cmap.set(key, i, ValueType.UINT64)
+                lat[i] = clock() - s
+        elif kind == "watch":  # notification latency: the setter puts its send time in the value
+            got = 0
+
+            def on_event(ev: object) -> None:
+                nonlocal got
+                if got < ops:
+                    lat[got] = clock() - int(ev.new_value)  # type: ignore[attr-defined]
+                got += 1
+
+            cmap.track_add(TRACKED, CMAP_TRACK_ADD | CMAP_TRACK_MODIFY, on_event)
+            _wait_go()
+            t0 = clock()
+            while got < ops:
+                cmap.dispatch(CS_DISPATCH_ONE, timeout=30)
+        elif kind == "setter":
+            _wait_go()
+            t0 = clock()
+            for i in range(ops):
+                s = clock()
+                cmap.set(TRACKED, s, ValueType.UINT64)
+                lat[i] = clock() - s
+        else:
+            raise SystemExit(f"unknown worker {kind}")
+        elapsed = clock() - t0
+    np.save(out, lat)
+    print(json.dumps({"elapsed_ns": elapsed}), flush=True)
+
+
+def echo_server(path: str) -> None:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if os.path.exists(path):
+        os.unlink(path)
+    srv.bind(path)
+    srv.listen(1)
+    print("ready", flush=True)
+    conn, _ = srv.accept()
+    while data := conn.recv(256):
+        conn.send(data)
+
+
+# -- driver ---------------------------------------------------------------------------------------
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], 60)[0] or proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"worker {args} did not start")
+    return proc
+
+
+def _report(op: str, clients: int, lat_ns: np.ndarray, ops_per_s: float) -> None:
+    print(json.dumps({
+        "bench": "cmap", "op": op, "clients": clients, "ops_per_s": round(ops_per_s),
+        "p50_us": round(float(np.percentile(lat_ns, 50)) / 1e3, 2),
+        "p99_us": round(float(np.percentile(lat_ns, 99)) / 1e3, 2),
+    }), flush=True)
+
+
+def run_case(run_dir: str, tmp: Path, kind: str, clients: int, ops: int, op: str) -> None:
+    if kind == "watch":
+        procs = [_spawn("--worker", "watch", run_dir, str(ops), str(tmp / f"w{i}.npy")) for i in range(clients)]
+        procs.append(_spawn("--worker", "setter", run_dir, str(ops), str(tmp / "setter.npy")))
+    else:
+        procs = [_spawn("--worker", kind, run_dir, str(ops), str(tmp / f"w{i}.npy")) for i in range(clients)]
+    t0 = time.perf_counter()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        proc.wait(300)
+    wall = time.perf_counter() - t0
+    lat = np.concatenate([np.load(tmp / f"w{i}.npy") for i in range(clients)])
+    elapsed = [json.loads(p.stdout.read() or "{}").get("elapsed_ns", 0) for p in procs[:clients]]  # type: ignore[union-attr]
+    busy = max(elapsed) / 1e9 if elapsed and max(elapsed) else wall
+    _report(op, clients, lat, clients * ops / busy)
+
+
+def baseline(tmp: Path, ops: int) -> None:
+    path = str(tmp / "echo.sock")
+    srv = _spawn("--echo", path)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.connect(path)
+        msg = b"x" * 32
+        lat = np.zeros(ops, np.int64)
+        clock = time.perf_counter_ns
+        t0 = clock()
+        for i in range(ops):
+            s = clock()
+            sock.send(msg)
+            sock.recv(256)
+            lat[i] = clock() - s
+        elapsed = (clock() - t0) / 1e9
+        sock.close()
+        _report("unix_socket_rtt", 1, lat, ops / elapsed)
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--echo":
+        echo_server(sys.argv[2])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ops", type=int, default=20000, help="operations per client and case")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cmap-"))
+    conf = tmp / "corosync.conf"
+    conf.write_text(CONF)
+    ready_r, ready_w = os.pipe()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "pycorosync.services.cmap.server", "-c", str(conf), "--run-dir", str(tmp / "run"),
+         "--nodeid", "1", "--ready-fd", str(ready_w)], pass_fds=[ready_w], stderr=subprocess.DEVNULL)
+    os.close(ready_w)
+    try:
+        if not select.select([ready_r], [], [], 60)[0]:
+            raise RuntimeError("cmap service did not start")
+        run_dir = str(tmp / "run")
+        baseline(tmp, args.ops)
+        for clients in (1, 4):
+            run_case(run_dir, tmp, "get", clients, args.ops, "get")
+            run_case(run_dir, tmp, "set", clients, args.ops, "set")
+            run_case(run_dir, tmp, "watch", clients, max(1000, args.ops // 4), "track_notify")
+        baseline(tmp, args.ops)
+    finally:
+        os.close(ready_r)
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
