@@ -422,3 +422,94 @@ def test_connection_type_is_usable_in_select(start_server: Callable[..., tuple])
     with connect(server.run_dir, echo.SERVICE) as conn:
         assert isinstance(conn, Connection)
         assert select.select([conn], [], [], 0)[0] == []
+
+
+def test_busy_client_cannot_starve_another(start_server: Callable[..., tuple]) -> None:
+    gate = threading.Event()
+    order: list[int] = []
+
+    class OrderedEcho(RecordingEcho):
+        def on_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
+            if payload == b"gate":
+                gate.wait(DEADLINE_S)  # holds the server while both clients queue up their requests
+            else:
+                order.append(conn.conn_id)
+            return super().on_request(conn, rtype, payload)
+
+    server, _ = start_server(OrderedEcho(), limits=ServerLimits(requests_per_round=16))
+    with (
+        connect(server.run_dir, echo.SERVICE) as gatekeeper,
+        connect(server.run_dir, echo.SERVICE) as busy,
+        connect(server.run_dir, echo.SERVICE) as quiet,
+    ):
+        gatekeeper.send(echo.ECHO, b"gate")
+        for _ in range(100):
+            busy.send(echo.ECHO, b"busy")
+        for _ in range(3):
+            quiet.send(echo.ECHO, b"quiet")
+        gate.set()
+        for _ in range(3):
+            quiet.read_response(DEADLINE_S)
+        for _ in range(100):
+            busy.read_response(DEADLINE_S)
+        gatekeeper.read_response(DEADLINE_S)
+    last_quiet = max(i for i, conn_id in enumerate(order) if conn_id == quiet.conn_id)
+    assert last_quiet < 2 * 16 + 3, f"the quiet client waited behind {last_quiet} requests of the busy one"
+
+
+def test_server_runs_in_a_callers_epoll_loop(run_dir: Path) -> None:
+    loop_poller = select.epoll()
+    handler = RecordingEcho()
+    server = Server(run_dir, echo.SERVICE, handler, poller=loop_poller)
+    stop = threading.Event()
+    foreign_r, foreign_w = os.pipe()
+    loop_poller.register(foreign_r, select.EPOLLIN)
+    foreign_seen = threading.Event()
+
+    def service_loop() -> None:  # what a service process's main loop does with its other fds
+        while not stop.is_set():
+            for fd, events in loop_poller.poll(0.05):
+                if not server.handle(fd, events):
+                    assert fd == foreign_r
+                    os.read(foreign_r, 1)
+                    foreign_seen.set()
+            server.tick()
+
+    thread = threading.Thread(target=service_loop)
+    thread.start()
+    try:
+        assert server.listen_fd in server.fds() and server.doorbell_fd in server.fds()
+        with connect(run_dir, echo.SERVICE) as conn:
+            assert conn.call(echo.ECHO, b"via the caller's loop", timeout=DEADLINE_S) == b"via the caller's loop"
+            assert handler.connected[0].fileno() in server.fds()
+        os.write(foreign_w, b"x")
+        assert foreign_seen.wait(DEADLINE_S), "fds that are not the server's stay the loop's"
+        with pytest.raises(ValueError):
+            server.fileno()
+    finally:
+        stop.set()
+        thread.join(DEADLINE_S)
+        server.close()
+        loop_poller.close()
+        os.close(foreign_r)
+        os.close(foreign_w)
+
+
+def test_silent_connection_is_closed_after_the_handshake_timeout(start_server: Callable[..., tuple]) -> None:
+    server, _ = start_server(limits=ServerLimits(handshake_timeout_s=0.2))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as silent:
+        silent.settimeout(DEADLINE_S)
+        silent.connect(str(server.path))
+        assert silent.recv(64) == b"", "the server must hang up on a client that never says HELLO"
+    assert server.stats.bad_handshake == 1
+
+
+def test_connections_over_the_limit_are_refused_with_no_resources(start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server(limits=ServerLimits(max_connections=2))
+    with connect(server.run_dir, echo.SERVICE), connect(server.run_dir, echo.SERVICE):
+        with pytest.raises(CsError) as err:
+            connect(server.run_dir, echo.SERVICE)
+        assert err.value.code == CsErrorCode.CS_ERR_NO_RESOURCES
+    assert handler.wait_for(lambda: len(handler.disconnected) == 2)
+    with connect(server.run_dir, echo.SERVICE) as conn:  # room again once the others left
+        assert conn.call(echo.ECHO, b"x", timeout=DEADLINE_S) == b"x"
