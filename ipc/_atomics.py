@@ -17,7 +17,7 @@ run (slowly) as Python: x86-64 is TSO and CPython does not reorder across these 
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from typing import Any, cast
 
 import numba
 from numba import types
@@ -38,7 +38,7 @@ __all__ = [
     "xchg_u32",
 ]
 
-if numba.config.DISABLE_JIT:  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT test run
+if getattr(numba.config, "DISABLE_JIT", False):  # pragma: no cover - exercised by the NUMBA_DISABLE_JIT test run
 
     def ld_i64(addr: int) -> int:
         return ctypes.c_int64.from_address(addr).value
@@ -169,4 +169,4 @@ else:
         return types.void(), codegen
 
     # libc memcpy resolved by name from the already-loaded C library; intp in, intp out
-    memcpy = types.ExternalFunction("memcpy", types.intp(types.intp, types.intp, types.intp))
+    memcpy = cast(Any, types.ExternalFunction("memcpy", types.intp(types.intp, types.intp, types.intp)))

@@ -116,7 +116,7 @@ class Ring:
 
     def __init__(self, arr: np.ndarray[Any, Any], offset: int, capacity: int, label: str) -> None:
         self._arr = arr
-        self._mv = memoryview(arr)
+        self._mv = arr.data
         self._i64 = arr[offset : offset + rk.RING_HEADER_BYTES].view(np.int64)
         self._label = label
         self._claimed = -1
@@ -141,7 +141,7 @@ class Ring:
         _check_capacity(capacity, label)
         _check_room(arr, offset, capacity, label)
         arr[offset : offset + rk.RING_HEADER_BYTES] = 0
-        _HDR.pack_into(arr, offset, rk.RING_MAGIC, rk.RING_VERSION, capacity, int(rk.max_payload_for(capacity)))
+        _HDR.pack_into(arr.data, offset, rk.RING_MAGIC, rk.RING_VERSION, capacity, int(rk.max_payload_for(capacity)))
         return cls(arr, offset, capacity, label)
 
     @classmethod
@@ -150,7 +150,7 @@ class Ring:
         arr = _as_bytes_array(buf)
         if len(arr) < offset + rk.RING_HEADER_BYTES:
             raise RingLayoutError(f"{label}: buffer of {len(arr)} bytes cannot hold a ring header at offset {offset}")
-        magic, version, cap, _max = _HDR.unpack_from(arr, offset)
+        magic, version, cap, _max = _HDR.unpack_from(arr.data, offset)
         if magic != rk.RING_MAGIC:
             raise RingLayoutError(f"{label}: no ring at offset {offset} (magic {magic:#010x})")
         if version != rk.RING_VERSION:
