@@ -213,15 +213,13 @@ def test_close_is_idempotent_and_the_server_sees_the_hangup(start_server: Callab
     assert not server.connections
 
 
-def test_server_going_away_is_cs_err_library_for_requests_and_dispatch(start_server: Callable[..., tuple]) -> None:
-    server, _ = start_server()
+def test_server_going_away_is_cs_err_library_for_requests_and_dispatch(run_dir: Path) -> None:
+    running = ServerThread(Server(run_dir, echo.SERVICE, RecordingEcho()))
+    server = running.__enter__()
     conn = connect(server.run_dir, echo.SERVICE)
     try:
         conn.call(echo.ECHO, b"x", timeout=DEADLINE_S)
-        server_thread_close = threading.Thread(target=server.close)
-        # closing from another thread while serve_forever runs is what a crash looks like to the client
-        server_thread_close.start()
-        server_thread_close.join(DEADLINE_S)
+        running.stop()  # to the client this looks like the service process exiting
         assert conn.wait_event(DEADLINE_S), "the event fd must wake on the server's death"
         with pytest.raises(CsError) as err:
             conn.dispatch(CS_DISPATCH_ALL, lambda r, p: None)
@@ -231,6 +229,7 @@ def test_server_going_away_is_cs_err_library_for_requests_and_dispatch(start_ser
         assert err.value.code == CS_ERR_LIBRARY
     finally:
         conn.close()
+        running.stop()
 
 
 def test_connect_without_a_running_service_is_cs_err_library(run_dir: Path) -> None:
