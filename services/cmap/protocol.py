@@ -1,9 +1,9 @@
 """cmap's messages between the client library and the service: ids and byte layouts.
 
 Every request is one record on the connection's request ring: the record type is the request id
-below, the payload is laid out as documented per message (little endian). The response payload
-is the body listed, and the record's cs_error says whether the call succeeded (a failed call has
-an empty body). Track notifications are records of type ``MSG_NOTIFY`` on the event ring.
+below, the payload is laid out as documented per message (little endian). The response record has
+the same type and the payload ``u32 cs_error | body`` (``pycorosync.ipc.framing``); a failed call
+has an empty body. Track notifications are records of type ``MSG_NOTIFY`` on the event ring.
 
     value   = u8 type | value bytes (ints and floats at their C width; STRING utf-8; BINARY raw)
     GET            key                              -> value
