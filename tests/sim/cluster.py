@@ -337,7 +337,7 @@ class Simulator:
             if rng.random() < wp.burst_prob:
                 g = draw_guarantee(rng, wp)
                 for _ in range(rng.randint(wp.burst_min, wp.burst_max)):
-                    node.pending.append((rng.randint(1, 300), g))
+                    node.pending.append((rng.randint(1, 1200), g))
             else:
                 node.pending.append((draw_size(rng, wp), draw_guarantee(rng, wp)))
         self._drain(node)

@@ -28,12 +28,22 @@ class Profile:
     settle_ms: int  # after the heal: the final ring must be installed by then
     quiesce_ms: int  # clients quiet; everything accepted must get delivered
     workload: WorkloadParams
+    mean_fault_gap_ms: float
 
 
 PROFILES = {
-    "full": Profile(1000, 2000, 2500, 2000, WorkloadParams()),
-    "quick": Profile(500, 1000, 2000, 1000, WorkloadParams(mean_interval_ms=100.0, max_big_bytes=2 * 1024 * 1024)),
+    "full": Profile(1000, 2000, 2500, 2000, WorkloadParams(), 200.0),
+    "quick": Profile(500, 1500, 2000, 1000, WorkloadParams(mean_interval_ms=100.0, max_big_bytes=2 * 1024 * 1024),
+                     120.0),
 }
+
+# every third seed runs with a small send queue so that client bursts hit flow control (QueueFull)
+SMALL_QUEUE = {"send_queue_frames": 24, "max_message_bytes": 32 * 1024}
+
+
+def core_overrides(plan: RunPlan) -> dict[str, int]:
+    """Totem config overrides a seed implies (the replay command needs nothing more than the seed)."""
+    return dict(SMALL_QUEUE) if plan.core == "real" and plan.seed % 3 == 0 else {}
 
 
 @dataclass(frozen=True)
@@ -110,13 +120,13 @@ def run(plan: RunPlan, pytest_id: str | None = None, **factory_kwargs: Any) -> R
     if plan.core == "standin":  # it has no SAFE delivery to check, nor catch-up for a late booting node
         workload = dataclasses.replace(workload, safe_prob=0.0)
         boot_spread_ms = 0
-    factory = make_factory(plan.core, plan.nodes, **factory_kwargs)
+    factory = make_factory(plan.core, plan.nodes, **{**core_overrides(plan), **factory_kwargs})
     sim = Simulator(factory, nodelist, plan.seed, workload=workload,
                     token_frame=is_token_frame if plan.core == "real" else None)
     rng = random.Random(f"{plan.seed}/plan")
     heal_ns = (ph.warmup_ms + ph.duration_ms) * MS
     injector = FaultInjector(sim, random.Random(f"{plan.seed}/faults"), plan.faults, ph.warmup_ms * MS, heal_ns,
-                             token_ms=SIM_TOKEN_MS)
+                             mean_gap_ms=ph.mean_fault_gap_ms, token_ms=SIM_TOKEN_MS)
     for node in nodelist:
         sim.call_at(int(rng.uniform(0, boot_spread_ms) * MS), lambda node=node: sim.start(node))
     sim.workload_on = True

@@ -13,11 +13,14 @@ Events:      ``start 1 2 3``   ``crash 2``   ``crash token_holder``   ``restart 
              ``at 500ms <event>``   ``when 2 enters recovery <event>`` (once node 2's core state name matches)
              ``run 5s``
 Expect:      ``expect config 1,2,3``      final regular membership of every live node, one ring id
+             ``expect one_ring``          every live node ends in one regular ring made of exactly the live nodes
              ``expect delivered all``     every message accepted by a live instance delivered at every live one
+             ``expect delivered after 5s``  the same for messages accepted at or after 5 s
              ``expect transitional 1,3 at 1``   node 1 (its live incarnation) saw that transitional set
              ``expect regular 1,2 at 1``  likewise for a regular configuration
              ``expect detect <= 900ms``   every crash was noticed by a peer within that time
-The EVS checker always runs too; any violation fails the scenario.
+Expectations are judged on the whole run, after the last statement. The EVS checker always runs
+too; any violation fails the scenario.
 """
 
 from __future__ import annotations
@@ -300,8 +303,8 @@ class Scenario:
     def _expect(self, checker: Checker, outcome: ScenarioOutcome, w: list[str]) -> str | None:
         rec = checker.rec
         alive = sorted(rec.alive_at_end)
-        if w[0] == "config":
-            want = tuple(parse_nodes(w[1]))
+        if w[0] in ("config", "one_ring"):
+            want = tuple(parse_nodes(w[1])) if w[0] == "config" else tuple(sorted(i[0] for i in alive))
             got = {}
             for inst in alive:
                 segs = checker.views[inst].segments
@@ -315,8 +318,10 @@ class Scenario:
             if tuple(sorted(i[0] for i in alive)) != want:
                 return f"live nodes are {[i[0] for i in alive]}, not {list(want)}"
             return None
-        if w[0] == "delivered" and w[1] == "all":
-            keys = [k for k, a in rec.accepted.items() if (a.node, a.incarnation) in rec.alive_at_end]
+        if w[0] == "delivered":
+            since = 0 if w[1] == "all" else parse_time_ns(w[2])
+            keys = [k for k, a in rec.accepted.items() if (a.node, a.incarnation) in rec.alive_at_end
+                    and a.t_ns >= since]
             if not keys:
                 return "no message was accepted from a live node"
             for inst in alive:
