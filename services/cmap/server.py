@@ -32,6 +32,7 @@ from pycorosync.ipc.creds import AccessPolicy
 from pycorosync.ipc.errors import CS_ERR_INVALID_PARAM, CS_OK, CsError, CsErrorCode
 from pycorosync.ipc.framing import encode_response
 from pycorosync.ipc.server import Server, ServerConnection, ServerLimits
+from pycorosync.paths import resolve_run_dir
 from pycorosync.services.cmap import loader
 from pycorosync.services.cmap import protocol as p
 from pycorosync.services.cmap.dispatch import CmapDispatcher, CmapSession
@@ -173,7 +174,7 @@ class CmapService:
 
 def run_cmap_service(
     config: str | os.PathLike[str] | ConfigKeys,
-    run_dir: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | None,
     node_id: int | None = None,
     stats_table: Any = None,
     stop_fd: int | None = None,
@@ -181,18 +182,26 @@ def run_cmap_service(
 ) -> int:
     """Serves cmap until SIGTERM/SIGINT or until ``stop_fd`` becomes readable; returns the exit status.
 
-    ``config`` is a corosync.conf path (reloadable) or already-parsed keys. ``stats_table`` is
+    ``config`` is a corosync.conf path (reloadable) or already-parsed keys; ``run_dir`` None means
+    $PYCOROSYNC_RUN_DIR, then ``system.run_dir``, then the default. ``stats_table`` is
     reserved for the shm stats table reader. ``ready_fd``, if given, gets one byte once the socket
     listens, then is closed.
     """
     config_path = None if isinstance(config, Mapping) else str(config)
     keys = config if isinstance(config, Mapping) else load_config_keys(config, node_id)
     service = CmapService(keys, node_id, config_path)
+    if run_dir is None:
+        configured = keys.get("system.run_dir")
+        run_dir = resolve_run_dir(None, None if configured is None else str(configured[1]))
     if stats_table is not None and hasattr(stats_table, "register_cmap_providers"):
         stats_table.register_cmap_providers(service.stats)
     ep = select.epoll()
     limits = ServerLimits(max_request_bytes=ServerLimits().request_ring_bytes)
-    server = Server(run_dir, p.SERVICE_NAME, service, access=service.access_policy(), limits=limits, poller=ep)
+    try:
+        server = Server(run_dir, p.SERVICE_NAME, service, access=service.access_policy(), limits=limits, poller=ep)
+    except BaseException:
+        ep.close()
+        raise
     service.server = server
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     stopping = False
@@ -267,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m pycorosync.services.cmap.server``: one cmap service for tests and hand runs."""
     ap = argparse.ArgumentParser(prog="pycorosync.services.cmap.server", description="cmap service process")
     ap.add_argument("-c", "--config", required=True, help="corosync.conf")
-    ap.add_argument("--run-dir", required=True, help="directory of cmap.sock")
+    ap.add_argument("--run-dir", default=None, help="directory of cmap.sock (default: as pycorosync.paths resolves it)")
     ap.add_argument("--nodeid", type=int, default=None, help="this node's id (for nodelist.local_node_pos)")
     ap.add_argument("--ready-fd", type=int, default=None, help="write one byte to this fd once listening")
     args = ap.parse_args(argv)
