@@ -309,6 +309,7 @@ class _Pending:
     sock: socket.socket
     cred: PeerCred
     deadline: float
+    refusal: int = CS_OK  # answer to give once the HELLO is read (not before: see _handle_hello)
 
 
 class Server:
@@ -464,20 +465,22 @@ class Server:
             except OSError:
                 sock.close()
                 continue
+            if len(self._pending) >= self.limits.max_pending_handshakes:
+                self.stats.refused += 1
+                log.warning("%s: hanging up on pid %d: too many handshakes in progress", self.service, cred.pid)
+                sock.close()
+                continue
+            refusal = CS_OK
             if not self.access.allows(cred):
                 self.stats.denied += 1
                 log.warning("Denied connection attempt from %s", cred)
-                self._refuse(sock, CS_ERR_ACCESS)
-                continue
-            if (
-                len(self.connections) + len(self._pending) >= self.limits.max_connections
-                or len(self._pending) >= self.limits.max_pending_handshakes
-            ):
+                refusal = CS_ERR_ACCESS
+            elif len(self.connections) + len(self._pending) >= self.limits.max_connections:
                 self.stats.refused += 1
                 log.warning("%s: refusing pid %d: too many connections", self.service, cred.pid)
-                self._refuse(sock, CS_ERR_NO_RESOURCES)
-                continue
-            self._pending[sock.fileno()] = _Pending(sock, cred, time.monotonic() + self.limits.handshake_timeout_s)
+                refusal = CS_ERR_NO_RESOURCES
+            deadline = time.monotonic() + self.limits.handshake_timeout_s
+            self._pending[sock.fileno()] = _Pending(sock, cred, deadline, refusal)
             self._poller.register(sock.fileno(), _SOCKET_EVENTS)
 
     def handle_doorbell(self) -> None:
@@ -575,6 +578,11 @@ class Server:
         self._poller.unregister(fd)
         if not data:
             sock.close()
+            return
+        if pend.refusal != CS_OK:
+            # answered only now: closing a socket with the client's HELLO still unread would make the
+            # client's read fail with ECONNRESET before it could see the reason
+            self._refuse(sock, pend.refusal)
             return
         try:
             hello = proto.Hello.unpack(data)
