@@ -183,7 +183,7 @@ def test_fuzzed_transport_counts_and_drops_every_bad_datagram_while_valid_traffi
             assert time.monotonic() < end + 20, f"valid traffic stalled at {received}/{sent} (seed {seed})"
             while time.monotonic() < end and sent - received < WINDOW and a.push(0, _frame(sent)):
                 sent += 1
-            batch = b.seg.rx.pop_batch(256)
+            batch = b.pop_batch(256)
             for rtype, payload in batch:
                 assert rtype == 1
                 assert payload == _frame(received), f"frame {received} lost or out of order (seed {seed})"

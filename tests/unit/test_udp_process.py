@@ -22,12 +22,12 @@ AES = CryptoSettings("aes256", "sha256", "proc", bytes(range(200)))
 def spawn() -> Iterator[Callable[..., list[TransportProcess]]]:
     procs: list[TransportProcess] = []
 
-    def make(n: int = 2, crypto: CryptoSettings = AES, **kw: object) -> list[TransportProcess]:
+    def make(n: int = 2, crypto: CryptoSettings = AES, capacity: int = 1 << 20, **kw: object) -> list[TransportProcess]:
         port = free_port()
         nodes = [(i, f"127.0.0.{i}") for i in range(1, n + 1)]
         for i in range(1, n + 1):
             plan = make_plan(i, nodes, crypto, mcastport=port, **kw)
-            procs.append(TransportProcess(plan, capacity=1 << 20))
+            procs.append(TransportProcess(plan, capacity=capacity))
         return procs[-n:]
 
     yield make
@@ -78,3 +78,24 @@ def test_transport_process_stops_cleanly(spawn, how: str) -> None:
         rc = a.stop()
     assert rc == 0
     assert time.monotonic() - t0 < 5.0
+
+
+def test_full_rx_ring_stalls_the_transport_until_totem_frees_room_and_nothing_is_lost(spawn) -> None:
+    a, b = spawn(2, capacity=1 << 16)
+    total = 3000  # 3000 x 300 B: about 14 times what b's rx ring holds
+    sent = 0
+    while sent < total:
+        if a.push(2, sent.to_bytes(8, "little") * 37):
+            sent += 1
+        else:
+            time.sleep(0.001)
+    wait_for(lambda: b.counters()["rx_ring_full"] > 0)
+    got: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + 20
+    while len(got) < total:
+        assert time.monotonic() < deadline, f"stalled at {len(got)}"
+        batch = b.pop_batch(256)
+        got.extend(batch)
+        if not batch and b.seg.rx.arm():
+            b.rx_bell.wait(0.05)
+    assert [p for _, p in got] == [i.to_bytes(8, "little") * 37 for i in range(total)]

@@ -163,6 +163,13 @@ class TransportProcess:
         self.tx_bell.notify(self.seg.tx)
         return True
 
+    def pop_batch(self, max_records: int = 256) -> list[tuple[int, bytes]]:
+        """Consumer side of the rx ring (as totem would be): frees room and wakes a transport blocked on it."""
+        out = self.seg.rx.pop_batch(max_records)
+        if out and self.seg.rx.producer_needs_wake():
+            self.tx_bell.ring()  # the transport's own doorbell
+        return out
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

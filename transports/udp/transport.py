@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pycorosync.ipc.ring_kernels import ring_arm, ring_disarm
+from pycorosync.ipc.ring_kernels import ring_arm, ring_arm_producer, ring_disarm
 from pycorosync.transports.crypto import HEADER_BYTES, MODE_PLAIN, FrameCodec
 from pycorosync.transports.links import LinkTable
 from pycorosync.transports.peers import PeerState
@@ -287,7 +287,15 @@ class UdpTransport:
                 buf, base, _cap = self.txr
                 if not ring_arm(buf, base):
                     continue  # a record arrived while arming
-                timeout = BLOCKED_RETRY_S if self.pending else max(0.0, next_house - time.monotonic())
+                timeout = max(0.0, next_house - time.monotonic())
+                if self.pending:
+                    # rx ring full: totem rings our doorbell once it frees room (PROTOCOL.md §1)
+                    rbuf, rbase, rcap = self.rxr
+                    if not ring_arm_producer(rbuf, rbase, rcap, self.plan.max_frame_bytes):
+                        ring_disarm(buf, base)
+                        continue
+                    if self.tx_bell < 0:
+                        timeout = min(timeout, BLOCKED_RETRY_S)  # nobody can ring us: poll
                 events = ep.poll(timeout)
                 ring_disarm(buf, base)
                 for fd, _ev in events:
