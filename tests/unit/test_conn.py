@@ -512,3 +512,36 @@ def test_connections_over_the_limit_are_refused_with_no_resources(start_server: 
     assert handler.wait_for(lambda: len(handler.disconnected) == 2)
     with connect(server.run_dir, echo.SERVICE) as conn:  # room again once the others left
         assert conn.call(echo.ECHO, b"x", timeout=DEADLINE_S) == b"x"
+
+
+def test_asyncio_events_and_requests_run_concurrently_and_see_the_server_die(run_dir: Path) -> None:
+    running = ServerThread(Server(run_dir, echo.SERVICE, RecordingEcho()))
+    server = running.__enter__()
+
+    async def scenario() -> tuple[list[int], int]:
+        with connect(server.run_dir, echo.SERVICE) as conn:
+            seen: list[int] = []
+
+            async def listen() -> int:
+                try:
+                    async for _, ev in conn.events():
+                        seen.append(echo.event_index(ev))
+                except CsError as exc:
+                    return exc.code
+                return CS_OK
+
+            listener = asyncio.create_task(listen())
+            for _ in range(3):
+                await conn.call_async(echo.EMIT, echo.emit_payload(2), timeout=DEADLINE_S)
+            async with asyncio.timeout(DEADLINE_S):
+                while len(seen) < 6:
+                    await asyncio.sleep(0.01)
+            await asyncio.get_running_loop().run_in_executor(None, running.stop)
+            async with asyncio.timeout(DEADLINE_S):
+                return seen, await listener
+
+    try:
+        seen, ending = asyncio.run(scenario())
+    finally:
+        running.stop()
+    assert seen == [0, 1, 0, 1, 0, 1] and ending == CS_ERR_LIBRARY
