@@ -135,6 +135,13 @@ class _CmapBase:
         """Readable when notifications wait (or the service is gone): poll it, then ``dispatch``."""
         return self._conn.fileno()
 
+    def service_alive(self) -> bool:
+        """False once the cmap service hung up (stopped or restarted): then make a new client."""
+        if self._conn.closed:
+            return False
+        self._conn.wait_event(0)
+        return not self._conn.server_gone
+
     def close(self) -> None:
         """cmap_finalize: closes the connection (the service drops this handle's iterators and trackers)."""
         self._conn.close()

@@ -405,3 +405,31 @@ def test_asyncio_client_sets_gets_iterates_and_receives_notifications(service: t
             assert events == [(CMAP_TRACK_ADD, 1), (CMAP_TRACK_MODIFY, 2)]
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_publisher_republishes_its_keys_after_a_cmap_service_restart(tmp_path: Path) -> None:
+    from pycorosync.services.cmap.publisher import CmapPublisher
+
+    pub = CmapPublisher(str(tmp_path / "run"))
+    try:
+        assert pub.publish("runtime.votequorum.this_node_id", 1, ValueType.UINT32) is False  # no service yet
+        with cmap_service(tmp_path) as (run_dir, _):
+            assert pub.resync() is True
+            assert pub.publish("resources.process.7.state", "running") is True
+            assert pub.withdraw("resources.process.7.state") is True
+            pub.publish("resources.process.8.state", "waiting for quorum")
+            with CmapClient(str(run_dir)) as cmap:
+                assert cmap.get_u32("runtime.votequorum.this_node_id") == 1
+                assert cmap.keys("resources.process.") == ["resources.process.8.state"]
+        assert pub.resync() is False  # service gone
+        assert pub.publish("runtime.votequorum.two_node", 0, ValueType.UINT8) is False
+        with cmap_service(tmp_path) as (run_dir, _):  # a restarted cmap starts from the file only
+            assert pub.resync() is True
+            with CmapClient(str(run_dir)) as cmap:
+                assert cmap.get_u32("runtime.votequorum.this_node_id") == 1
+                assert cmap.get_u8("runtime.votequorum.two_node") == 0
+                assert cmap.get_string("resources.process.8.state") == "waiting for quorum"
+                with pytest.raises(CsError):
+                    pub.publish("totem.cluster_name", "x")  # read-only: a real error, raised
+    finally:
+        pub.close()
