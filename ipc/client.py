@@ -166,7 +166,8 @@ class Connection:
             # two private epolls: "a response or the server's death" and "an event or the server's death",
             # each a single fd that poll/select/epoll/asyncio can wait on
             self._response_poll = select.epoll()
-            self._response_poll.register(response_efd, select.EPOLLIN)
+            # edge-triggered: no read to reset the count per response (only the server writes this eventfd)
+            self._response_poll.register(response_efd, select.EPOLLIN | select.EPOLLET)
             self._response_poll.register(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
             self._event_poll = select.epoll()
             self._event_poll.register(event_efd, select.EPOLLIN)
@@ -263,16 +264,21 @@ class Connection:
         CS_ERR_TIMEOUT after ``timeout`` seconds (None: as long as the server lives); the late response
         is then skipped when it comes, so the next call gets the next request's answer.
         """
+        return self._wait_response(timeout, what, look_first=True)
+
+    def _wait_response(self, timeout: float | None, what: str, look_first: bool) -> tuple[int, bytes]:
         self._check_usable()
         deadline = None if timeout is None else time.monotonic() + timeout
         poller = self._response_poll
         assert poller is not None
         while True:
-            record = self._take_response()
-            if record is not None:
-                return record
-            if self._server_gone:
-                raise self._server_lost()
+            if look_first:
+                record = self._take_response()
+                if record is not None:
+                    return record
+                if self._server_gone:
+                    raise self._server_lost()
+            look_first = True
             if not self._response.arm():
                 continue
             remaining = -1.0 if deadline is None else deadline - time.monotonic()
@@ -283,7 +289,6 @@ class Connection:
                 ready = poller.poll(remaining)
             except InterruptedError:
                 ready = []
-            wake.clear_eventfd(self._response_efd)
             self._note_socket(ready)
 
     def request(self, rtype: int, payload: bytes = b"", timeout: float | None = None) -> tuple[int, bytes]:
@@ -292,7 +297,8 @@ class Connection:
         CS_ERR_TIMEOUT after ``timeout`` seconds (None: wait as long as the server lives).
         """
         self.send(rtype, payload)
-        return self.read_response(timeout, f"request type {rtype}")
+        # a response cannot be there yet: arm at once instead of looking into an empty ring first
+        return self._wait_response(timeout, f"request type {rtype}", look_first=False)
 
     def call(self, rtype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """``request`` for services that use ``ipc.framing``: the response body, or CsError with its code."""
@@ -419,7 +425,6 @@ class Connection:
                     raise CsError(
                         CS_ERR_TIMEOUT, f"{self.path}: no response to request type {rtype} within {timeout}s"
                     ) from None
-                wake.clear_eventfd(self._response_efd)
                 self._note_socket(ready)
 
     async def call_async(self, rtype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:

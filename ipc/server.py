@@ -351,16 +351,16 @@ class Server:
         self._listen: socket.socket | None = None
         self._doorbell = -1
         try:
-            self._bind()
+            listen = self._bind()
             self._doorbell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self._poller.register(self._listen.fileno() if self._listen else -1, select.EPOLLIN)
+            self._poller.register(listen.fileno(), select.EPOLLIN)
             self._poller.register(self._doorbell, select.EPOLLIN)
         except BaseException:
             self.close()
             raise
 
     # setup --------------------------------------------------------------------------------------------------
-    def _bind(self) -> None:
+    def _bind(self) -> socket.socket:
         self.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         # the lock makes "one server per service and run dir" atomic; the socket probe covers a
         # listener that holds no lock (an older build, or a hand-made socket)
@@ -382,6 +382,7 @@ class Server:
             sock.close()
             raise
         self._listen = sock
+        return sock
 
     def _remove_stale_socket(self) -> None:
         try:
@@ -498,9 +499,9 @@ class Server:
                 conn._flush()
             if not conn.closed and self._drain(conn):
                 more = True
-        self._order.rotate(1)  # next round starts one connection later: fair under load
+        self._order.rotate(1)  # the next round starts with another connection: fair under load
         for conn in list(self.connections.values()):
-            if conn._response_backlog:
+            if conn.closed or conn._response_backlog:
                 continue  # paused; the client's doorbell after it reads resumes it
             try:
                 armed = conn._segment.request.arm()
