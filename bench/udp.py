@@ -108,6 +108,7 @@ def run_transport_pair(cipher: str, hash_name: str, sizes: list[int], seconds: f
             plan = make_plan(nid, members, crypto, mcastport=port, netmtu=NETMTU)
             procs.append(TransportProcess(plan, capacity=1 << 24))
         a, b = procs
+        _measure(impl, a, b, max(sizes), min(0.3, seconds), window_bytes)  # warm-up: page faults, caches
         for size in sizes:
             rows.append(_measure(impl, a, b, size, seconds, window_bytes))
             rows[-1].update(gso=a.info["gso"], gro=b.info["gro"])
@@ -239,6 +240,10 @@ def main() -> int:
     from pycorosync import jitcache
 
     jitcache.configure()
+    if not jitcache.is_warm():  # transport processes must not compile inside a measurement
+        from pycorosync.warm import warm_all
+
+        warm_all()
     seconds = args.seconds or (0.7 if args.quick else 2.0)
     _warm_kernels()
     sizes = [int(s) for s in args.sizes.split(",")]
