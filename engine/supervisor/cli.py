@@ -43,11 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
     from pycorosync.engine.supervisor import logsetup
-    from pycorosync.engine.supervisor import plan as node_plan
     from pycorosync.engine.supervisor.daemon import daemonize, run_node
-    from pycorosync.engine.supervisor.node import NodePlan
-    from pycorosync.engine.supervisor.resources import NodeResources
-    from pycorosync.engine.supervisor.shm import node_prefix
     from pycorosync.paths import resolve_run_dir
 
     try:
@@ -61,24 +57,12 @@ def _run(args: argparse.Namespace) -> int:
         logsetup.configure(keys)  # before anything logs, so every line has the configured layout
     except ValueError as exc:
         return _fail(f"{config_path}: {exc}")
-    processes = node_plan.available_processes(prometheus=bool(keys.get("monitoring.prometheus")))
-    if not processes:
-        return _fail("none of the node's processes (transport, totem, services) is part of this build yet")
-    cluster = str(keys.get("totem.cluster_name") or "cluster")
-    prefix = node_prefix(cluster, nodeid)
-    resources = NodeResources.create(
-        config=config_path.resolve(),
-        nodeid=nodeid,
-        cluster=cluster,
-        run_dir=run_dir,
-        shm_prefix=prefix,
-        services=[p.name for p in processes if p.name in node_plan.SERVICE_PROCESSES],
-        processes=[p.name for p in processes],
-    )
-    children = node_plan.node_children(
-        config_path.resolve(), nodeid, run_dir, processes, env=resources.env(), pass_fds=resources.pass_fds
-    )
-    plan = NodePlan(children, shm_prefix=prefix, restart_policy=node_plan.DEFAULT_POLICY)
+    from pycorosync.engine.runtime.node import build_node
+
+    try:
+        plan, resources = build_node(config_path, nodeid, run_dir, keys)
+    except (OSError, ValueError) as exc:
+        return _fail(f"{config_path}: {exc}")
 
     def body(report: Any) -> int:
         try:

@@ -1,0 +1,224 @@
+"""A node's processes from its config: the service table, the node plan for the supervisor, and what a
+child reads back from ``PYCOROSYNC_NODE`` (PROTOCOL.md §1).
+
+    plan, resources = build_node(config_path, config, nodeid, run_dir, keys)   # in the supervisor
+    node = NodeInfo.from_env()                                                  # in a child
+
+Children start in this order: transport -> totem -> the services present in this build (id order)
+-> the exporter. A service module that is not part of the build is skipped with a debug log; every
+node of a cluster must run the same build (sync waits for every member's barrier of every service).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycorosync.engine.runtime.layout import NodeLayout
+
+_log = logging.getLogger("MAIN")
+
+NODE_ENV = "PYCOROSYNC_NODE"
+#: comma-separated names from ``TEST_SERVICES`` to run as well (tests only; never set in production)
+TEST_SERVICES_ENV = "PYCOROSYNC_TEST_SERVICES"
+DEFAULT_RING_CAPACITY = 4 << 20
+#: rings of a service that must pass a 16 MiB message as one record (records are at most half a ring)
+LARGE_RING_CAPACITY = 64 << 20
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """One service of the node: corosync's service id, the module run as its process, and whether it has
+    rings to totem (cluster traffic) and takes part in sync (PROTOCOL.md §4)."""
+
+    name: str
+    service_id: int
+    module: str
+    rings: bool = True
+    sync: bool = True
+    ring_capacity: int | None = None
+
+
+SERVICES: tuple[ServiceEntry, ...] = (
+    # cmap runs node-local for now (its own server loop, no rings): corosync's cmap sync only carries
+    # the ring seq and config_version, which nothing reads yet
+    ServiceEntry("cmap", 0, "pycorosync.services.cmap.server", rings=False, sync=False),
+    ServiceEntry("cfg", 1, "pycorosync.services.cfg.server", rings=True, sync=False),
+    ServiceEntry("cpg", 2, "pycorosync.services.cpg.server", ring_capacity=LARGE_RING_CAPACITY),
+    ServiceEntry("quorum", 3, "pycorosync.services.quorum.server"),
+)
+
+TEST_SERVICES: tuple[ServiceEntry, ...] = (
+    ServiceEntry("testecho", 200, "pycorosync.engine.runtime.testservice", ring_capacity=LARGE_RING_CAPACITY),
+)
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def service_table(test_services: Sequence[str] = ()) -> tuple[ServiceEntry, ...]:
+    """The services of this build (plus the named test services), in service id order."""
+    wanted = [e for e in TEST_SERVICES if e.name in test_services]
+    unknown = set(test_services) - {e.name for e in TEST_SERVICES}
+    if unknown:
+        raise ValueError(f"unknown test service(s): {', '.join(sorted(unknown))}")
+    found = []
+    for entry in (*SERVICES, *wanted):
+        if _available(entry.module):
+            found.append(entry)
+        else:
+            _log.debug("service '%s' (%s) is not part of this build; the node runs without it", entry.name,
+                       entry.module)
+    return tuple(sorted(found, key=lambda e: e.service_id))
+
+
+def entry_by_name(name: str) -> ServiceEntry:
+    for entry in (*SERVICES, *TEST_SERVICES):
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no service named '{name}'")
+
+
+def ring_services(entries: Sequence[ServiceEntry]) -> list[str]:
+    """Names of the services that have rings to totem, in id order (the layout's service list)."""
+    return [e.name for e in sorted(entries, key=lambda e: e.service_id) if e.rings]
+
+
+def node_layout(services: Sequence[str], ring_capacity: int) -> NodeLayout:
+    """The layout every process of a node computes from the same service list and capacity."""
+    caps = {}
+    for name in services:
+        cap = entry_by_name(name).ring_capacity
+        if cap is not None:
+            caps[name] = cap
+    return NodeLayout.compute(services, ring_capacity, caps)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a child of the node learns from ``PYCOROSYNC_NODE``."""
+
+    config: str
+    nodeid: int
+    cluster: str
+    run_dir: str
+    segment: str
+    stats: str
+    services: tuple[str, ...]
+    bells: Mapping[str, int]
+    ring_capacity: int
+    ready_fd: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> NodeInfo:
+        """Parses ``PYCOROSYNC_NODE``; ValueError naming what is missing when run outside a node."""
+        raw = (environ if environ is not None else os.environ).get(NODE_ENV)
+        if not raw:
+            raise ValueError(f"${NODE_ENV} is not set: this process is started by 'pycorosync daemon'")
+        try:
+            d = json.loads(raw)
+            return cls(
+                config=str(d["config"]), nodeid=int(d["nodeid"]), cluster=str(d["cluster"]),
+                run_dir=str(d["run_dir"]), segment=str(d["segment"]), stats=str(d.get("stats", "")),
+                services=tuple(str(s) for s in d["services"]),
+                bells={str(k): int(v) for k, v in d["bells"].items()},
+                ring_capacity=int(d.get("ring_capacity", DEFAULT_RING_CAPACITY)),
+                ready_fd=None if d.get("ready_fd") is None else int(d["ready_fd"]),
+                extra={k: v for k, v in d.items() if k not in cls.__dataclass_fields__},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"${NODE_ENV} is malformed: {exc!r}") from None
+
+    def layout(self) -> NodeLayout:
+        return node_layout(self.services, self.ring_capacity)
+
+
+def plain_keys(keys: Mapping[str, object]) -> dict[str, object]:
+    """Config keys with their type tags dropped (``(ValueType, value)`` -> value)."""
+    return {k: (v[1] if isinstance(v, tuple) and len(v) == 2 else v) for k, v in keys.items()}
+
+
+def build_node(
+    config_path: Path,
+    nodeid: int,
+    run_dir: Path,
+    keys: Mapping[str, object],
+    *,
+    test_services: Sequence[str] | None = None,
+    ring_capacity: int = DEFAULT_RING_CAPACITY,
+) -> tuple[Any, Any]:
+    """The supervisor's ``NodePlan`` for this node and its ``NodeResources`` (doorbells; close them after).
+
+    ``keys`` are the config's flat keys (plain values). Raises ValueError for an unsupported transport.
+    """
+    from pycorosync.engine.supervisor.node import NodePlan
+    from pycorosync.engine.supervisor.plan import DEFAULT_POLICY
+    from pycorosync.engine.supervisor.process import READY_FD_PLACEHOLDER, ChildSpec, RestartRule, python_module_argv
+    from pycorosync.engine.supervisor.resources import NodeResources
+    from pycorosync.engine.supervisor.shm import node_prefix
+
+    transport = str(keys.get("totem.transport") or "udpu")
+    if transport not in ("udpu", "udp", "knet"):
+        raise ValueError(f"totem.transport '{transport}' is not supported by this build (udpu, udp, knet)")
+    if test_services is None:
+        test_services = [s for s in os.environ.get(TEST_SERVICES_ENV, "").split(",") if s]
+    services = service_table(test_services)
+    cluster = str(keys.get("totem.cluster_name") or "cluster")
+    prefix = node_prefix(cluster, nodeid)
+    rows: list[tuple[str, str, RestartRule, tuple[str, ...]]] = [
+        ("transport", "pycorosync.engine.runtime.transport_proc", RestartRule.IN_PLACE, ()),
+        ("totem", "pycorosync.engine.runtime.totem_proc", RestartRule.NODE, ("transport",)),
+    ]
+    rows += [(e.name, e.module, RestartRule.REJOIN, ("totem",)) for e in services]
+    if keys.get("monitoring.prometheus") and _available("pycorosync.monitoring.exporter"):
+        rows.append(("exporter", "pycorosync.monitoring.exporter", RestartRule.IN_PLACE, ()))
+    with_rings = ring_services(services)
+    layout = node_layout(with_rings, ring_capacity)
+    resources = NodeResources.create(
+        config=config_path.resolve(), nodeid=nodeid, cluster=cluster, run_dir=run_dir, shm_prefix=prefix,
+        services=with_rings, processes=[r[0] for r in rows], ring_capacity=ring_capacity,
+    )
+    env = resources.env()
+    specs = []
+    for name, module, rule, deps in rows:
+        argv = python_module_argv(
+            module, "--config", str(config_path.resolve()), "--run-dir", str(run_dir), "--nodeid", str(nodeid),
+            "--ready-fd", READY_FD_PLACEHOLDER,
+        )
+        specs.append(ChildSpec(name, argv, env=dict(env), restart=rule, depends_on=deps,
+                               pass_fds=resources.pass_fds, stop_timeout_s=5.0))
+
+    def create_segments() -> None:
+        layout.create(resources.segment_name).close()
+
+    plan = NodePlan(tuple(specs), shm_prefix=prefix, restart_policy=DEFAULT_POLICY, create_segments=create_segments)
+    return plan, resources
+
+
+def setup_child() -> None:
+    """What every node process does first: logging from the supervisor's config keys, death with the
+    supervisor, the node's shared numba cache."""
+    import logging as _logging
+    import sys
+
+    from pycorosync import jitcache
+    from pycorosync.engine.supervisor import child, logsetup
+
+    try:
+        logsetup.configure_from_env()
+    except ValueError:
+        _logging.basicConfig(level=_logging.INFO, format="%(asctime)s [%(name)s] %(message)s", stream=sys.stderr)
+    if child.child_name() is not None:
+        child.die_with_supervisor()
+    jitcache.configure()

@@ -1,0 +1,335 @@
+"""The service side of a node (PROTOCOL.md §6): one ``ServiceProcess`` subclass per service process.
+
+    class CpgService(ServiceProcess):
+        name = "cpg"                      # socket <run_dir>/cpg.sock, rings submit.cpg / deliver.cpg
+        service_id = 2
+        def lib_request(self, conn, rtype, payload): ...
+        def deliver(self, sender_nodeid, ring_id, body): ...
+
+    if __name__ == "__main__":
+        sys.exit(service_main(CpgService))
+
+One epoll loop: the service's doorbell (totem rings it after writing ``deliver.<svc>`` or freeing room
+in ``submit.<svc>``), the IPC server of its clients (ipc/server.py), a signal pipe, and timers
+(``call_later``). Hooks carry corosync's service-contract names; all are optional. ``mcast`` returns
+False when the submit ring is full: answer the client CS_ERR_TRY_AGAIN. ``synced`` is False from
+DELIVER_SYNC_INIT to DELIVER_SYNC_COMPLETE: hold cluster-bound requests (CS_ERR_TRY_AGAIN) meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, ClassVar
+
+from pycorosync.engine.runtime import records as rec
+from pycorosync.engine.runtime.node import NodeInfo
+from pycorosync.engine.totem.api import ConfigType, Guarantee, RingId
+from pycorosync.ipc.server import Server, ServerConnection, ServerLimits
+
+SERVER_TICK_S = 0.25
+SYNC_PROCESS_RETRY_S = 0.002
+DELIVER_PER_ROUND = 256
+
+
+class TimerHandle:
+    """A ``call_later`` timer; ``cancel()`` before it fires to drop it."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ServiceProcess:
+    """Base of every service process (see the module docstring). Subclasses set ``name`` and
+    ``service_id`` and override the hooks they need."""
+
+    name: ClassVar[str] = ""
+    service_id: ClassVar[int] = -1
+    #: request types the IPC server admits (None = all; the handler validates)
+    request_types: ClassVar[Collection[int] | None] = None
+    #: ring sizes of client connections (None = ipc defaults)
+    server_limits: ClassVar[ServerLimits | None] = None
+
+    def __init__(self, node: NodeInfo, keys: Mapping[str, object] | None = None) -> None:
+        if not self.name or self.service_id < 0:
+            raise TypeError(f"{type(self).__name__} must set the class attributes name and service_id")
+        self.node = node
+        self.keys: Mapping[str, object] = keys or {}
+        self.log = logging.getLogger(self.name.upper())
+        self.nodeid = node.nodeid
+        self.ring_id: RingId | None = None
+        self.members: tuple[int, ...] = ()
+        self.synced = False
+        self.server: Server | None = None
+        self.has_rings = self.name in node.services
+        self._rings: Any = None
+        self._submit: Any = None
+        self._deliver: Any = None
+        self._sync_ring: RingId | None = None  # ring being synchronized, until sync_process says done
+        self._sync_done_pending: RingId | None = None
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._timer_ids = itertools.count()
+        self._stopping = False
+        self._bad_logged = False
+
+    # -- hooks (corosync's service contract) -------------------------------------------------------
+    def exec_init(self) -> None:
+        """Called once, before clients are admitted and before any delivery."""
+
+    def exec_exit(self) -> None:
+        """Called once on the way out (SIGTERM)."""
+
+    def lib_init(self, conn: ServerConnection) -> int | None:
+        """A client connected; return None/CS_OK to admit it or a cs_error_t to refuse."""
+        return None
+
+    def lib_exit(self, conn: ServerConnection) -> None:
+        """A client closed, died, or was dropped."""
+
+    def lib_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
+        """One client request: return (rtype, response) now, or None and ``conn.send_response`` later."""
+        return None
+
+    def deliver(self, sender_nodeid: int, ring_id: RingId, body: bytes) -> None:
+        """A message of this service in total order (from any member, this node included)."""
+
+    def confchg(self, type: ConfigType, ring_id: RingId, members: tuple[int, ...], left: tuple[int, ...],
+                joined: tuple[int, ...]) -> None:
+        """A transitional or regular configuration change."""
+
+    def sync_init(self, ring_id: RingId, members: tuple[int, ...], transitional: tuple[int, ...]) -> None:
+        """Synchronization for ``ring_id`` starts: multicast what the others need in ``sync_process``."""
+
+    def sync_process(self) -> bool:
+        """Called until it returns True (done for this ring); may ``mcast`` (False from mcast: return False)."""
+        return True
+
+    def sync_activate(self) -> None:
+        """Every member of the ring finished ``sync_process``: switch to the synchronized state."""
+
+    def sync_abort(self) -> None:
+        """The sync in progress was cut short by a new configuration; another ``sync_init`` follows."""
+
+    def sync_complete(self) -> None:
+        """Every service is synchronized: client traffic may flow."""
+
+    # -- helpers for subclasses ----------------------------------------------------------------------
+    def mcast(self, body: bytes, guarantee: int = Guarantee.AGREED) -> bool:
+        """Multicasts ``body`` to this service on every member; False = submit ring full (try again)."""
+        if self._submit is None:
+            raise RuntimeError(f"service '{self.name}' has no rings to totem (node-local service)")
+        ok = bool(self._submit.push(rec.SUBMIT_MCAST, rec.encode_submit_mcast(body, int(guarantee))))
+        if ok:
+            self._notify_totem()
+        return ok
+
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> TimerHandle:
+        """Runs ``callback()`` from the loop after ``delay_s`` seconds."""
+        handle = TimerHandle(time.monotonic() + max(0.0, delay_s), callback)
+        heapq.heappush(self._timers, (handle.when, next(self._timer_ids), handle))
+        return handle
+
+    def stop(self) -> None:
+        """Asks the loop to return (as SIGTERM does)."""
+        self._stopping = True
+
+    # -- IPC handler (ipc.server.ServiceHandler) ------------------------------------------------------
+    def on_connect(self, conn: ServerConnection) -> int | None:
+        return self.lib_init(conn)
+
+    def on_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
+        return self.lib_request(conn, rtype, payload)
+
+    def on_disconnect(self, conn: ServerConnection) -> None:
+        self.lib_exit(conn)
+
+    # -- the deliver ring -----------------------------------------------------------------------------
+    def _notify_totem(self) -> None:
+        if self._submit is not None and self._submit.needs_wake():
+            self._ring_totem()
+
+    def _ring_totem(self) -> None:
+        fd = self.node.bells.get("totem", -1)
+        if fd >= 0:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.eventfd_write(fd, 1)
+
+    def _read_deliver(self) -> bool:
+        if self._deliver is None:
+            return False
+        items = self._deliver.pop_batch(DELIVER_PER_ROUND)
+        if not items:
+            return False
+        if self._deliver.producer_needs_wake():
+            self._ring_totem()
+        for rtype, payload in items:
+            try:
+                self._dispatch(rec.decode_deliver(rtype, payload))
+            except rec.RecordError as exc:
+                if not self._bad_logged:
+                    self._bad_logged = True
+                    self.log.error("dropped a deliver record: %s (further ones are not logged)", exc)
+        return True
+
+    def _dispatch(self, r: rec.DeliverRecord) -> None:
+        if isinstance(r, rec.MessageRecord):
+            self.deliver(r.sender_nodeid, r.ring_id, r.body)
+        elif isinstance(r, rec.ConfchgRecord):
+            if r.type == ConfigType.REGULAR:
+                self.ring_id, self.members = r.ring_id, r.members
+            self.confchg(r.type, r.ring_id, r.members, r.left, r.joined)
+        elif isinstance(r, rec.SyncInitRecord):
+            self.synced = False
+            self._sync_ring = r.ring_id
+            self._sync_done_pending = None
+            self.sync_init(r.ring_id, r.members, r.transitional)
+            self._run_sync_process()
+        elif isinstance(r, rec.SyncRecord):
+            if r.rtype == rec.DELIVER_SYNC_ACTIVATE:
+                self.sync_activate()
+            elif r.rtype == rec.DELIVER_SYNC_ABORT:
+                self._sync_ring = self._sync_done_pending = None
+                self.sync_abort()
+            elif r.rtype == rec.DELIVER_SYNC_COMPLETE:
+                self._sync_ring = self._sync_done_pending = None
+                self.synced = True
+                self.sync_complete()
+
+    def _run_sync_process(self) -> None:
+        """Calls ``sync_process`` while sync runs, then reports SUBMIT_SYNC_DONE (retried on a full ring)."""
+        if self._sync_ring is not None and self._sync_done_pending is None:
+            if not self.sync_process():
+                return
+            self._sync_done_pending = self._sync_ring
+        pending = self._sync_done_pending
+        if (pending is not None and self._submit is not None
+                and self._submit.push(rec.SUBMIT_SYNC_DONE, rec.encode_ring(pending))):
+            self._notify_totem()
+            self._sync_ring = self._sync_done_pending = None
+
+    # -- loop ----------------------------------------------------------------------------------------------
+    def _run_timers(self) -> float | None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, handle = heapq.heappop(self._timers)
+            if not handle.cancelled:
+                handle.callback()
+        return None if not self._timers else max(0.0, self._timers[0][0] - time.monotonic())
+
+    def run(self, on_ready: Callable[[], object] | None = None, stop_fd: int | None = None) -> int:
+        """Attaches the rings, listens, calls ``exec_init``, serves until SIGTERM/SIGINT or ``stop()``."""
+        import threading
+
+        from pycorosync.engine.supervisor.child import restart_count
+
+        ep = select.epoll()
+        sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        in_main = threading.current_thread() is threading.main_thread()
+        old_wakeup = signal.set_wakeup_fd(sig_w, warn_on_full_buffer=False) if in_main else -1
+        old = {s: signal.signal(s, lambda *_: self.stop()) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+        bell = self.node.bells.get(self.name, -1)
+        try:
+            if self.has_rings:
+                self._rings = self.node.layout().attach(self.node.segment)
+                self._submit = self._rings.submit[self.name]
+                self._deliver = self._rings.deliver[self.name]
+            self.exec_init()
+            self.server = Server(self.node.run_dir, self.name, self, limits=self.server_limits,
+                                 request_types=self.request_types, poller=ep)
+            for fd in (sig_r, bell, stop_fd):
+                if fd is not None and fd >= 0:
+                    ep.register(fd, select.EPOLLIN)
+            if self._submit is not None and restart_count() > 0:
+                self._submit.push(rec.SUBMIT_HELLO, b"")
+                self._notify_totem()
+            self.log.info("service '%s' (id %d) ready on %s", self.name, self.service_id, self.server.path)
+            if on_ready is not None:
+                on_ready()
+            next_tick = time.monotonic() + SERVER_TICK_S
+            while not self._stopping:
+                did = self._read_deliver()
+                if self._sync_ring is not None or self._sync_done_pending is not None:
+                    self._run_sync_process()
+                timer_left = self._run_timers()
+                if did:
+                    continue
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.server.tick()
+                    next_tick = now + SERVER_TICK_S
+                timeout = next_tick - now
+                if timer_left is not None:
+                    timeout = min(timeout, timer_left)
+                if self._sync_ring is not None or self._sync_done_pending is not None:
+                    timeout = min(timeout, SYNC_PROCESS_RETRY_S)
+                if self._deliver is not None and not self._deliver.arm():
+                    continue
+                try:
+                    events = ep.poll(max(0.0, timeout))
+                except InterruptedError:
+                    events = []
+                if self._deliver is not None:
+                    self._deliver.disarm()
+                for fd, ev in events:
+                    if fd in (bell, sig_r):
+                        with contextlib.suppress(BlockingIOError, OSError):
+                            os.read(fd, 8 if fd == bell else 256)
+                    elif fd == stop_fd:
+                        self._stopping = True
+                    else:
+                        self.server.handle(fd, ev)
+            return 0
+        finally:
+            with contextlib.suppress(Exception):
+                self.exec_exit()
+            if self.server is not None:
+                self.server.close()
+            if self._rings is not None:
+                self._submit = self._deliver = None
+                self._rings.close()
+            ep.close()
+            if in_main:
+                signal.set_wakeup_fd(old_wakeup)
+                for s, h in old.items():
+                    signal.signal(s, h)
+            os.close(sig_r)
+            os.close(sig_w)
+            self.log.info("service '%s' stopped", self.name)
+
+
+def service_main(cls: type[ServiceProcess], argv: list[str] | None = None) -> int:
+    """``python -m <service module>`` as the supervisor starts it (``PYCOROSYNC_NODE`` set): logging,
+    death with the supervisor, config keys, then ``cls(node, keys).run()`` with the ready handshake."""
+    ap = argparse.ArgumentParser(prog=f"pycorosync service {cls.name}")
+    ap.parse_known_args(argv)
+    from pycorosync.engine.runtime.node import plain_keys, setup_child
+
+    setup_child()
+    log = logging.getLogger(cls.name.upper() or "MAIN")
+    from pycorosync.engine.config import ConfigError, load
+
+    try:
+        node = NodeInfo.from_env()
+        config = load(node.config)
+        keys = plain_keys(config.all_keys(config.local_node(node.nodeid)))
+    except (ConfigError, ValueError, OSError) as exc:
+        log.error("cannot start service '%s': %s", cls.name, exc)
+        return 1
+    from pycorosync.engine.supervisor.child import notify_ready
+
+    return cls(node, keys).run(on_ready=notify_ready)

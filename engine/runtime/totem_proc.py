@@ -1,0 +1,573 @@
+"""The totem process: drives the pure ``TotemCore`` with the node's rings, a monotonic clock and epoll.
+
+    python -m pycorosync.engine.runtime.totem_proc      # started by the supervisor, PYCOROSYNC_NODE set
+
+Inputs: ``rx`` (frames from the transport, record type = authenticated source node id) and every
+``submit.<svc>``. Outputs: ``tx`` (record type = destination node id, 0 = all) and every
+``deliver.<svc>``. Deliveries are routed by the service id in the 4-byte service header; BARRIERs
+feed the sync coordinator (PROTOCOL.md §2-§5). The process sleeps in epoll on its doorbell with the
+core's next deadline as the timeout: it never spins.
+
+Also: the last ring seq is persisted in ``<state_dir or run_dir>/ringid_<nodeid>`` (u64, as corosync
+keeps it) and handed to the core at start; an incarnation counter in ``incarnation_<nodeid>`` grows
+by one per start; Totem's counters go to the node segment's stats block; ``totem.status.json`` in the
+run dir says the ring, its members and whether sync completed (for tools and tests); SIGTERM makes
+the core leave and the leave frames are flushed before exit so peers reconfigure at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pycorosync.engine.runtime import records as rec
+from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS, NodeRings
+from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService
+from pycorosync.engine.totem.api import (
+    Action,
+    ConfigChange,
+    ConfigType,
+    Deliver,
+    LogEvent,
+    MessageTooBig,
+    QueueFull,
+    SendFrame,
+)
+from pycorosync.engine.totem.core import TotemCore
+from pycorosync.engine.totem.stats import COUNTER_NAMES
+
+log = logging.getLogger("TOTEM")
+sync_log = logging.getLogger("SYNC")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO + 5, "warning": logging.WARNING,
+           "error": logging.ERROR}
+SUBMITS_PER_ROUND = 64  # per service ring and round: one busy service cannot starve the others
+RX_PER_ROUND = 256
+TX_BACKLOG_FRAMES = 16384  # frames kept while tx is full; past it the oldest go (Totem retransmits them)
+DELIVER_PAUSE_BYTES = 32 << 20  # a deliver backlog this big stops local submits until it drains
+STATS_INTERVAL_NS = 1_000_000_000
+BLOCKED_POLL_S = 0.005  # a submit refused by a full send queue is retried this often
+LEAVE_FLUSH_S = 1.0
+_U64 = struct.Struct("<Q")
+
+
+class Bells:
+    """The node's doorbells by process name; ringing an absent one is a no-op."""
+
+    def __init__(self, fds: Mapping[str, int]) -> None:
+        self.fds = dict(fds)
+
+    def ring(self, name: str) -> None:
+        fd = self.fds.get(name, -1)
+        if fd >= 0:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.eventfd_write(fd, 1)
+
+
+class TotemRuntime:
+    """One node's Totem driver over its rings: ``pump(now_ns)`` does all pending work and returns the
+    timeout (seconds, None = no timer) to sleep for; the process main owns the epoll around it."""
+
+    def __init__(self, core: TotemCore, rings: NodeRings, bells: Bells, service_ids: Mapping[str, int],
+                 sync_services: Sequence[str], status_path: Path | None = None,
+                 on_ring: Callable[[int], None] | None = None) -> None:
+        self.core = core
+        self.rings = rings
+        self.bells = bells
+        self.nodeid = core.node_id
+        self.service_ids = dict(service_ids)  # name -> id, services with rings
+        self.service_names = {v: k for k, v in self.service_ids.items()}
+        self.sync = SyncCoordinator(core.node_id, [self.service_ids[s] for s in sync_services],
+                                    self.service_ids.values())
+        self.status_path = status_path
+        self.on_ring = on_ring
+        self.tx_backlog: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.deliver_backlog: dict[str, collections.deque[tuple[int, bytes]]] = {
+            s: collections.deque() for s in self.service_ids}
+        self.deliver_backlog_bytes = dict.fromkeys(self.service_ids, 0)
+        self.pending_barriers: list[SendBarrier] = []
+        self.counters = dict.fromkeys(RUNTIME_COUNTERS, 0)
+        self.last_regular: ConfigChange | None = None
+        self.submit_blocked = False
+        self._wake: set[str] = set()  # consumers of tx / deliver.<svc> written to in this batch
+        self._wake_producer: set[str] = set()  # producers of rx / submit.<svc> waiting for room
+        self._bad_logged: set[str] = set()
+        self._next_stats_ns = 0
+
+    # -- one round ------------------------------------------------------------------------------
+    def start(self, now_ns: int) -> None:
+        self.write_status()
+        self.apply(now_ns, self.core.start(now_ns))
+
+    def pump(self, now_ns: int) -> float | None:
+        """Does every pending piece of work; returns how long the loop may sleep (seconds, None = forever)."""
+        for _ in range(64):  # bounded: the loop comes back after polling its other fds
+            did = self._flush_outputs()
+            did |= self._read_rx(now_ns)
+            deadline = self.core.next_deadline_ns()
+            if deadline is not None and deadline <= now_ns:
+                self.apply(now_ns, self.core.on_timer(now_ns))
+                did = True
+            did |= self._retry_barriers(now_ns)
+            did |= self._read_submits(now_ns)
+            self._ring_bells()
+            if not did:
+                break
+            now_ns = time.monotonic_ns()
+        else:
+            self._ring_bells()
+            return 0.0
+        if now_ns >= self._next_stats_ns:
+            self.write_stats()
+            self._next_stats_ns = now_ns + STATS_INTERVAL_NS
+        timeout = None
+        deadline = self.core.next_deadline_ns()
+        if deadline is not None:
+            timeout = max(0.0, (deadline - now_ns) / 1e9)
+        stats_left = max(0.0, (self._next_stats_ns - now_ns) / 1e9)
+        timeout = stats_left if timeout is None else min(timeout, stats_left)
+        if self.submit_blocked or self.pending_barriers or self.tx_backlog:
+            timeout = min(timeout, BLOCKED_POLL_S)
+        return timeout
+
+    def arm(self) -> bool:
+        """Before sleeping: arm every inbound ring; False = one has data (do not sleep)."""
+        armed: list[Any] = []
+        for ring in (self.rings.rx, *self.rings.submit.values()):
+            if not ring.arm():
+                for r in armed:
+                    r.disarm()
+                return False
+            armed.append(ring)
+        return True
+
+    def disarm(self) -> None:
+        for ring in (self.rings.rx, *self.rings.submit.values()):
+            ring.disarm()
+
+    # -- actions ----------------------------------------------------------------------------------
+    def apply(self, now_ns: int, actions: Sequence[Action]) -> None:
+        """Carries out the core's actions in order."""
+        for a in actions:
+            if isinstance(a, SendFrame):
+                if a.dest != self.nodeid:
+                    self._send(0 if a.dest is None else a.dest, a.data)
+            elif isinstance(a, Deliver):
+                self._route(now_ns, a)
+            elif isinstance(a, ConfigChange):
+                self._confchg(now_ns, a)
+            elif isinstance(a, LogEvent):
+                log.log(_LEVELS.get(a.level, logging.INFO), "%s", a.text)
+
+    def _send(self, dest: int, frame: bytes) -> None:
+        self.counters["frames_tx"] += 1
+        if not self.tx_backlog and self.rings.tx.push(dest, frame):
+            self._wake.add("transport")
+            return
+        self.tx_backlog.append((dest, frame))
+        if len(self.tx_backlog) > TX_BACKLOG_FRAMES:
+            self.tx_backlog.popleft()
+
+    def _route(self, now_ns: int, d: Deliver) -> None:
+        try:
+            service_id, kind, body = rec.split_service_payload(d.payload)
+            if kind == rec.KIND_BARRIER:
+                self._sync_outputs(now_ns, self.sync.on_barrier(d.sender, service_id, rec.decode_ring(body)))
+                return
+            if kind != rec.KIND_MESSAGE:
+                return
+        except rec.RecordError as exc:
+            self._bad("delivered", exc)
+            return
+        name = self.service_names.get(service_id)
+        if name is None:
+            self._bad(f"service {service_id}", rec.RecordError(f"message for service {service_id}, not run here"))
+            return
+        header = rec.encode_message_header(d.sender, d.ring_id, int(d.guarantee))
+        self._to_service(name, rec.DELIVER_MESSAGE, header + bytes(body))
+
+    def _confchg(self, now_ns: int, change: ConfigChange) -> None:
+        record = rec.ConfchgRecord(change.type, change.ring_id, change.members, change.left, change.joined)
+        rtype, payload = rec.encode_deliver(record)
+        for name in self.service_ids:
+            self._to_service(name, rtype, payload)
+        if change.type == ConfigType.REGULAR:
+            self.last_regular = change
+            self.counters["ring_seq"] = change.ring_id.seq
+            self.counters["members"] = len(change.members)
+            if self.on_ring is not None:
+                self.on_ring(change.ring_id.seq)
+        self._sync_outputs(now_ns, self.sync.on_confchg(change))
+        self.write_status()
+
+    def _sync_outputs(self, now_ns: int, outs: Sequence[object]) -> None:
+        for out in outs:
+            if isinstance(out, ToService):
+                name = self.service_names.get(out.service_id)
+                if name is not None:
+                    rtype, payload = rec.encode_deliver(out.record)
+                    self._to_service(name, rtype, payload)
+                if out.record.rtype == rec.DELIVER_SYNC_COMPLETE if isinstance(out.record, rec.SyncRecord) else False:
+                    self.counters["sync_completed"] += 1
+                    self.write_status()
+            elif isinstance(out, SendBarrier):
+                self.pending_barriers.append(out)
+                self._retry_barriers(now_ns)
+            elif isinstance(out, SyncLog):
+                sync_log.log(_LEVELS.get(out.level, logging.INFO), "%s", out.text)
+        self.counters["sync_aborted"] = self.sync.aborted
+
+    def _retry_barriers(self, now_ns: int) -> bool:
+        did = False
+        while self.pending_barriers:
+            b = self.pending_barriers[0]
+            if b.ring_id != self.sync.ring_id:
+                self.pending_barriers.pop(0)
+                continue
+            try:
+                actions = self.core.submit(now_ns, rec.barrier_payload(b.service_id, b.ring_id))
+            except QueueFull:
+                return did
+            self.pending_barriers.pop(0)
+            did = True
+            self.apply(now_ns, actions)
+        return did
+
+    def _to_service(self, name: str, rtype: int, payload: bytes) -> None:
+        backlog = self.deliver_backlog[name]
+        if not backlog:
+            try:
+                if self.rings.deliver[name].push(rtype, payload):
+                    self._wake.add(name)
+                    return
+            except ValueError as exc:  # larger than the ring can ever carry
+                self._bad(f"deliver.{name}", exc)
+                return
+        backlog.append((rtype, payload))
+        self.deliver_backlog_bytes[name] += len(payload)
+
+    # -- rings --------------------------------------------------------------------------------------
+    def _flush_outputs(self) -> bool:
+        did = False
+        tx = self.rings.tx
+        while self.tx_backlog:
+            dest, frame = self.tx_backlog[0]
+            if not tx.push(dest, frame):
+                tx.arm_producer(len(frame))
+                break
+            self.tx_backlog.popleft()
+            self._wake.add("transport")
+            did = True
+        for name, backlog in self.deliver_backlog.items():
+            ring = self.rings.deliver[name]
+            while backlog:
+                rtype, payload = backlog[0]
+                if not ring.push(rtype, payload):
+                    ring.arm_producer(len(payload))
+                    break
+                backlog.popleft()
+                self.deliver_backlog_bytes[name] -= len(payload)
+                self._wake.add(name)
+                did = True
+        self.counters["tx_backlog"] = len(self.tx_backlog)
+        self.counters["deliver_backlog"] = sum(len(b) for b in self.deliver_backlog.values())
+        return did
+
+    def _read_rx(self, now_ns: int) -> bool:
+        items = self.rings.rx.pop_batch(RX_PER_ROUND)
+        if not items:
+            return False
+        if self.rings.rx.producer_needs_wake():
+            self._wake_producer.add("transport")
+        self.counters["frames_rx"] += len(items)
+        for _src, frame in items:
+            self.apply(now_ns, self.core.on_frame(now_ns, frame))
+        return True
+
+    def _read_submits(self, now_ns: int) -> bool:
+        did = False
+        self.submit_blocked = False
+        if max(self.deliver_backlog_bytes.values(), default=0) > DELIVER_PAUSE_BYTES:
+            self.submit_blocked = True  # a service is slow: stop feeding the ring from this node
+            return False
+        for name, ring in self.rings.submit.items():
+            sid = self.service_ids[name]
+            taken = 0
+            for _ in range(SUBMITS_PER_ROUND):
+                item = ring.peek()
+                if item is None:
+                    break
+                rtype, view = item
+                try:
+                    consumed = self._submit_record(now_ns, name, sid, rtype, view)
+                finally:
+                    del view
+                if not consumed:
+                    self.submit_blocked = True
+                    break
+                ring.release()
+                taken += 1
+            if taken:
+                did = True
+                if ring.producer_needs_wake():
+                    self._wake_producer.add(name)
+        return did
+
+    def _submit_record(self, now_ns: int, name: str, sid: int, rtype: int, view: memoryview) -> bool:
+        """Hands one submit record on; False = the core's queue is full (leave the record unread)."""
+        try:
+            if rtype == rec.SUBMIT_MCAST:
+                guarantee, body = rec.decode_submit_mcast(view)
+                payload = rec.service_header(sid) + bytes(body)
+                try:
+                    actions = self.core.submit(now_ns, payload, guarantee)
+                except QueueFull:
+                    self.counters["submit_queue_full"] += 1
+                    return False
+                except MessageTooBig as exc:
+                    self._bad(f"submit.{name}", exc)
+                    return True
+                self.counters["submits"] += 1
+                self.apply(now_ns, actions)
+            elif rtype == rec.SUBMIT_SYNC_DONE:
+                self._sync_outputs(now_ns, self.sync.on_sync_done(sid, rec.decode_ring(view, "SUBMIT_SYNC_DONE")))
+            elif rtype == rec.SUBMIT_HELLO:
+                self._hello(name)
+            else:
+                raise rec.RecordError(f"unknown submit record type {rtype}")
+        except rec.RecordError as exc:
+            self._bad(f"submit.{name}", exc)
+        return True
+
+    def _hello(self, name: str) -> None:
+        """A (re)started service: tell it the configuration in force, and that sync is done if it is."""
+        change = self.last_regular
+        if change is None:
+            return
+        record = rec.ConfchgRecord(change.type, change.ring_id, change.members, change.left, change.joined)
+        self._to_service(name, *rec.encode_deliver(record))
+        if self.sync.completed == change.ring_id:
+            self._to_service(name, *rec.encode_deliver(rec.SyncRecord(rec.DELIVER_SYNC_COMPLETE, change.ring_id)))
+
+    def _ring_bells(self) -> None:
+        """After a batch: wake the consumers of rings written to (if they sleep), and the producers that
+        asked for room (``producer_needs_wake`` already consumed their flag)."""
+        rings = self.rings
+        for name in self._wake:
+            ring = rings.tx if name == "transport" else rings.deliver.get(name)
+            if ring is not None and ring.needs_wake():
+                self.bells.ring(name)
+        for name in self._wake_producer - self._wake:
+            self.bells.ring(name)
+        self._wake.clear()
+        self._wake_producer.clear()
+
+    def _bad(self, where: str, exc: Exception) -> None:
+        self.counters["bad_records"] += 1
+        if where not in self._bad_logged:
+            self._bad_logged.add(where)
+            log.error("dropped a record (%s): %s (further ones there are only counted)", where, exc)
+
+    # -- status ----------------------------------------------------------------------------------
+    def write_stats(self) -> None:
+        stats = self.rings.stats
+        if len(stats) == 0:
+            return
+        for i, name in enumerate(COUNTER_NAMES):
+            stats[i] = int(self.core.stats.get(name, 0))
+        for i, name in enumerate(RUNTIME_COUNTERS):
+            stats[RUNTIME_BASE + i] = int(self.counters[name])
+
+    def write_status(self) -> None:
+        if self.status_path is None:
+            return
+        change = self.last_regular
+        body = {
+            "nodeid": self.nodeid, "pid": os.getpid(), "incarnation": self.core.incarnation,
+            "state": self.core.state,
+            "ring_id": None if change is None else [change.ring_id.rep, change.ring_id.seq],
+            "members": [] if change is None else list(change.members),
+            "sync_completed": None if self.sync.completed is None else [self.sync.completed.rep,
+                                                                        self.sync.completed.seq],
+        }
+        tmp = self.status_path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(body))
+            os.replace(tmp, self.status_path)
+
+    def leave(self, now_ns: int) -> None:
+        """Leaves the ring cleanly (SIGTERM) and pushes the leave frames to the transport."""
+        self.apply(now_ns, self.core.leave(now_ns))
+        self._flush_outputs()
+        self._ring_bells()
+
+
+# -- persistent counters ----------------------------------------------------------------------------
+
+def read_ring_seq(path: Path) -> int:
+    """The last ring seq this node used (0 when never persisted or unreadable)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    if len(data) == _U64.size:
+        return int(_U64.unpack(data)[0])
+    with contextlib.suppress(ValueError):
+        return int(data.decode().strip())  # a text file written by hand
+    return 0
+
+
+def write_ring_seq(path: Path, seq: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_bytes(_U64.pack(seq))
+        os.replace(tmp, path)
+
+
+def next_incarnation(path: Path) -> int:
+    """Increments the node's start counter (u32, never 0); falls back on the clock when not writable."""
+    value = 0
+    with contextlib.suppress(OSError, ValueError):
+        value = int(path.read_text().strip())
+    value = (value % 0xFFFFFFFF) + 1
+    try:
+        path.write_text(str(value))
+    except OSError:
+        value = (time.time_ns() // 1_000_000) & 0xFFFFFFFF or 1
+    return value
+
+
+# -- process main ----------------------------------------------------------------------------------
+
+def build_runtime(node: Any, keys: Mapping[str, object], state_dir: Path) -> TotemRuntime:
+    """The core and runtime of this node from its config keys (plain values) and ``NodeInfo``."""
+    from pycorosync.engine.config import load
+    from pycorosync.engine.runtime.node import entry_by_name
+    from pycorosync.engine.totem.config import TotemConfig
+    from pycorosync.transports.udp.plan import plan_from_config
+
+    config = load(node.config)
+    plan = plan_from_config(config, node.nodeid)
+    cfg = TotemConfig.from_keys(keys)
+    cfg = replace(cfg, netmtu=plan.netmtu, transport_overhead_bytes=plan.netmtu - plan.max_frame_bytes,
+                  max_message_bytes=cfg.max_message_bytes + rec.SERVICE_HEADER_BYTES)
+    ring_path = state_dir / f"ringid_{node.nodeid}"
+    incarnation = next_incarnation(state_dir / f"incarnation_{node.nodeid}")
+    ring_seq = read_ring_seq(ring_path)
+    core = TotemCore(cfg, node.nodeid, [n.nodeid for n in config.nodes], seed=node.nodeid ^ incarnation,
+                     ring_seq=ring_seq, incarnation=incarnation)
+    # a restarted totem runs with its services down (restart rule NODE): their rings start empty
+    reset = [r for s in node.services for r in (f"submit.{s}", f"deliver.{s}")]
+    rings = node.layout().attach(node.segment, reset=reset)
+    entries = {s: entry_by_name(s) for s in node.services}
+    return TotemRuntime(
+        core, rings, Bells(node.bells), {s: e.service_id for s, e in entries.items()},
+        [s for s, e in entries.items() if e.sync], status_path=Path(node.run_dir) / "totem.status.json",
+        on_ring=lambda seq: write_ring_seq(ring_path, seq),
+    )
+
+
+def serve(rt: TotemRuntime, bell_fd: int, on_ready: Callable[[], object] | None = None) -> int:
+    """The epoll loop until SIGTERM/SIGINT; then leave and flush."""
+    ep = select.epoll()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    stopping = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        ep.register(bell_fd, select.EPOLLIN)
+        ep.register(wake_r, select.EPOLLIN)
+        rt.start(time.monotonic_ns())
+        if on_ready is not None:
+            on_ready()
+        while not stopping:
+            timeout = rt.pump(time.monotonic_ns())
+            if timeout == 0.0 or not rt.arm():
+                continue
+            try:
+                events = ep.poll(-1 if timeout is None else timeout)
+            except InterruptedError:
+                events = []
+            rt.disarm()
+            for fd, _ev in events:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    if fd == bell_fd:
+                        os.eventfd_read(bell_fd)
+                    else:
+                        os.read(wake_r, 256)
+        _flush_leave(rt)
+        return 0
+    finally:
+        rt.write_stats()
+        signal.set_wakeup_fd(old_wakeup)
+        for s, h in old.items():
+            signal.signal(s, h)
+        ep.close()
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _flush_leave(rt: TotemRuntime) -> None:
+    """Leave, then keep sending (the core resends the leave join) until done or LEAVE_FLUSH_S passed."""
+    rt.leave(time.monotonic_ns())
+    end = time.monotonic() + LEAVE_FLUSH_S
+    while time.monotonic() < end:
+        now_ns = time.monotonic_ns()
+        deadline = rt.core.next_deadline_ns()
+        if deadline is not None and deadline <= now_ns:
+            rt.apply(now_ns, rt.core.on_timer(now_ns))
+        rt._flush_outputs()
+        rt._ring_bells()
+        if deadline is None and not rt.tx_backlog and rt.rings.tx.empty():
+            break
+        time.sleep(0.002)  # bounded by LEAVE_FLUSH_S: waiting for the transport to take the frames
+    log.info("left the ring; totem stopping")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pycorosync.engine.runtime.totem_proc")
+    ap.parse_known_args(argv)
+    from pycorosync.engine.runtime.node import NodeInfo, plain_keys, setup_child
+
+    setup_child()
+    node = NodeInfo.from_env()
+    from pycorosync.engine.config import ConfigError, load
+    from pycorosync.engine.supervisor.child import notify_ready
+
+    try:
+        config = load(node.config)
+        keys = plain_keys(config.all_keys(config.local_node(node.nodeid)))
+        state_dir = Path(str(keys.get("system.state_dir") or node.run_dir))
+        state_dir.mkdir(parents=True, exist_ok=True)
+        rt = build_runtime(node, keys, state_dir)
+    except (ConfigError, OSError, ValueError) as exc:
+        log.error("cannot start totem: %s", exc)
+        return 1
+    log.info("totem of node %d starting: ring seq %d, incarnation %d, services %s", node.nodeid,
+             rt.core.max_ring_seq, rt.core.incarnation, ", ".join(node.services) or "none")
+    try:
+        return serve(rt, node.bells["totem"], on_ready=notify_ready)
+    finally:
+        rt.rings.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
