@@ -82,8 +82,14 @@ def connect(
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             raise CsError(CS_ERR_LIBRARY, f"{where}: no '{service}' service is running there") from None
-        except PermissionError as exc:
-            raise CsError(CS_ERR_LIBRARY, f"{where}: {exc.strerror}") from None
+        except TimeoutError:
+            raise CsError(
+                CS_ERR_TIMEOUT, f"{where}: the '{service}' service did not accept within {timeout}s"
+            ) from None
+        except BlockingIOError:  # its listen backlog is full
+            raise CsError(CS_ERR_TRY_AGAIN, f"{where}: the '{service}' service is not accepting now") from None
+        except OSError as exc:
+            raise CsError(CS_ERR_LIBRARY, f"{where}: {exc.strerror or exc}") from None
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             # a refusal may already be waiting for us; read it rather than report a broken pipe
             sock.send(proto.Hello(protocol_version, service).pack())
