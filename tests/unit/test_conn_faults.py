@@ -22,7 +22,7 @@ from pycorosync.ipc import ring_kernels as rk
 from pycorosync.ipc import wakeup as wake
 from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect
 from pycorosync.ipc.errors import CS_ERR_LIBRARY, CS_ERR_TRY_AGAIN, CsError
-from pycorosync.ipc.server import Server, ServerConnection, ServerLimits
+from pycorosync.ipc.server import Server, ServerConnection, ServerLimits, ServerThread, create_segment
 from tests.unit.test_conn import DEADLINE_S, RecordingEcho, run_dir, start_server
 
 __all__ = ["run_dir", "start_server"]  # fixtures shared with test_conn
@@ -268,3 +268,39 @@ def test_client_that_never_reads_events_is_dropped_when_its_backlog_overflows(
         assert handler.wait_for(lambda: sconn in handler.disconnected)
         assert "event backlog over its limit" in caplog.text
         assert bystander.call(echo.ECHO, b"unaffected", timeout=DEADLINE_S) == b"unaffected"
+
+
+def test_connection_memory_cannot_be_shrunk_by_a_client() -> None:
+    # a client that truncated the memfd would turn the server's next ring access into a SIGBUS
+    fd, segment = create_segment(SMALL, "seal-test")
+    try:
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 0)
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, segment.layout.total_bytes * 2)
+    finally:
+        os.close(fd)
+        segment.release()
+
+
+def test_service_killed_with_sigkill_can_be_restarted_on_the_same_run_dir(run_dir: Path) -> None:
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the service process: listens, then waits to be killed
+        try:
+            os.close(ready_r)
+            Server(run_dir, echo.SERVICE, echo.EchoService())
+            os.write(ready_w, b"1")
+            signal.pause()
+        finally:
+            os._exit(1)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+    finally:
+        os.close(ready_r)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert (run_dir / "echo.sock").exists(), "a killed service leaves its socket file behind"
+    with ServerThread(Server(run_dir, echo.SERVICE, RecordingEcho())), connect(run_dir, echo.SERVICE) as conn:
+        assert conn.call(echo.ECHO, b"restarted", timeout=DEADLINE_S) == b"restarted"
