@@ -43,6 +43,7 @@ from pycorosync.services.cmap.engine import (
     CMAP_TRACK_PREFIX,
     Icmap,
 )
+from pycorosync.services.cmap.node_stats import StatsTableLink, attach_node_stats
 from pycorosync.services.cmap.stats_map import POLL_INTERVAL_S, StatsMap
 
 log = logging.getLogger("CMAP")
@@ -76,6 +77,7 @@ class CmapService:
         self.dispatcher = CmapDispatcher(self.icmap, self.stats, self.reload if config_path else None)
         self.own_uid = os.geteuid()
         self.server: Server | None = None
+        self.table_link: StatsTableLink | None = None
         self._allowed: tuple[frozenset[int], frozenset[int]] | None = None
         self.icmap.track_add("uidgid.", CMAP_TRACK_ADD | CMAP_TRACK_DELETE | CMAP_TRACK_MODIFY | CMAP_TRACK_PREFIX,
                              self._uidgid_changed, _ENGINE_OWNER)
@@ -128,10 +130,11 @@ class CmapService:
         if server is None:
             return []
         u64, u32 = ValueType.UINT64, ValueType.UINT32
-        rows: list[tuple[str, ValueType, Value]] = [
-            ("stats.ipcs.global.active", u64, len(server.connections)),
-            ("stats.ipcs.global.closed", u64, server.stats.disconnected + server.stats.dropped),
-        ]
+        active, closed = len(server.connections), server.stats.disconnected + server.stats.dropped
+        rows: list[tuple[str, ValueType, Value]] = (
+            self.table_link.global_ipc_rows(active, closed) if self.table_link is not None else [
+                ("stats.ipcs.global.active", u64, active), ("stats.ipcs.global.closed", u64, closed)]
+        )
         for conn in server:
             base = f"stats.ipcs.service{p.SERVICE_ID}.{conn.pid}.0x{conn.conn_id:x}."
             s = conn.stats
@@ -179,13 +182,16 @@ def run_cmap_service(
     stats_table: Any = None,
     stop_fd: int | None = None,
     ready_fd: int | None = None,
+    node: Any = None,
 ) -> int:
     """Serves cmap until SIGTERM/SIGINT or until ``stop_fd`` becomes readable; returns the exit status.
 
     ``config`` is a corosync.conf path (reloadable) or already-parsed keys; ``run_dir`` None means
-    $PYCOROSYNC_RUN_DIR, then ``system.run_dir``, then the default. ``stats_table`` is
-    reserved for the shm stats table reader. ``ready_fd``, if given, gets one byte once the socket
-    listens, then is closed.
+    $PYCOROSYNC_RUN_DIR, then ``system.run_dir``, then the default. ``stats_table`` (an
+    ``ipc.stats.StatsTable``) gives node-wide ``stats.ipcs.global.*`` and receives this process's
+    ``ipcs.*`` row; ``node`` (``engine.runtime.node.NodeInfo``, inside a node) attaches both the
+    table and the totem counters (``stats.srp.*``). ``ready_fd``, if given, gets one byte once the
+    socket listens, then is closed.
     """
     config_path = None if isinstance(config, Mapping) else str(config)
     keys = config if isinstance(config, Mapping) else load_config_keys(config, node_id)
@@ -193,8 +199,11 @@ def run_cmap_service(
     if run_dir is None:
         configured = keys.get("system.run_dir")
         run_dir = resolve_run_dir(None, None if configured is None else str(configured[1]))
-    if stats_table is not None and hasattr(stats_table, "register_cmap_providers"):
-        stats_table.register_cmap_providers(service.stats)
+    keep: list[Any] = []
+    if node is not None:
+        service.table_link, keep = attach_node_stats(service.stats, node)
+    if stats_table is not None:
+        service.table_link = StatsTableLink(stats_table)
     ep = select.epoll()
     limits = ServerLimits(max_request_bytes=ServerLimits().request_ring_bytes)
     try:
@@ -243,6 +252,8 @@ def run_cmap_service(
                 next_tick = now + 0.25
             if now >= next_stats_poll:
                 service.stats.poll()
+                if service.table_link is not None:
+                    service.table_link.write_own_row(server)
                 next_stats_poll = now + POLL_INTERVAL_S
     finally:
         server.close()
@@ -253,6 +264,10 @@ def run_cmap_service(
             signal.signal(s, h)
         os.close(sig_r)
         os.close(sig_w)
+        service.table_link = None
+        for obj in keep:
+            with contextlib.suppress(Exception):
+                obj.close()
         log.info("cmap service stopped")
     return 0
 
@@ -272,6 +287,19 @@ def _setup_as_node_child() -> None:
         child.die_with_supervisor()
 
 
+def _node_info() -> Any:
+    """The node this process belongs to (``$PYCOROSYNC_NODE``), or None when run on its own."""
+    if not os.environ.get("PYCOROSYNC_NODE"):
+        return None
+    try:
+        from pycorosync.engine.runtime.node import NodeInfo
+
+        return NodeInfo.from_env()
+    except (ImportError, ValueError) as exc:
+        log.warning("running without node statistics: %s", exc)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pycorosync.services.cmap.server``: one cmap service for tests and hand runs."""
     ap = argparse.ArgumentParser(prog="pycorosync.services.cmap.server", description="cmap service process")
@@ -282,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     _setup_as_node_child()
     try:
-        return run_cmap_service(Path(args.config), args.run_dir, args.nodeid, ready_fd=args.ready_fd)
+        return run_cmap_service(Path(args.config), args.run_dir, args.nodeid, ready_fd=args.ready_fd,
+                                node=_node_info())
     except CsError as exc:
         log.error("cannot start the cmap service: %s", exc)
         return 1

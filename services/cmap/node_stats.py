@@ -1,0 +1,119 @@
+"""Stats-map providers fed by the node's shared memory, when cmap runs inside a node.
+
+Two sources (PROTOCOL.md §1): the node segment's stats block, where the totem process writes its
+counters in ``engine.totem.stats.COUNTER_NAMES`` order (-> ``stats.srp.*``), and the node's stats
+table (ipc/stats.py), a row per process (-> node-wide ``stats.ipcs.global.*``; this process also
+writes its own ``ipcs.*`` row there for the exporter).
+
+Not available from either source yet, so not shown: ``stats.pg.*``,
+``stats.srp.{continuous_sendmsg_failures,time_since_token_last_received}``, other services'
+per-connection ``stats.ipcs.service<id>.*`` keys, ``stats.schedmiss.*``, ``stats.knet.*``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pycorosync.engine.config.types import Value, ValueType
+from pycorosync.services.cmap.stats_map import StatsMap
+
+log = logging.getLogger("CMAP")
+
+# corosync's types for the srp keys that are not u64
+_SRP_TYPES: dict[str, ValueType] = {
+    "continuous_gather": ValueType.UINT32,
+    "mtt_rx_token": ValueType.UINT32,
+    "avg_token_workload": ValueType.UINT32,
+    "avg_backlog_calc": ValueType.UINT32,
+}
+# COUNTER_NAMES entries that are corosync keys (the rest are pycorosync's own, shown under stats.srp.pcs_*)
+_COROSYNC_SRP_COUNT = 27
+_FIREWALL_GATHERS = 3  # corosync: firewall_enabled_or_nic_failure = continuous_gather > 3
+
+Row = tuple[str, ValueType, Value]
+
+
+def srp_provider(block: Any, names: Iterable[str]) -> Callable[[], list[Row]]:
+    """``stats.srp.*`` from the totem process's stats block (an int64 array, ``names`` in order)."""
+    ordered = list(names)
+
+    def rows() -> list[Row]:
+        values = [int(v) for v in block[: len(ordered)]]
+        out: list[Row] = []
+        for i, (name, value) in enumerate(zip(ordered, values)):
+            key = f"stats.srp.{name}" if i < _COROSYNC_SRP_COUNT else f"stats.srp.pcs_{name}"
+            vtype = _SRP_TYPES.get(name, ValueType.UINT64)
+            out.append((key, vtype, max(0, min(value, 2**32 - 1)) if vtype == ValueType.UINT32 else max(0, value)))
+        gathers = dict(zip(ordered, values)).get("continuous_gather", 0)
+        out.append(("stats.srp.firewall_enabled_or_nic_failure", ValueType.UINT8, int(gathers > _FIREWALL_GATHERS)))
+        return out
+
+    return rows
+
+
+class StatsTableLink:
+    """This process's use of the node stats table: node-wide IPC totals in, its own ``ipcs.*`` row out."""
+
+    def __init__(self, table: Any, process: str = "cmap") -> None:
+        self.table = table
+        self.slot = table.find_slot(process)
+        self._own_closed = 0
+
+    def global_ipc_rows(self, own_active: int, own_closed: int) -> list[Row]:
+        """``stats.ipcs.global.{active,closed}``: other processes' rows plus this one's live numbers."""
+        snap = self.table.snapshot()
+        active, closed = own_active, own_closed
+        names = {m.name for m in snap.metrics}
+        if {"ipcs.active", "ipcs.closed"} <= names:
+            for info in snap.slots:
+                if info.pid and info.slot != self.slot:
+                    active += int(snap.value(info.slot, "ipcs.active"))
+                    closed += int(snap.value(info.slot, "ipcs.closed"))
+        return [("stats.ipcs.global.active", ValueType.UINT64, active),
+                ("stats.ipcs.global.closed", ValueType.UINT64, closed)]
+
+    def write_own_row(self, server: Any) -> None:
+        """Copies the IPC server's counters into this process's row (called from the housekeeping tick)."""
+        if self.slot is None or server is None:
+            return
+        with contextlib.suppress(KeyError, IndexError):
+            row = self.table.row(self.slot)
+            conns = list(server)
+            row.set("ipcs.active", len(conns))
+            row.set("ipcs.closed", server.stats.disconnected + server.stats.dropped)
+            for name in ("requests", "responses", "dispatched", "invalid_request", "overload", "flow_control_count"):
+                row.set(f"ipcs.{name}", sum(getattr(c.stats, name) for c in conns))
+            row.set("process.heartbeat_ns", time.monotonic_ns())
+
+
+def attach_node_stats(stats: StatsMap, node: Any) -> tuple[StatsTableLink | None, list[Any]]:
+    """Registers the providers a node offers; returns (table link or None, objects to close at exit).
+
+    ``node`` is the ``engine.runtime.node.NodeInfo`` of this process. A source that cannot be opened is
+    logged and skipped: cmap keeps serving without those keys.
+    """
+    keep: list[Any] = []
+    link: StatsTableLink | None = None
+    if node.segment and node.services:
+        try:
+            from pycorosync.engine.totem.stats import COUNTER_NAMES
+
+            rings = node.layout().attach(node.segment)
+            keep.append(rings)
+            stats.register("stats.srp.", srp_provider(rings.stats, COUNTER_NAMES))
+        except Exception as exc:  # the node segment is the supervisor's; its absence must not stop cmap
+            log.warning("stats.srp.* unavailable: cannot attach node segment %s: %s", node.segment, exc)
+    if node.stats:
+        try:
+            from pycorosync.ipc.stats import StatsTable
+
+            table = StatsTable.attach(node.stats, writer=False)
+            keep.append(table)
+            link = StatsTableLink(table)
+        except Exception as exc:
+            log.warning("node stats table %s unavailable: %s", node.stats, exc)
+    return link, keep
