@@ -93,7 +93,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def cmap_service(workdir: Path, conf_text: str = CONF, nodeid: int = 1) -> Iterator[tuple[Path, Path]]:
+def cmap_service(
+    workdir: Path, conf_text: str = CONF, nodeid: int = 1, env: dict[str, str] | None = None
+) -> Iterator[tuple[Path, Path]]:
     """Runs ``python -m pycorosync.services.cmap.server``; yields (run_dir, config path)."""
     conf = workdir / "corosync.conf"
     conf.write_text(conf_text)
@@ -102,7 +104,7 @@ def cmap_service(workdir: Path, conf_text: str = CONF, nodeid: int = 1) -> Itera
     proc = subprocess.Popen(
         [sys.executable, "-m", "pycorosync.services.cmap.server", "-c", str(conf), "--run-dir", str(run_dir),
          "--nodeid", str(nodeid), "--ready-fd", str(ready_w)],
-        pass_fds=[ready_w], stderr=subprocess.PIPE,
+        pass_fds=[ready_w], stderr=subprocess.PIPE, env=None if env is None else {**os.environ, **env},
     )
     os.close(ready_w)
     try:
@@ -433,3 +435,24 @@ def test_publisher_republishes_its_keys_after_a_cmap_service_restart(tmp_path: P
                     pub.publish("totem.cluster_name", "x")  # read-only: a real error, raised
     finally:
         pub.close()
+
+
+def test_inside_a_node_the_service_reads_the_node_stats_table(tmp_path: Path) -> None:
+    import json
+
+    from pycorosync.ipc.stats import StatsTable
+    from tests.conftest import unique_prefix
+
+    name = unique_prefix("cmapstats")
+    table = StatsTable.create(name, 4)
+    try:
+        table.set_slot(0, "cpg", os.getpid())
+        table.row(0).set("ipcs.active", 7)
+        node = {"config": str(tmp_path / "corosync.conf"), "nodeid": 1, "cluster": "testcluster",
+                "run_dir": str(tmp_path / "run"), "segment": "", "stats": name, "services": [], "bells": {}}
+        with cmap_service(tmp_path, env={"PYCOROSYNC_NODE": json.dumps(node)}) as (run_dir, _), \
+                CmapClient(str(run_dir), CMAP_MAP_STATS) as stats:
+            assert stats.get_u64("stats.ipcs.global.active") == 8  # cpg's 7 + this connection
+    finally:
+        table.close()
+        table.unlink()
