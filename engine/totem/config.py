@@ -29,7 +29,7 @@ class TotemConfig:
     consensus: int = 3600
     fail_recv_const: int = 2500
     #: time-based receive-failure detection (COROSYNC.md §12): the token aru stuck on me this long is a
-    #: failure to receive even when few rotations passed (an idle ring turns slowly). 0 = visits only.
+    #: failure to receive even when few rotations passed (an idle ring turns slowly). 0 = token + consensus.
     fail_recv_ms: int = 0
     seqno_unchanged_const: int = 30
     miss_count_const: int = 5
@@ -60,6 +60,11 @@ class TotemConfig:
             raise ValueError(f"totem.token_warning must be a percentage 0..100, got {self.token_warning!r}")
         if self.max_message_bytes <= 0:
             raise ValueError(f"totem max_message_bytes must be positive, got {self.max_message_bytes!r}")
+
+    @property
+    def fail_recv_limit_ms(self) -> int:
+        """The time-based receive-failure limit actually applied (see ``fail_recv_ms``)."""
+        return self.fail_recv_ms if self.fail_recv_ms > 0 else self.token + self.consensus
 
     @property
     def frame_payload_bytes(self) -> int:

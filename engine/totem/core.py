@@ -155,17 +155,22 @@ class TotemCore(Membership):
                 self.stats["rx_msg_dropped"] += 1
             return out  # my own multicast looped back: already handled when sent
         known = self.known_incarnation.get(sender)
-        if known is not None and frame.incarnation < known:
-            self.stats["rx_stale_incarnation"] += 1
-            self.stats["rx_msg_dropped"] += 1
-            return out
-        if known is None or frame.incarnation > known:
-            self.known_incarnation[sender] = frame.incarnation
-            if known is not None and self.state == OPERATIONAL and sender in self.members:
-                self._log(out, "notice", f"Node {sender} restarted (incarnation {frame.incarnation})")
+        inc = frame.incarnation
+        if known is None:
+            self.known_incarnation[sender] = inc
+        elif inc != known:
+            # Only a join announces another incarnation (a restart); the latest join wins, so one bad
+            # frame cannot lock a node out. Other frames of another incarnation are replays: dropped.
+            if not isinstance(frame, Join):
+                self.stats["rx_stale_incarnation"] += 1
+                self.stats["rx_msg_dropped"] += 1
+                return out
+            self.known_incarnation[sender] = inc
+            if inc > known and self.state == OPERATIONAL and sender in self.members:
+                self._log(out, "notice", f"Node {sender} restarted (incarnation {inc})")
+                self.stats["memb_join_rx"] += 1
                 self._foreign(now_ns, sender, out)
-                if self.state != OPERATIONAL and isinstance(frame, Join):
-                    self._on_join_gather(now_ns, frame, out)
+                self._on_join_gather(now_ns, frame, out)
                 return out
         if isinstance(frame, Mcast):
             self._on_mcast(now_ns, frame, out)
@@ -415,8 +420,7 @@ class TotemCore(Membership):
         if tok.aru_addr != self.node_id or len(members) == 1 or self.state != OPERATIONAL:
             return False
         by_visits = self._fail_recv_count > self.cfg.fail_recv_const
-        by_time = self.cfg.fail_recv_ms > 0 and self._fail_recv_count > 2 and \
-            now_ns - self._aru_stuck_since_ns > self._ms(self.cfg.fail_recv_ms)
+        by_time = self._fail_recv_count > 2 and now_ns - self._aru_stuck_since_ns > self._ms(self.cfg.fail_recv_limit_ms)
         if not (by_visits or by_time):
             return False
         self.stats["failed_to_recv"] += 1

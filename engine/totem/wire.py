@@ -72,6 +72,9 @@ KIND_LAST = 3
 
 RTR_MAX = 30
 MAX_MEMBERS = 1024
+#: sequence-like fields above this are rejected, so that no arithmetic on them can overflow the wire widths
+MAX_SEQ = 1 << 62
+_U32_MAX = (1 << 32) - 1
 
 HEADER = struct.Struct("<BBBBIIIQ")
 TOKEN_BODY = struct.Struct("<QQQIIIBBHQQ")
@@ -212,7 +215,8 @@ def encode_token(tok: Token, sender: int, incarnation: int) -> bytes:
     """An ORF token frame as sent by ``sender``."""
     if len(tok.rtr_list) > RTR_MAX:
         raise WireError(f"token rtr_list holds {len(tok.rtr_list)} entries, at most {RTR_MAX}")
-    body = TOKEN_BODY.pack(tok.token_seq, tok.seq, tok.aru, tok.aru_addr, tok.fcc, tok.backlog, tok.retrans_flg, 0,
+    body = TOKEN_BODY.pack(tok.token_seq, tok.seq, tok.aru, tok.aru_addr, min(tok.fcc, _U32_MAX),
+                           min(tok.backlog, _U32_MAX), tok.retrans_flg, 0,
                            len(tok.rtr_list), tok.aru_acc, tok.safe_seq)
     return b"".join((header(ORF_TOKEN, 0, sender, incarnation, tok.ring_id), body,
                      *(_U64.pack(s) for s in tok.rtr_list)))
@@ -257,6 +261,8 @@ def decode(data: bytes) -> Frame:
         raise WireError(f"wire version {version}, this node speaks {VERSION}")
     if sender == 0:
         raise WireError("sender node id 0 is reserved")
+    if rseq >= MAX_SEQ:
+        raise WireError(f"ring seq {rseq} out of range")
     ring_id = RingId(rep, rseq)
     if ftype == MCAST:
         return decode_mcast(data)
@@ -284,9 +290,13 @@ def _decode_token(data: bytes, sender: int, inc: int, ring_id: RingId) -> Token:
     off = HEADER_BYTES + TOKEN_BODY.size
     if n != off + 8 * rtr_count:
         raise WireError(f"token frame of {n} bytes does not hold {rtr_count} retransmit entries")
+    if max(token_seq, seq, aru_acc) >= MAX_SEQ:
+        raise WireError(f"token seq fields out of range (token_seq {token_seq}, seq {seq})")
     if aru > seq or safe_seq > seq or retrans_flg > 1:
         raise WireError(f"token fields inconsistent: aru {aru} safe_seq {safe_seq} seq {seq} retrans_flg {retrans_flg}")
     rtr = list(struct.unpack_from(f"<{rtr_count}Q", data, off))
+    if any(s > seq for s in rtr):
+        raise WireError(f"token retransmit request above seq {seq}")
     return Token(sender, inc, ring_id, token_seq, seq, aru, aru_addr, fcc, backlog, retrans_flg, aru_acc, safe_seq, rtr)
 
 
@@ -295,6 +305,8 @@ def _decode_join(data: bytes, flags: int, sender: int, inc: int, ring_id: RingId
     if n < HEADER_BYTES + JOIN_BODY.size:
         raise WireError(f"join frame of {n} bytes is truncated")
     ring_seq, proc_n, fail_n = JOIN_BODY.unpack_from(data, HEADER_BYTES)
+    if ring_seq >= MAX_SEQ:
+        raise WireError(f"join ring seq {ring_seq} out of range")
     if proc_n > MAX_MEMBERS or fail_n > MAX_MEMBERS:
         raise WireError(f"join lists {proc_n} proc / {fail_n} fail nodes, at most {MAX_MEMBERS}")
     off = HEADER_BYTES + JOIN_BODY.size
@@ -315,12 +327,12 @@ def _decode_commit(data: bytes, sender: int, inc: int, ring_id: RingId) -> Commi
     off = HEADER_BYTES + COMMIT_BODY.size
     if count == 0 or count > MAX_MEMBERS or n != off + count * COMMIT_ENTRY.size:
         raise WireError(f"commit token of {n} bytes does not hold {count} member entries")
-    if rotation not in (1, 2) or memb_index >= count:
+    if rotation not in (1, 2) or memb_index >= count or token_seq >= _U32_MAX:
         raise WireError(f"commit token rotation {rotation} / memb_index {memb_index} of {count} invalid")
     entries = []
     for i in range(count):
         node, einc, orep, oseq, oaru, high, safe, filled = COMMIT_ENTRY.unpack_from(data, off + i * COMMIT_ENTRY.size)
-        if node == 0 or filled > 1 or oaru > high:
+        if node == 0 or filled > 1 or oaru > high or max(oseq, high, safe) >= MAX_SEQ:
             raise WireError(f"commit token entry {i} invalid (node {node}, aru {oaru}, high {high})")
         entries.append(CommitEntry(node, einc, orep, oseq, oaru, high, safe, bool(filled)))
     nodes = [e.node for e in entries]
@@ -337,8 +349,8 @@ def decode_mcast(data: bytes) -> Mcast:
     magic, version, ftype, flags, sender, inc, rep, rseq, seq, count = MCAST_HEADER.unpack_from(data, 0)
     if magic != MAGIC or version != VERSION or ftype != MCAST or sender == 0:
         raise WireError("not a v1 mcast frame")
-    if seq == 0:
-        raise WireError("mcast seq 0 is never assigned")
+    if seq == 0 or seq >= MAX_SEQ or rseq >= MAX_SEQ:
+        raise WireError(f"mcast seq {seq} / ring seq {rseq} out of range")
     if flags & MCAST_ENCAPSULATED:
         if count != 0:
             raise WireError("encapsulated mcast declares entries")

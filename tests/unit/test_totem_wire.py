@@ -1,0 +1,155 @@
+"""Totem wire format v1: every encoder round-trips, every decoder rejects what is malformed."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pycorosync.engine.totem.api import RingId
+from pycorosync.engine.totem.fragment import Assembler, SendQueue
+from pycorosync.engine.totem.wire import (
+    HEADER,
+    KIND_FIRST,
+    KIND_LAST,
+    KIND_MIDDLE,
+    MCAST,
+    MEMB_MERGE_DETECT,
+    RTR_MAX,
+    TOKEN_HOLD_CANCEL,
+    CommitEntry,
+    CommitToken,
+    Control,
+    Join,
+    Mcast,
+    Token,
+    WireError,
+    decode,
+    encode_commit,
+    encode_control,
+    encode_join,
+    encode_token,
+    header,
+)
+
+RING = RingId(3, 0x2C)
+
+
+def test_token_round_trips_with_its_retransmit_list() -> None:
+    tok = Token(0, 0, RING, token_seq=9, seq=100, aru=90, aru_addr=2, fcc=7, backlog=3, retrans_flg=1,
+                aru_acc=88, safe_seq=80, rtr_list=[91, 95, 99])
+    got = decode(encode_token(tok, 5, 2))
+    assert isinstance(got, Token)
+    assert (got.sender, got.incarnation, got.ring_id) == (5, 2, RING)
+    assert (got.token_seq, got.seq, got.aru, got.aru_addr, got.fcc, got.backlog, got.retrans_flg, got.aru_acc,
+            got.safe_seq, got.rtr_list) == (9, 100, 90, 2, 7, 3, 1, 88, 80, [91, 95, 99])
+
+
+def test_join_and_leave_round_trip() -> None:
+    data = encode_join(4, 1, RING, 0x30, frozenset({1, 2, 4}), frozenset({3}), leave=True)
+    got = decode(data)
+    assert isinstance(got, Join)
+    assert got.proc == {1, 2, 4} and got.fail == {3} and got.leave and got.ring_seq == 0x30
+
+
+def test_commit_token_round_trips() -> None:
+    entries = [CommitEntry(1, 0, 1, 8, 10, 12, 9, True), CommitEntry(4)]
+    ct = CommitToken(1, 0, RingId(1, 0x10), 3, 1, 1, entries)
+    got = decode(encode_commit(ct, 1, 0))
+    assert isinstance(got, CommitToken)
+    assert got.members == (1, 4) and got.memb_index == 1 and got.token_seq == 3
+    assert got.entries[0].old_ring_id == RingId(1, 8) and got.entries[1].old_ring_id is None
+
+
+@pytest.mark.parametrize("ftype", [MEMB_MERGE_DETECT, TOKEN_HOLD_CANCEL])
+def test_control_frames_round_trip(ftype: int) -> None:
+    got = decode(encode_control(ftype, 2, 0, RING))
+    assert got == Control(ftype, 2, 0, RING)
+
+
+def test_mcast_frames_from_the_send_queue_decode_to_the_same_entries() -> None:
+    q = SendQueue(1436, 100, 1 << 20)
+    msgs = [b"a" * 10, b"b" * 3000, b"c" * 5]
+    for m in msgs:
+        q.push(m, 2)
+    frames = q.pack(10)
+    assembler = Assembler(1 << 20)
+    out = []
+    for i, (flags, count, parts, entries) in enumerate(frames):
+        raw = header(MCAST, flags, 1, 0, RING) + struct.pack("<QH", i + 1, count) + b"".join(parts)
+        m = decode(raw)
+        assert isinstance(m, Mcast) and m.seq == i + 1 and m.raw == raw
+        assert [e[:3] + (bytes(e[3]), e[4]) for e in m.entries] == [e[:3] + (bytes(e[3]), e[4]) for e in entries]
+        for kind, g, msg_id, piece, total in m.entries:
+            if kind == 0:
+                out.append(bytes(piece))
+            else:
+                done = assembler.feed(1, kind, g, msg_id, piece, total)
+                if done:
+                    out.append(done[2])
+    assert out == msgs
+
+
+def test_wrong_magic_version_type_and_sender_zero_are_rejected() -> None:
+    good = encode_control(MEMB_MERGE_DETECT, 2, 0, RING)
+    for bad in (b"\x00" + good[1:], good[:1] + b"\x02" + good[2:], good[:2] + b"\x09" + good[3:],
+                good[:4] + b"\x00\x00\x00\x00" + good[8:], good[:-1], good + b"\x00"):
+        with pytest.raises(WireError):
+            decode(bad)
+
+
+def test_truncated_frames_are_rejected_at_every_length() -> None:
+    tok = encode_token(Token(0, 0, RING, seq=5, aru=5, rtr_list=[1, 2]), 2, 0)
+    join = encode_join(2, 0, RING, 4, frozenset({1, 2}), frozenset())
+    commit = encode_commit(CommitToken(1, 0, RingId(1, 8), 0, 1, 0, [CommitEntry(1), CommitEntry(2)]), 1, 0)
+    q = SendQueue(1436, 10, 1 << 20)
+    q.push(b"z" * 100, 2)
+    q.push(b"y" * 2000, 3)
+    flags, count, parts, _e = q.pack(1)[0]
+    mcast = header(MCAST, flags, 1, 0, RING) + struct.pack("<QH", 1, count) + b"".join(parts)
+    for frame in (tok, join, commit, mcast):
+        for cut in range(len(frame)):
+            with pytest.raises(WireError):
+                decode(frame[:cut])
+
+
+def test_inconsistent_fields_are_rejected() -> None:
+    with pytest.raises(WireError):  # aru above seq
+        decode(encode_token(Token(0, 0, RING, seq=5, aru=6), 2, 0))
+    too_many = Token(0, 0, RING, seq=5, rtr_list=list(range(RTR_MAX + 1)))
+    with pytest.raises(WireError):
+        encode_token(too_many, 2, 0)
+    with pytest.raises(WireError):  # commit members not ascending
+        decode(encode_commit(CommitToken(2, 0, RingId(2, 8), 0, 1, 0, [CommitEntry(2), CommitEntry(1)]), 2, 0))
+    with pytest.raises(WireError):  # node id 0 in a join
+        decode(encode_join(2, 0, RING, 4, frozenset({0, 2}), frozenset()))
+
+
+@given(st.binary(max_size=200))
+def test_decoding_random_bytes_raises_only_wire_errors(data: bytes) -> None:
+    with contextlib.suppress(WireError):
+        decode(data)
+
+
+@given(st.binary(max_size=120), st.integers(0, 5), st.integers(0, 255))
+def test_decoding_random_bodies_behind_a_valid_header_raises_only_wire_errors(body: bytes, ftype: int,
+                                                                              flags: int) -> None:
+    data = HEADER.pack(0xC5, 1, ftype, flags, 7, 0, 1, 4) + body
+    with contextlib.suppress(WireError):
+        decode(data)
+
+
+def test_assembler_drops_pieces_that_do_not_continue_the_current_message() -> None:
+    a = Assembler(1000)
+    assert a.feed(1, KIND_MIDDLE, 2, 5, b"x", 0) is None  # no start seen
+    assert a.feed(1, KIND_FIRST, 2, 6, b"ab", 2000) is None  # over the maximum
+    assert a.feed(1, KIND_FIRST, 2, 7, b"ab", 5) is None
+    assert a.feed(1, KIND_LAST, 2, 8, b"cde", 0) is None  # another message id
+    assert a.feed(1, KIND_FIRST, 2, 9, b"ab", 5) is None
+    assert a.feed(1, KIND_LAST, 2, 9, b"cdef", 0) is None  # longer than announced
+    assert a.feed(1, KIND_FIRST, 2, 10, b"ab", 5) is None
+    assert a.feed(1, KIND_LAST, 2, 10, b"cde", 0) == (10, 2, b"abcde")
+    assert a.dropped == 4
