@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from pycorosync.ipc import conn as proto
+from pycorosync.ipc import fastpath
 from pycorosync.ipc import wakeup as wake
 from pycorosync.ipc.errors import (
     CS_ERR_BAD_FLAGS,
@@ -37,6 +38,7 @@ from pycorosync.ipc.errors import (
     CS_OK,
     CsError,
 )
+from pycorosync.ipc.fastpath import RingIO
 from pycorosync.ipc.framing import check_response
 from pycorosync.ipc.ring import RecordTooLargeError, Ring, RingCorruptError
 from pycorosync.paths import resolve_run_dir
@@ -169,6 +171,10 @@ class Connection:
             )
             self._events = Ring.attach(self._array, layout.event_offset, f"{label} event", layout.event_capacity)
             self.max_request_bytes = self._request.max_payload
+            self._request_io = RingIO(self._request)
+            scratch = fastpath.scratch_for(self._response, self._events)  # both are read by this thread only
+            self._response_io = RingIO(self._response, scratch)
+            self._event_io = RingIO(self._events, scratch)
             # two private epolls: "a response or the server's death" and "an event or the server's death",
             # each a single fd that poll/select/epoll/asyncio can wait on
             self._response_poll = select.epoll()
@@ -234,28 +240,28 @@ class Connection:
         if self._server_gone:
             raise self._server_lost()
         try:
-            pushed = self._request.push(rtype, payload)
+            pushed = self._request_io.push(rtype, payload)
         except RecordTooLargeError as exc:
             raise CsError(CS_ERR_TOO_BIG, str(exc)) from None
-        if not pushed:
+        if pushed == fastpath.PUSHED_WAKE:
+            wake.ring_eventfd(self._doorbell)
+        elif pushed == fastpath.FULL:
             # a ring that stays full may mean nobody reads it any more: tell that apart from back-pressure
             assert self._response_poll is not None
             self._note_socket(self._response_poll.poll(0))
             if self._server_gone:
                 raise self._server_lost()
             raise CsError(CS_ERR_TRY_AGAIN, f"{self.path}: request ring full ({self._request.capacity} bytes)")
-        if self._request.needs_wake():
-            wake.ring_eventfd(self._doorbell)
 
-    def _pop(self, ring: Ring) -> tuple[int, bytes] | None:
+    def _pop(self, io: RingIO) -> tuple[int, bytes] | None:
         try:
-            return ring.pop()
+            return io.pop()
         except RingCorruptError as exc:  # only this process can have broken it; the server would not
             raise CsError(CS_ERR_LIBRARY, str(exc)) from None
 
     def _take_response(self) -> tuple[int, bytes] | None:
         while True:
-            record = self._pop(self._response)
+            record = self._pop(self._response_io)
             if record is None:
                 return None
             self._after_read()
@@ -321,7 +327,7 @@ class Connection:
     def read_event(self) -> tuple[int, bytes] | None:
         """The next event, or None (never blocks). CS_ERR_LIBRARY when none is left and the server is gone."""
         self._check_usable()
-        record = self._pop(self._events)
+        record = self._pop(self._event_io)
         if record is not None:
             self._after_read()
             return record
@@ -462,6 +468,10 @@ class Connection:
         for fd in (self._doorbell, self._response_efd, self._event_efd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        for name in ("_request_io", "_response_io", "_event_io"):
+            io = self.__dict__.pop(name, None)
+            if io is not None:
+                io.release()
         for name in ("_request", "_response", "_events"):
             ring = self.__dict__.pop(name, None)
             if ring is not None:

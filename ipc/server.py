@@ -29,7 +29,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from pycorosync.ipc import conn as proto
+from pycorosync.ipc import fastpath
 from pycorosync.ipc import wakeup as wake
 from pycorosync.ipc.creds import AccessPolicy, PeerCred, peer_cred
 from pycorosync.ipc.errors import (
@@ -41,6 +44,7 @@ from pycorosync.ipc.errors import (
     CS_OK,
     CsError,
 )
+from pycorosync.ipc.fastpath import RingIO
 from pycorosync.ipc.ring import Ring
 
 log = logging.getLogger("MAIN")
@@ -172,7 +176,7 @@ class ServerConnection:
         if self.closed:
             return False
         self.stats.responses += 1
-        if not self._response_backlog and self._push(self._segment.response, self._response_efd, rtype, payload):
+        if not self._response_backlog and self._push(self._segment.response_io, self._response_efd, rtype, payload):
             return True
         self.stats.overload += 1
         self._queue(self._response_backlog, rtype, payload, "response")
@@ -184,7 +188,7 @@ class ServerConnection:
         if self.closed:
             return False
         self.stats.dispatched += 1
-        if not self._event_backlog and self._push(self._segment.event, self._event_efd, rtype, payload):
+        if not self._event_backlog and self._push(self._segment.event_io, self._event_efd, rtype, payload):
             return True
         self.stats.overload += 1
         self._queue(self._event_backlog, rtype, payload, "event")
@@ -196,12 +200,11 @@ class ServerConnection:
 
     # internals --------------------------------------------------------------------------------------------------
     @staticmethod
-    def _push(ring: Ring, efd: int, rtype: int, payload: bytes) -> bool:
-        if not ring.push(rtype, payload):
-            return False
-        if ring.needs_wake():
+    def _push(io: RingIO, efd: int, rtype: int, payload: bytes) -> bool:
+        result = io.push(rtype, payload)
+        if result == fastpath.PUSHED_WAKE:
             wake.ring_eventfd(efd)
-        return True
+        return result != fastpath.FULL
 
     def _queue(self, backlog: collections.deque[tuple[int, bytes]], rtype: int, payload: bytes, what: str) -> None:
         limits = self.server.limits
@@ -222,13 +225,13 @@ class ServerConnection:
     def _flush(self) -> None:
         """Moves waiting responses and events into their rings while they fit."""
         seg = self._segment
-        for backlog, ring, efd in (
-            (self._response_backlog, seg.response, self._response_efd),
-            (self._event_backlog, seg.event, self._event_efd),
+        for backlog, io, efd in (
+            (self._response_backlog, seg.response_io, self._response_efd),
+            (self._event_backlog, seg.event_io, self._event_efd),
         ):
             while backlog:
                 rtype, payload = backlog[0]
-                if not self._push(ring, efd, rtype, payload):
+                if not self._push(io, efd, rtype, payload):
                     self.stats.send_retries += 1
                     break
                 backlog.popleft()
@@ -262,9 +265,9 @@ class ServerLimits:
 class _Segment:
     """The memfd mapping of one connection and the rings inside it (server side)."""
 
-    def __init__(self, layout: proto.SegmentLayout, mm: mmap.mmap, label: str) -> None:
-        import numpy as np
-
+    def __init__(
+        self, layout: proto.SegmentLayout, mm: mmap.mmap, label: str, scratch: np.ndarray[Any, Any] | None
+    ) -> None:
         self.layout = layout
         self.mm = mm
         self.array = np.frombuffer(mm, dtype=np.uint8)
@@ -272,17 +275,22 @@ class _Segment:
         self.request = Ring.create(self.array, layout.request_capacity, layout.request_offset, f"{label} request")
         self.response = Ring.create(self.array, layout.response_capacity, layout.response_offset, f"{label} response")
         self.event = Ring.create(self.array, layout.event_capacity, layout.event_offset, f"{label} event")
+        self.request_io = RingIO(self.request, scratch if scratch is not None else fastpath.scratch_for(self.request))
+        self.response_io = RingIO(self.response)
+        self.event_io = RingIO(self.event)
 
     def release(self) -> None:
         # numpy views pin the mapping: drop them before unmapping (else BufferError)
-        for ring in (self.request, self.response, self.event):
-            ring.close()
-        del self.request, self.response, self.event, self.array
+        for io in (self.request_io, self.response_io, self.event_io):
+            io.release()
+        del self.request, self.response, self.event, self.request_io, self.response_io, self.event_io, self.array
         with contextlib.suppress(BufferError):
             self.mm.close()
 
 
-def create_segment(limits: ServerLimits, label: str) -> tuple[int, _Segment]:
+def create_segment(
+    limits: ServerLimits, label: str, scratch: np.ndarray[Any, Any] | None = None
+) -> tuple[int, _Segment]:
     """A sealed memfd with the three rings of one connection: (memfd, mapping). The caller closes the fd
     once it has been passed on. Sealing against shrinking matters: a client that truncated the file would
     make the server's next access to the rings a SIGBUS."""
@@ -296,7 +304,7 @@ def create_segment(limits: ServerLimits, label: str) -> tuple[int, _Segment]:
         mm = mmap.mmap(fd, layout.total_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         header = layout.pack_header(os.getpid())
         mm[: len(header)] = header
-        return fd, _Segment(layout, mm, label)
+        return fd, _Segment(layout, mm, label, scratch)
     except BaseException:
         os.close(fd)
         raise
@@ -341,6 +349,8 @@ class Server:
         self._pending: dict[int, _Pending] = {}
         self._order: collections.deque[int] = collections.deque()  # conn ids, rotated for fairness
         self._ids = itertools.count(1)
+        # requests are copied out of their ring one at a time: one scratch buffer serves every connection
+        self._scratch = np.empty(fastpath.max_payload(self.limits.request_ring_bytes), np.uint8)
         self._own_epoll: select.epoll | None = None
         if poller is None:
             self._own_epoll = select.epoll()
@@ -614,7 +624,7 @@ class Server:
         memfd = -1
         efds: list[int] = []
         try:
-            memfd, segment = create_segment(self.limits, f"{self.service}#{conn_id}")
+            memfd, segment = create_segment(self.limits, f"{self.service}#{conn_id}", self._scratch)
             efds = [os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) for _ in range(2)]
         except OSError as exc:
             log.error("%s: cannot create rings for pid %d: %s", self.service, cred.pid, exc)
@@ -657,7 +667,7 @@ class Server:
 
     def _drain(self, conn: ServerConnection) -> bool:
         """Reads up to one round's worth of requests; True if the budget ran out with data left."""
-        ring = conn._segment.request
+        ring = conn._segment.request_io
         for _ in range(self.limits.requests_per_round):
             if conn.closed:
                 return False
