@@ -447,8 +447,8 @@ class Checker:
         self.check_virtual_synchrony()
         self.check_safe()
         if not self.rec.errors:  # a run cut short by a simulator error cannot be judged on progress
+            self.check_liveness()  # first: a ring that never settles explains undelivered messages
             self.check_reliability()
-            self.check_liveness()
         return self.violations
 
     def context(self, v: Violation, last: int = 8) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from tests.sim.checker import Checker, Violation, detection_times_ms
 from tests.sim.cluster import RunRecord, Simulator
 from tests.sim.cores import SIM_TOKEN_MS, is_token_frame, make_factory
-from tests.sim.faults import FaultInjector
+from tests.sim.faults import FAULT_KINDS, FaultInjector
 from tests.sim.network import MS
 from tests.sim.workload import WorkloadParams
 
@@ -66,7 +66,7 @@ class RunPlan:
                                    workload=self.workload or p.workload)
 
     def replay_command(self) -> str:
-        faults = ",".join(self.faults) or "none"
+        faults = "all" if set(self.faults) == set(FAULT_KINDS) else (",".join(self.faults) or "none")
         extra = "" if self.duration_ms is None else f" --duration-ms {self.duration_ms}"
         extra += "" if self.profile == "full" else f" --profile {self.profile}"
         extra += "" if self.core == "real" else f" --core {self.core}"
