@@ -148,10 +148,11 @@ def _run(args: argparse.Namespace) -> int:
     jitcache.configure()
     jitcache.check_warm("demo")
     # load the kernels once here, so that every forked child starts with them in memory
-    from pycorosync.ipc import ring_kernels, wakeup
+    from pycorosync.ipc import fastpath, ring_kernels, wakeup
 
     ring_kernels.warm()
     wakeup.warm()
+    fastpath.warm()
 
     # Ctrl-C, or a SIGTERM from a supervisor, stops the demo with cleanup (SIGINT may arrive ignored
     # when the demo was started in the background by a shell)
