@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from pycorosync.engine.totem.api import Action, Deliver, Guarantee, RingId
+from pycorosync.engine.totem.api import Action, Deliver, Guarantee, RingId, SendFrame
 from pycorosync.engine.totem.fragment import Assembler
 from pycorosync.engine.totem.wire import KIND_WHOLE, MCAST_ENCAPSULATED, MCAST_SAFE, Mcast
 
@@ -22,9 +22,17 @@ def _make_deliver_fast(ring_id: RingId, sender: int, msg_id: int, guarantee: Gua
     return d
 
 
+def _make_sendframe_fast(dest: int | None, data: bytes) -> SendFrame:
+    f = _new(SendFrame)
+    _setattr(f, "__dict__", {"dest": dest, "data": data})
+    return f
+
+
 _new = object.__new__
 _setattr = object.__setattr__
+#: constructors equal to Deliver(...) / SendFrame(...), cheaper for frozen dataclasses with an instance dict
 make_deliver = Deliver if hasattr(Deliver, "__slots__") else _make_deliver_fast
+make_sendframe = SendFrame if hasattr(SendFrame, "__slots__") else _make_sendframe_fast
 
 
 class RingStore:
