@@ -25,7 +25,7 @@ Properties (the ``prop`` name of a Violation):
   transitional set) have the same transitional set, delivered the same set in R before the
   transitional change and the same set between the transitional and the regular change; every
   instance listed in a transitional set that installed R' came from R.
-- ``reliability``: an instance alive at the end delivered every message it had accepted; a
+- ``reliability``: (the run must end quiescent) an instance alive at the end delivered every message it had accepted; a
   message it delivered in R was delivered by every instance alive at the end that was in R and
   left R the same way (same next regular ring, or none).
 - ``safe``: (when frames are tracked) a SAFE message delivered in a regular segment of R was, at
