@@ -16,6 +16,7 @@ in one record needs 64 MiB rings (the pages are only touched as they are used).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,10 +99,18 @@ class NodeLayout:
             raise
         return seg
 
-    def attach(self, name: str, reset: Sequence[str] = ()) -> NodeRings:
+    def attach(self, name: str, reset: Sequence[str] = (), fd: int | None = None) -> NodeRings:
         """Maps the node segment and its rings; the rings named in ``reset`` are emptied first
-        (only their consumer and producer being both stopped makes that safe)."""
-        return NodeRings(self, Segment.attach(name, SegmentKind.RINGS, LAYOUT_VERSION), reset)
+        (only their consumer and producer being both stopped makes that safe).
+
+        With ``fd`` (an inherited descriptor of the segment, duplicated here) the name is not looked
+        up: a process that starts after the name was removed by mistake still finds its node."""
+        if fd is None:
+            seg = Segment.attach(name, SegmentKind.RINGS, LAYOUT_VERSION)
+        else:
+            seg = Segment.attach_fd(os.dup(fd), SegmentKind.RINGS, LAYOUT_VERSION, name.lstrip("/"),
+                                    require_sealed=False)
+        return NodeRings(self, seg, reset)
 
 
 class NodeRings:

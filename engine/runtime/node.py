@@ -11,6 +11,7 @@ node of a cluster must run the same build (sync waits for every member's barrier
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -25,6 +26,8 @@ from pycorosync.engine.runtime.layout import NodeLayout
 _log = logging.getLogger("MAIN")
 
 NODE_ENV = "PYCOROSYNC_NODE"
+#: an inherited read-write descriptor of the node segment (children map it rather than look the name up)
+SEGMENT_FD_ENV = "PYCOROSYNC_NODE_SEGMENT_FD"
 #: comma-separated names from ``TEST_SERVICES`` to run as well (tests only; never set in production)
 TEST_SERVICES_ENV = "PYCOROSYNC_TEST_SERVICES"
 DEFAULT_RING_CAPACITY = 4 << 20
@@ -118,12 +121,14 @@ class NodeInfo:
     bells: Mapping[str, int]
     ring_capacity: int
     ready_fd: int | None = None
+    segment_fd: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> NodeInfo:
         """Parses ``PYCOROSYNC_NODE``; ValueError naming what is missing when run outside a node."""
-        raw = (environ if environ is not None else os.environ).get(NODE_ENV)
+        env = environ if environ is not None else os.environ
+        raw = env.get(NODE_ENV)
         if not raw:
             raise ValueError(f"${NODE_ENV} is not set: this process is started by 'pycorosync daemon'")
         try:
@@ -135,6 +140,7 @@ class NodeInfo:
                 bells={str(k): int(v) for k, v in d["bells"].items()},
                 ring_capacity=int(d.get("ring_capacity", DEFAULT_RING_CAPACITY)),
                 ready_fd=None if d.get("ready_fd") is None else int(d["ready_fd"]),
+                segment_fd=int(env[SEGMENT_FD_ENV]) if env.get(SEGMENT_FD_ENV) else None,
                 extra={k: v for k, v in d.items() if k not in cls.__dataclass_fields__},
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -142,6 +148,26 @@ class NodeInfo:
 
     def layout(self) -> NodeLayout:
         return node_layout(self.services, self.ring_capacity)
+
+    def attach(self, reset: Sequence[str] = ()) -> Any:
+        """This node's ``NodeRings`` (through the inherited descriptor when there is one)."""
+        return self.layout().attach(self.segment, reset, fd=self.segment_fd)
+
+
+class NodeHandles:
+    """What the supervisor keeps open for a node's lifetime: its ``NodeResources`` (doorbells) and the
+    descriptor of the node segment every child inherits; ``close()`` at node stop."""
+
+    def __init__(self, resources: Any, segment_fd: int) -> None:
+        self.resources = resources
+        self.segment_fd = segment_fd
+
+    def close(self) -> None:
+        self.resources.close()
+        if self.segment_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.segment_fd)
+            self.segment_fd = -1
 
 
 def plain_keys(keys: Mapping[str, object]) -> dict[str, object]:
@@ -158,7 +184,7 @@ def build_node(
     test_services: Sequence[str] | None = None,
     ring_capacity: int = DEFAULT_RING_CAPACITY,
 ) -> tuple[Any, Any]:
-    """The supervisor's ``NodePlan`` for this node and its ``NodeResources`` (doorbells; close them after).
+    """The supervisor's ``NodePlan`` for this node and its ``NodeHandles`` (doorbells, segment fd: close after).
 
     ``keys`` are the config's flat keys (plain values). Raises ValueError for an unsupported transport.
     """
@@ -189,7 +215,11 @@ def build_node(
         config=config_path.resolve(), nodeid=nodeid, cluster=cluster, run_dir=run_dir, shm_prefix=prefix,
         services=with_rings, processes=[r[0] for r in rows], ring_capacity=ring_capacity,
     )
-    env = resources.env()
+    # a placeholder now, the segment once create_segments made it: the same fd number in every child
+    segment_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    handles = NodeHandles(resources, segment_fd)
+    env = {**resources.env(), SEGMENT_FD_ENV: str(segment_fd)}
+    pass_fds = (*resources.pass_fds, segment_fd)
     specs = []
     for name, module, rule, deps in rows:
         argv = python_module_argv(
@@ -197,13 +227,19 @@ def build_node(
             "--ready-fd", READY_FD_PLACEHOLDER,
         )
         specs.append(ChildSpec(name, argv, env=dict(env), restart=rule, depends_on=deps,
-                               pass_fds=resources.pass_fds, stop_timeout_s=5.0))
+                               pass_fds=pass_fds, stop_timeout_s=5.0))
 
     def create_segments() -> None:
-        layout.create(resources.segment_name).close()
+        name = resources.segment_name
+        layout.create(name).close()
+        fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.dup2(fd, segment_fd, inheritable=False)
+        finally:
+            os.close(fd)
 
     plan = NodePlan(tuple(specs), shm_prefix=prefix, restart_policy=DEFAULT_POLICY, create_segments=create_segments)
-    return plan, resources
+    return plan, handles
 
 
 def setup_child() -> None:

@@ -245,7 +245,7 @@ class ServiceProcess:
         bell = self.node.bells.get(self.name, -1)
         try:
             if self.has_rings:
-                self._rings = self.node.layout().attach(self.node.segment)
+                self._rings = self.node.attach()
                 self._submit = self._rings.submit[self.name]
                 self._deliver = self._rings.deliver[self.name]
             self.exec_init()

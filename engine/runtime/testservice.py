@@ -53,6 +53,7 @@ class TestEchoService(ServiceProcess):
     def exec_init(self) -> None:
         self.delivered = 0
         self.sync_events: list[tuple[str, list[int] | None]] = []
+        self.sync_ring: RingId | None = None
         self.delay_s = float(os.environ.get(DELAY_ENV, "0") or 0) / 1000
 
     def _broadcast(self, rtype: int, payload: bytes) -> None:
@@ -90,13 +91,14 @@ class TestEchoService(ServiceProcess):
         self._broadcast(EV_SYNC, json.dumps({"event": event, "ring_id": _ring(ring_id)}).encode())
 
     def sync_init(self, ring_id: RingId, members: tuple[int, ...], transitional: tuple[int, ...]) -> None:
+        self.sync_ring = ring_id
         self._sync_event("init", ring_id)
 
     def sync_activate(self) -> None:
         self._sync_event("activate", self.ring_id)
 
     def sync_abort(self) -> None:
-        self._sync_event("abort", self.ring_id)
+        self._sync_event("abort", self.sync_ring)
 
     def sync_complete(self) -> None:
         self._sync_event("complete", self.ring_id)

@@ -471,7 +471,7 @@ def build_runtime(node: Any, keys: Mapping[str, object], state_dir: Path) -> Tot
                      ring_seq=ring_seq, incarnation=incarnation)
     # a restarted totem runs with its services down (restart rule NODE): their rings start empty
     reset = [r for s in node.services for r in (f"submit.{s}", f"deliver.{s}")]
-    rings = node.layout().attach(node.segment, reset=reset)
+    rings = node.attach(reset)
     entries = {s: entry_by_name(s) for s in node.services}
     return TotemRuntime(
         core, rings, Bells(node.bells), {s: e.service_id for s, e in entries.items()},

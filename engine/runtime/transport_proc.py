@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         log.error("cannot start the transport: %s", exc)
         return 1
-    rings = node.layout().attach(node.segment)
+    rings = node.attach()
     try:
         transport = UdpTransport(plan, rings.tx, rings.rx, node.bells["transport"], node.bells["totem"])
     except OSError as exc:
