@@ -135,7 +135,11 @@ class Membership(CoreBase):
         if self.node_id not in ct.members:
             return False
         if self.state == GATHER:
-            return (ct.rotation == 1 and ct.ring_id.seq > self.ring_id.seq
+            # a first-rotation token from another rep, reaching me before my row is filled; a token of a
+            # ring I created and gave up (a late duplicate) is not taken back
+            idx = ct.members.index(self.node_id)
+            return (ct.rotation == 1 and ct.ring_id.rep != self.node_id and ct.ring_id.seq > self.ring_id.seq
+                    and not ct.entries[idx].filled and all(e.filled for e in ct.entries[:idx])
                     and ct.members == tuple(sorted(self._live())))
         if self.state in (COMMIT, RECOVERY):
             return ct.ring_id == self.new_ring_id and ct.token_seq > self._last_commit_token_seq
