@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pycorosync import jitcache
+from pycorosync.demo import fork_child, stop_child
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -49,19 +50,6 @@ def _time_round_trips(one: Callable[[], object], n: int, warmup: int) -> list[in
     return samples
 
 
-def _fork(child: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            child()
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    return pid
-
-
 def _echo_server_process(run_dir: str, ready_fd: int) -> None:
     from pycorosync.ipc import echo
     from pycorosync.ipc.server import Server
@@ -83,18 +71,6 @@ def _socket_echo_process(sock: socket.socket) -> None:
         sock.send(memoryview(buf)[:n])
 
 
-def _stop(pid: int) -> None:
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="timed round trips per path and size")
@@ -109,10 +85,10 @@ def main() -> int:
 
     run_dir = tempfile.mkdtemp(prefix="pycorosync-bench-")
     ready_r, ready_w = os.pipe()
-    server_pid = _fork(lambda: _echo_server_process(run_dir, ready_w))
+    server_pid = fork_child(lambda: _echo_server_process(run_dir, ready_w))
     os.close(ready_w)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    baseline_pid = _fork(lambda: (ours.close(), _socket_echo_process(theirs))[-1])
+    baseline_pid = fork_child(lambda: (ours.close(), _socket_echo_process(theirs))[-1])
     theirs.close()
     try:
         if os.read(ready_r, 1) != b"1":
@@ -154,8 +130,8 @@ def main() -> int:
     finally:
         ours.close()
         os.close(ready_r)
-        _stop(server_pid)
-        os.waitpid(baseline_pid, 0)
+        stop_child(server_pid)
+        stop_child(baseline_pid)
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ _SERVER = struct.Struct("<qqqq")  # server: accepted, dropped, disconnected, req
 PAYLOAD_BYTES = 64
 EVENTS_EVERY = 256  # requests between two EMIT bursts
 EVENTS_PER_BURST = 8
+_PR_SET_PDEATHSIG = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,20 +45,41 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 # ---------------------------------------------------------------------------------------------- children
-def _fork(child: Callable[[], int]) -> int:
+def fork_child(child: Callable[[], int | None]) -> int:
+    """Runs ``child()`` in a forked process and returns its pid. The child ignores Ctrl-C (the parent
+    handles it), dies on SIGTERM, and gets SIGTERM when the parent dies, so nothing outlives a killed
+    demo or benchmark. Fork before starting any thread."""
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            code = child()
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() == parent:  # else the parent died before prctl took effect
+                code = child() or 0
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 sys.stderr.write(f"demo: child {os.getpid()} failed: {exc!r}\n")
         finally:
             os._exit(code)
     return pid
+
+
+def stop_child(pid: int, grace_s: float = 5.0) -> int:
+    """SIGTERM, then SIGKILL after ``grace_s``; reaps the child and returns its wait status."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
 
 
 def _server_main(run_dir: str, shared: Any, ready_fd: int) -> int:
@@ -79,6 +102,7 @@ def _server_main(run_dir: str, shared: Any, ready_fd: int) -> int:
             server.tick()
             st = server.stats
             _SERVER.pack_into(shared, 0, st.accepted, st.dropped, st.disconnected, service.requests)
+    shutil.rmtree(run_dir, ignore_errors=True)  # also when the parent was killed and cannot
     return 0
 
 
@@ -118,21 +142,6 @@ def _client_main(run_dir: str, shared: Any, slot: int, deadline: float) -> int:
     return 0
 
 
-def _stop(pid: int, grace_s: float = 5.0) -> int:
-    """SIGTERM, then SIGKILL after ``grace_s``; returns the exit status."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
-
-
 # -------------------------------------------------------------------------------------------------- main
 def _run(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= 64:
@@ -169,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     statuses: dict[int, int] = {}
     try:
         ready_r, ready_w = os.pipe()
-        server_pid = _fork(lambda: _server_main(run_dir, shared, ready_w))
+        server_pid = fork_child(lambda: _server_main(run_dir, shared, ready_w))
         os.close(ready_w)
         children[server_pid] = -1
         if os.read(ready_r, 1) != b"1":
@@ -183,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         deadline = time.monotonic() + args.seconds
         for slot in range(args.nodes):
-            pid = _fork(lambda slot=slot: _client_main(run_dir, shared, slot, deadline))  # type: ignore[misc]
+            pid = fork_child(lambda slot=slot: _client_main(run_dir, shared, slot, deadline))  # type: ignore[misc]
             children[pid] = slot
         last_total, last_t = 0, time.monotonic()
         half = started + args.seconds / 2
@@ -195,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
                 os.kill(victim, signal.SIGKILL)
                 statuses[victim] = os.waitpid(victim, 0)[1]
                 del children[victim]
-                replacement = _fork(lambda: _client_main(run_dir, shared, args.nodes, deadline))
+                replacement = fork_child(lambda: _client_main(run_dir, shared, args.nodes, deadline))
                 children[replacement] = args.nodes
                 killed = (victim, replacement)
                 print(f"\ndemo: killed client {victim} with SIGKILL; started client {replacement}", file=out)
@@ -220,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     finally:
         for pid in sorted(children, key=lambda pid: -children[pid]):  # clients first, the service last
-            statuses[pid] = _stop(pid)
+            statuses[pid] = stop_child(pid)
         shutil.rmtree(run_dir, ignore_errors=True)
     return _summary(args, shared, slots, statuses, killed, time.monotonic() - started)
 
