@@ -238,14 +238,18 @@ class FrameCodec:
         key = (sender, boot_id)
         aead = self._aead_cache.get(key)
         if aead is None:
-            info = b"sender-key" + struct.pack("<IQ", sender, boot_id)
-            aead = AESGCM(_hkdf(self._master, None, info, CIPHER_KEY_BYTES[self.settings.cipher]))
+            aead = AESGCM(self.key_for(sender, boot_id))
             if len(self._aead_cache) >= 64:  # bounded: a flood of forged boot ids must not grow memory
                 self._aead_cache.clear()
                 if self._tx_aead is not None:
                     self._aead_cache[(self.node_id, self.boot_id)] = self._tx_aead
             self._aead_cache[key] = aead
         return aead
+
+    def key_for(self, sender: int, boot_id: int) -> bytes:
+        """The AES-GCM key of one sender incarnation (HKDF of the cluster key)."""
+        info = b"sender-key" + struct.pack("<IQ", sender, boot_id)
+        return _hkdf(self._master, None, info, CIPHER_KEY_BYTES[self.settings.cipher])
 
     def forget(self, sender: int, boot_id: int) -> None:
         """Drops a cached key of an incarnation that is no longer current."""

@@ -290,3 +290,19 @@ def test_plan_from_a_parsed_corosync_conf(tmp_path) -> None:
     assert (plan.crypto.cipher, plan.crypto.hash, plan.crypto.cluster_name, plan.crypto.authkey) == (
         "aes128", "sha1", "alpha", KEY)
     assert plan.max_frame_bytes == 9000 - 28 - 48
+
+
+@pytest.mark.parametrize(("evp_a", "evp_b"), [(True, False), (False, True)])
+def test_kernel_aes_gcm_and_the_cryptography_path_interoperate(evp_a: bool, evp_b: bool) -> None:
+    port = free_port()
+    nodes = [(1, "127.0.0.1"), (2, "127.0.0.2")]
+    a = Node(make_plan(1, nodes, AES, mcastport=port), use_evp=evp_a)
+    b = Node(make_plan(2, nodes, AES, mcastport=port), use_evp=evp_b)
+    try:
+        for i in range(300):
+            a.tx.push(2, seq_payload(i, 8 * (i % 100 + 1)))
+        run_until([a, b], lambda: len(b.got) >= 300)
+        assert [p for _, p in b.got] == [seq_payload(i, 8 * (i % 100 + 1)) for i in range(300)]
+    finally:
+        a.t.close()
+        b.t.close()

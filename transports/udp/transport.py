@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from pycorosync.ipc.ring_kernels import ring_arm, ring_arm_producer, ring_disarm
-from pycorosync.transports.crypto import HEADER_BYTES, MODE_PLAIN, FrameCodec
+from pycorosync.transports.crypto import HEADER_BYTES, MODE_AEAD, MODE_PLAIN, FrameCodec
 from pycorosync.transports.links import LinkTable
 from pycorosync.transports.peers import PeerState
-from pycorosync.transports.udp import batch, frames
+from pycorosync.transports.udp import batch, evp, frames
 from pycorosync.transports.udp.counters import COUNTER_NAMES, DROP_NAMES
 from pycorosync.transports.udp.plan import TransportPlan
 from pycorosync.transports.udp.sockets import LinkSockets, open_udp_multicast, open_udpu, peer_sockaddr
@@ -69,6 +69,7 @@ class UdpTransport:
         boot_id: int | None = None, link_table: LinkTable | None = None,
         stats_row: np.ndarray | None = None, stats_columns: list[int] | None = None,
         use_gso: bool = True, use_gro: bool = True, drop_log_interval_s: float = DROP_LOG_INTERVAL_S,
+        use_evp: bool = True,
     ) -> None:
         self.plan = plan
         self.node_id = plan.node_id
@@ -108,11 +109,19 @@ class UdpTransport:
         self.pending_start = 0
         self.pending_n = 0
         self.stop_requested = False
+        # AES-GCM inside the kernels through libcrypto when it is there, else per frame through 'cryptography'
+        self.evp = self.mode == MODE_AEAD and use_evp and evp.available()
+        self.outl = np.zeros(2, dtype=np.int32)
+        self.rx_ctx_ptr = np.zeros(len(self.node_ids), dtype=np.int64)
+        self.rx_ctx_boot = np.zeros(len(self.node_ids), dtype=np.int64)
+        self._rx_ctx: list[evp.GcmContext | None] = [None] * len(self.node_ids)
+        self._tx_ctx = evp.GcmContext(self.codec.key_for(self.node_id, self.boot_id), False) if self.evp else None
         self._drop_logged = np.zeros(len(DROP_NAMES), dtype=np.int64)
         self._last_drop_log = 0.0
         log.info(
-            "UDP transport %s: node %d bound to %s port %d, %s, rcvbuf %d bytes, GSO %s, GRO %s, max frame %d",
-            plan.transport, plan.node_id, plan.local_addr, plan.port_of(plan.node_id), _mode_name(plan), self.sockets.rcvbuf_bytes,
+            "UDP transport %s: node %d bound to %s port %d, %s%s, rcvbuf %d bytes, GSO %s, GRO %s, max frame %d",
+            plan.transport, plan.node_id, plan.local_addr, plan.port_of(plan.node_id), _mode_name(plan),
+            " (OpenSSL EVP in the kernels)" if self.evp else "", self.sockets.rcvbuf_bytes,
             "on" if self.sockets.gso else "off", "on" if self.sockets.gro else "off", plan.max_frame_bytes,
         )
 
@@ -154,7 +163,10 @@ class UdpTransport:
         )
         if n <= 0:
             return 0
-        if self.mode != MODE_PLAIN:
+        if self._tx_ctx is not None:
+            sealed = evp.seal_batch(self._tx_ctx.ptr, t.stage, self.tx_plain, t.lens, n, self.outl)
+            assert sealed == n, "EVP refused a GCM nonce: OpenSSL state is broken"
+        elif self.mode != MODE_PLAIN:
             t.lens[:n] = self.codec.seal_batch(self.tx_mv, self.tx_plain_mv, t.slot_bytes, t.lens[:n].tolist())
         batch.send_frames(
             self.sockets.tx.fileno(), t.stage, t.lens, t.dests, n, t.names, t.namelens, self.self_idx,
@@ -185,19 +197,40 @@ class UdpTransport:
 
     def _open_sealed(self, nseg: int) -> None:
         """Authenticates/decrypts every datagram that passed the header checks into ``scratch``."""
-        r, verdict = self.rx, self.verdict
-        idx = np.flatnonzero(verdict[:nseg] >= 0)
-        if idx.size == 0:
-            return
-        res = np.array(self.codec.open_batch(
-            self.rx_mv, self.scratch_mv, r.seg_off[idx].tolist(), r.seg_len[idx].tolist(),
-            self.node_ids[verdict[idx]].tolist(),
-        ), dtype=np.int64)
-        self.plain_len[idx] = res
-        bad = idx[res < 0]
+        r, verdict, plen = self.rx, self.verdict, self.plain_len
+        if self.evp:
+            evp.open_batch(self.rx_ctx_ptr, self.rx_ctx_boot, r.flat, self.scratch, r.seg_off, r.seg_len, verdict,
+                           plen, nseg, self.outl)
+            idx = np.flatnonzero((verdict[:nseg] >= 0) & (plen[:nseg] == evp.NEEDS_PYTHON))
+        else:
+            idx = np.flatnonzero(verdict[:nseg] >= 0)
+        if idx.size:
+            # first frames of a sender incarnation (or the whole batch without EVP): through 'cryptography'
+            senders = self.node_ids[verdict[idx]].tolist()
+            offs = r.seg_off[idx].tolist()
+            res = np.array(self.codec.open_batch(
+                self.rx_mv, self.scratch_mv, offs, r.seg_len[idx].tolist(), senders), dtype=np.int64)
+            plen[idx] = res
+            if self.evp:
+                for j in np.flatnonzero(res >= 0).tolist():
+                    self._install_rx_context(int(verdict[idx[j]]), senders[j], offs[j])
+        bad = np.flatnonzero((verdict[:nseg] >= 0) & (plen[:nseg] < 0))
         if bad.size:
             verdict[bad] = -1 - frames.R_BAD_AUTH
             self.ctr[frames.C_DROP_BASE + frames.R_BAD_AUTH] += bad.size
+
+    def _install_rx_context(self, i: int, sender: int, off: int) -> None:
+        """An incarnation authenticated through the slow path: later frames open inside the kernel."""
+        boot_id = int.from_bytes(self.rx_mv[off + 16 : off + 24], "little")
+        if boot_id <= self.rx_ctx_boot[i]:
+            return
+        old = self._rx_ctx[i]
+        ctx = evp.GcmContext(self.codec.key_for(sender, boot_id), True)
+        self._rx_ctx[i] = ctx
+        self.rx_ctx_ptr[i] = ctx.ptr
+        self.rx_ctx_boot[i] = boot_id
+        if old is not None:
+            old.free()
 
     def flush_pending(self, now_ns: int) -> bool:
         """Pushes staged datagrams into the rx ring; True when all fit (the socket may be read again)."""
@@ -351,6 +384,10 @@ class UdpTransport:
 
     def close(self) -> None:
         self.sockets.close()
+        for ctx in [self._tx_ctx, *self._rx_ctx]:
+            if ctx is not None:
+                ctx.free()
+        self.rx_ctx_ptr[:] = 0
 
     def counters(self) -> dict[str, int]:
         return {name: int(v) for name, v in zip(COUNTER_NAMES, self.ctr)}

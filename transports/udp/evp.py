@@ -1,0 +1,183 @@
+"""AES-GCM for whole batches inside numba, through the system's OpenSSL EVP API (libcrypto).
+
+The Python path (``FrameCodec.seal_batch``/``open_batch`` over ``cryptography``) costs one Python call per
+frame; at 1-8 KiB that overhead is as large as the cipher itself. Here a kernel seals or opens a whole batch
+with EVP calls resolved by name (``types.ExternalFunction``; libcrypto is made visible to LLVM's resolver
+with ``load_library_permanently``). Keys still come from ``FrameCodec`` (HKDF); a context per key is built
+once from Python with ctypes.
+
+Availability is detected once (:func:`available`): without libcrypto the transport logs it and keeps the
+``cryptography`` path, which produces the same bytes on the wire (the tests compare the two).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from typing import Any
+
+import numpy as np
+from numba import njit, types
+
+from pycorosync.transports.crypto import GCM_TAG_BYTES, HEADER_BYTES, NONCE_OFFSET
+
+log = logging.getLogger("TOTEM")
+
+_i32 = types.int32
+_p = types.intp
+c_enc_init = types.ExternalFunction("EVP_EncryptInit_ex", _i32(_p, _p, _p, _p, _p))
+c_enc_update = types.ExternalFunction("EVP_EncryptUpdate", _i32(_p, _p, _p, _p, _i32))
+c_enc_final = types.ExternalFunction("EVP_EncryptFinal_ex", _i32(_p, _p, _p))
+c_dec_init = types.ExternalFunction("EVP_DecryptInit_ex", _i32(_p, _p, _p, _p, _p))
+c_dec_update = types.ExternalFunction("EVP_DecryptUpdate", _i32(_p, _p, _p, _p, _i32))
+c_dec_final = types.ExternalFunction("EVP_DecryptFinal_ex", _i32(_p, _p, _p))
+c_ctrl = types.ExternalFunction("EVP_CIPHER_CTX_ctrl", _i32(_p, _i32, _i32, _p))
+
+EVP_CTRL_GCM_GET_TAG = 0x10
+EVP_CTRL_GCM_SET_TAG = 0x11
+NEEDS_PYTHON = -2  # open_batch: no context for this sender incarnation yet
+
+_lib: Any = None
+_checked = False
+
+
+def available() -> bool:
+    """True once libcrypto is loaded for both ctypes and the kernels (checked once per process)."""
+    global _lib, _checked
+    if _checked:
+        return _lib is not None
+    _checked = True
+    path = ctypes.util.find_library("crypto")
+    try:
+        if path is None:
+            raise OSError("libcrypto not found")
+        from llvmlite import binding
+
+        lib = ctypes.CDLL(path)
+        binding.load_library_permanently(path)
+        for name in ("EVP_CIPHER_CTX_new", "EVP_CIPHER_CTX_free", "EVP_aes_128_gcm", "EVP_aes_192_gcm",
+                     "EVP_aes_256_gcm", "EVP_EncryptInit_ex", "EVP_DecryptInit_ex"):
+            getattr(lib, name)
+    except (OSError, AttributeError) as exc:
+        log.info("OpenSSL libcrypto not usable from numba (%s): AES-GCM runs through 'cryptography'", exc)
+        return False
+    lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
+    lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
+    for bits in (128, 192, 256):
+        getattr(lib, f"EVP_aes_{bits}_gcm").restype = ctypes.c_void_p
+    for fn in (lib.EVP_EncryptInit_ex, lib.EVP_DecryptInit_ex):
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    _lib = lib
+    return True
+
+
+class GcmContext:
+    """One EVP cipher context bound to one key, for sealing or for opening."""
+
+    def __init__(self, key: bytes, decrypt: bool) -> None:
+        assert _lib is not None, "call evp.available() first"
+        cipher = getattr(_lib, f"EVP_aes_{len(key) * 8}_gcm")()
+        self.ptr = int(_lib.EVP_CIPHER_CTX_new())
+        if not self.ptr:
+            raise MemoryError("EVP_CIPHER_CTX_new failed")
+        init = _lib.EVP_DecryptInit_ex if decrypt else _lib.EVP_EncryptInit_ex
+        if init(self.ptr, cipher, None, key, None) != 1:
+            self.free()
+            raise ValueError("EVP init with an AES-GCM key failed")
+
+    def free(self) -> None:
+        if self.ptr and _lib is not None:
+            _lib.EVP_CIPHER_CTX_free(self.ptr)
+        self.ptr = 0
+
+    def __del__(self) -> None:
+        self.free()
+
+
+@njit(cache=True, nogil=True)
+def seal_batch(ctx: int, stage: Any, plain: Any, lens: Any, n: int, outl: Any) -> int:
+    """Encrypts frame i's ``plain[i, :lens[i]]`` into ``stage[i, 32:]`` + tag, the header as AAD and its
+    bytes 20..32 as the nonce; ``lens[i]`` becomes the datagram length. Returns frames sealed."""
+    slot = stage.shape[1]
+    sbase = stage.ctypes.data
+    pbase = plain.ctypes.data
+    op = outl.ctypes.data
+    for i in range(n):
+        h = sbase + i * slot
+        body = h + HEADER_BYTES
+        m = lens[i]
+        if c_enc_init(ctx, 0, 0, 0, h + NONCE_OFFSET) != 1:
+            return i
+        c_enc_update(ctx, 0, op, h, HEADER_BYTES)
+        c_enc_update(ctx, body, op, pbase + i * slot, m)
+        c_enc_final(ctx, body + m, op)
+        c_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, GCM_TAG_BYTES, body + m)
+        lens[i] = m + HEADER_BYTES + GCM_TAG_BYTES
+    return n
+
+
+@njit(cache=True, nogil=True)
+def open_batch(
+    ctxs: Any, ctx_boot: Any, flat: Any, scratch: Any, seg_off: Any, seg_len: Any, verdict: Any, plain_len: Any,
+    nseg: int, outl: Any,
+) -> int:
+    """Opens every datagram with ``verdict >= 0`` (sender index) into ``scratch`` at its own offset.
+
+    ``plain_len[s]`` = payload length, -1 if the tag is wrong, NEEDS_PYTHON if no context holds the key of
+    that sender incarnation (``ctx_boot[i]`` differs from the header's boot id). Returns tags refused.
+    """
+    fbase = flat.ctypes.data
+    obase = scratch.ctypes.data
+    op = outl.ctypes.data
+    bad = 0
+    for s in range(nseg):
+        i = verdict[s]
+        if i < 0:
+            continue
+        off = seg_off[s]
+        m = seg_len[s] - HEADER_BYTES - GCM_TAG_BYTES
+        boot = 0
+        for k in range(7, -1, -1):
+            boot = (boot << 8) | np.int64(flat[off + 16 + k])
+        ctx = ctxs[i]
+        if ctx == 0 or boot != ctx_boot[i] or m < 0:
+            plain_len[s] = NEEDS_PYTHON if m >= 0 else -1
+            if m < 0:
+                bad += 1
+            continue
+        h = fbase + off
+        body = h + HEADER_BYTES
+        ok = c_dec_init(ctx, 0, 0, 0, h + NONCE_OFFSET) == 1
+        ok = ok and c_dec_update(ctx, 0, op, h, HEADER_BYTES) == 1
+        ok = ok and c_dec_update(ctx, obase + off, op, body, m) == 1
+        ok = ok and c_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG_BYTES, body + m) == 1
+        ok = ok and c_dec_final(ctx, obase + off + m, op) > 0
+        if ok:
+            plain_len[s] = m
+        else:
+            plain_len[s] = -1
+            bad += 1
+    return bad
+
+
+def warm() -> None:
+    """Compiles both kernels (when libcrypto is there) on a frame sealed and opened in place."""
+    if not available():
+        return
+    key = bytes(range(32))
+    enc, dec = GcmContext(key, False), GcmContext(key, True)
+    slot = 128
+    stage = np.zeros((1, slot), np.uint8)
+    plain = np.zeros((1, slot), np.uint8)
+    lens = np.array([16], np.int64)
+    outl = np.zeros(2, np.int32)
+    seal_batch(enc.ptr, stage, plain, lens, 1, outl)
+    flat = stage.reshape(-1)
+    verdict = np.zeros(1, np.int64)
+    plen = np.zeros(1, np.int64)
+    ctxs = np.array([dec.ptr], np.int64)
+    open_batch(ctxs, np.zeros(1, np.int64), flat, np.zeros_like(flat), np.zeros(1, np.int64), lens, verdict, plen,
+               1, outl)
+    enc.free()
+    dec.free()
