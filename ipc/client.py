@@ -117,9 +117,8 @@ def connect(
                 CS_ERR_LIBRARY, f"{where}: handshake carried {len(fds)} descriptors, expected {proto.FD_COUNT}"
             )
         memfd, doorbell, response_efd, event_efd = fds
-        conn = Connection(sock, service, path, welcome, memfd, doorbell, response_efd, event_efd)
-        fds = []  # owned by the connection now
-        return conn
+        fds = []  # the connection owns them from here on, and closes them itself if it fails
+        return Connection(sock, service, path, welcome, memfd, doorbell, response_efd, event_efd)
     except BaseException:
         for fd in fds:
             os.close(fd)
