@@ -62,6 +62,8 @@ class CoreBase:
         self.proc: set[int] = {node_id}
         self.fail: set[int] = set()
         self.agreed: set[int] = set()
+        self.heard: set[int] = set()  # nodes whose join reached me in this gather round
+        self._disagree_rounds = 0
         self.left_cleanly: set[int] = set()
         self._commit_created = False
         # COMMIT / RECOVERY

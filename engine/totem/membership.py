@@ -48,10 +48,16 @@ class Membership(CoreBase):
 
     def _enter_gather(self, now_ns: int, out: list[Action]) -> None:
         """(Re)start GATHER: send my join, restart the join and consensus timers."""
+        # The consensus timer runs from the start of the round: a peer whose joins keep changing my sets
+        # must not postpone it forever (corosync's endless GATHER, COROSYNC.md §12).
         if self.state == GATHER:
             self.stats["continuous_gather"] += 1
-        elif self.state in (COMMIT, RECOVERY):
-            self._abandon_new_ring()
+        else:
+            if self.state in (COMMIT, RECOVERY):
+                self._abandon_new_ring()
+            self._cancel(T_CONSENSUS)
+            self.heard = set()
+            self._disagree_rounds = 0
         self.state = GATHER
         self.stats["gather_entered"] += 1
         self.proc.add(self.node_id)
@@ -65,10 +71,17 @@ class Membership(CoreBase):
         self._cancel(T_TOKEN, T_WARNING, T_RETRANSMIT, T_HOLD)
         self._send_join(out)
         self._arm(T_JOIN, now_ns + self._ms(self.cfg.join))
-        self._arm(T_CONSENSUS, now_ns + self._ms(self.cfg.consensus))
+        if T_CONSENSUS not in self._timers:
+            self._arm(T_CONSENSUS, now_ns + self._ms(self.cfg.consensus))
 
     def _abandon_new_ring(self) -> None:
-        """Leave COMMIT/RECOVERY without installing: the old ring's state is kept as it is."""
+        """Leave COMMIT/RECOVERY without installing: the old ring's state is kept as it is.
+
+        The fail set was the last round's verdict; a new round gives every node a fresh chance (a node
+        that does not answer is failed again at the consensus timeout). Keeping it let a node that
+        never installed spread stale failures into every later round and lock a healed node out.
+        """
+        self.fail = set()
         self.new_ring_id = None
         self.new_members = ()
         self.trans_members = ()
@@ -91,6 +104,7 @@ class Membership(CoreBase):
             return
         if sender in self.fail:
             return
+        self.heard.add(sender)
         if j.proc == self.proc and j.fail == self.fail:
             self.agreed.add(sender)
             self._check_consensus(now_ns, out)
@@ -123,7 +137,18 @@ class Membership(CoreBase):
 
     def _on_consensus_timeout(self, now_ns: int, out: list[Action]) -> None:
         self.stats["consensus_timeouts"] += 1
-        missing = self._live() - self.agreed
+        live = self._live()
+        # Fail the silent. When everyone talks but some still disagree (their sets were still moving),
+        # give them one more round before failing them, so that progress is still guaranteed.
+        missing = live - self.heard - {self.node_id}
+        if missing:
+            self._disagree_rounds = 0
+        elif live - self.agreed:
+            self._disagree_rounds += 1
+            if self._disagree_rounds >= 2:
+                missing = live - self.agreed
+                self._disagree_rounds = 0
+        self.heard = set()
         if missing:
             self._log(out, "notice", f"Consensus timeout: failing {_ids(missing)} (no agreeing join)")
             self.fail |= missing
