@@ -199,3 +199,37 @@ class TransportProcess:
         self.tx_bell.close()
         self.rx_bell.close()
         return rc
+
+
+def shared_link_table(cluster: str, nodeid: int, node_ids: list[int]) -> tuple[links.LinkTable, Segment]:
+    """The link table in ``/pcs-<cluster>-<nodeid>-links`` (remade at every transport start; the supervisor
+    removes it with the node's prefix), for cfg to read. Keep the segment open while the table is used."""
+    from pycorosync.ipc import segment as shm
+
+    name = shm.segment_name(cluster, nodeid, "links")
+    shm.unlink(name)  # a previous incarnation's table
+    seg = Segment.create(name, links.table_bytes(len(node_ids)), SegmentKind.RAW, LAYOUT_VERSION)
+    return links.LinkTable.create(seg.array(), node_ids), seg
+
+
+def stats_row_for(stats_name: str, process: str = "transport") -> tuple[np.ndarray | None, list[int] | None]:
+    """This process's row of the node's stats table and the columns of the transport counters, or (None, None)
+    (logged) when there is no table or no slot: the counters then stay local."""
+    import logging
+
+    from pycorosync.ipc.stats import StatsTable
+    from pycorosync.transports.udp.counters import COUNTER_NAMES
+
+    log = logging.getLogger("TOTEM")
+    if not stats_name:
+        return None, None
+    try:
+        table = StatsTable.attach(stats_name)
+    except (FileNotFoundError, ValueError) as exc:
+        log.warning("transport: no stats table (%s); counters stay local", exc)
+        return None, None
+    slot = table.find_slot(process)
+    if slot is None:
+        log.warning("transport: the stats table has no slot for '%s'; counters stay local", process)
+        return None, None
+    return table.cells[slot], table.columns(f"transport.{n}" for n in COUNTER_NAMES).tolist()
