@@ -99,3 +99,34 @@ def test_full_rx_ring_stalls_the_transport_until_totem_frees_room_and_nothing_is
         if not batch and b.seg.rx.arm():
             b.rx_bell.wait(0.05)
     assert [p for _, p in got] == [i.to_bytes(8, "little") * 37 for i in range(total)]
+
+
+def test_node_helpers_share_the_link_table_and_the_stats_row() -> None:
+    from pycorosync.ipc import segment as shm
+    from pycorosync.ipc.stats import StatsTable
+    from pycorosync.transports import links
+    from pycorosync.transports.udp.node import shared_link_table, stats_row_for
+
+    cluster = f"t{os.getpid()}"
+    table, seg = shared_link_table(cluster, 1, [3, 1, 2])
+    stats_name = shm.segment_name(cluster, 1, "stats")
+    stats = StatsTable.create(stats_name, 2)
+    try:
+        table.table[0, links.COL_RX_PACKETS] = 7
+        other = shm.Segment.attach(shm.segment_name(cluster, 1, "links"), shm.SegmentKind.RAW, 1)
+        seen = links.LinkTable.attach(other.array()).statuses(0)
+        assert [(s.nodeid, s.rx_packets) for s in seen] == [(1, 7), (2, 0), (3, 0)]
+        del seen
+        other.close()
+        assert stats_row_for(stats_name) == (None, None)  # no slot for the transport yet
+        stats.set_slot(1, "transport", os.getpid())
+        row, cols = stats_row_for(stats_name)
+        assert row is not None and cols is not None
+        row[cols[0]] = 42
+        assert stats.snapshot().value(1, "transport.tx_packets") == 42
+    finally:
+        del table
+        seg.close()
+        seg.unlink()
+        stats.close()
+        stats.unlink()
