@@ -160,7 +160,7 @@ class Connection:
         try:
             size = os.fstat(memfd).st_size
             self._mm = mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            self.layout = layout = proto.SegmentLayout.read_header(memoryview(self._mm), size, str(path))
+            self.layout = layout = proto.SegmentLayout.read_header(self._mm[: proto.PAGE], size, str(path))
             self._array = np.frombuffer(self._mm, dtype=np.uint8)
             self._backlog_addr = int(self._array.ctypes.data) + proto.BACKLOG_OFFSET
             label = f"{service}#{self.conn_id}"

@@ -298,6 +298,7 @@ def create_segment(
         limits.request_ring_bytes, limits.response_ring_bytes, limits.event_ring_bytes, Ring.layout_bytes
     )
     fd = os.memfd_create(f"pcs-{label}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    mm: mmap.mmap | None = None
     try:
         os.ftruncate(fd, layout.total_bytes)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
@@ -306,6 +307,9 @@ def create_segment(
         mm[: len(header)] = header
         return fd, _Segment(layout, mm, label, scratch)
     except BaseException:
+        if mm is not None:
+            with contextlib.suppress(BufferError):
+                mm.close()
         os.close(fd)
         raise
 
@@ -340,6 +344,13 @@ class Server:
         self.handler = handler
         self.access = access or AccessPolicy()
         self.limits = limits or ServerLimits()
+        # ring sizes the ring cannot take fail here, with the ring's message, not at the first client
+        proto.SegmentLayout.plan(
+            self.limits.request_ring_bytes,
+            self.limits.response_ring_bytes,
+            self.limits.event_ring_bytes,
+            Ring.layout_bytes,
+        )
         self.request_types = frozenset(request_types) if request_types is not None else None
         self.stats = ServerStats()
         self.run_dir = Path(run_dir)

@@ -39,6 +39,7 @@ from pycorosync.ipc.errors import (
     cs_strerror,
 )
 from pycorosync.ipc.framing import decode_response, encode_response
+from pycorosync.ipc.ring import RingLayoutError
 from pycorosync.ipc.server import Server, ServerConnection, ServerLimits, ServerThread
 
 DEADLINE_S = 10.0
@@ -545,3 +546,60 @@ def test_asyncio_events_and_requests_run_concurrently_and_see_the_server_die(run
     finally:
         running.stop()
     assert seen == [0, 1, 0, 1, 0, 1] and ending == CS_ERR_LIBRARY
+
+
+def _fake_server(run_dir: Path, segment: bytes) -> threading.Thread:
+    """A one-shot server that admits a client with ``segment`` as its connection memory."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(run_dir / proto.socket_name(echo.SERVICE)))
+    listener.listen(1)
+
+    def serve() -> None:
+        with listener:
+            listener.settimeout(DEADLINE_S)
+            peer, _ = listener.accept()
+            with peer:
+                peer.recv(256)
+                memfd = os.memfd_create("fake")
+                efds = [os.eventfd(0) for _ in range(3)]
+                try:
+                    os.write(memfd, segment)
+                    welcome = proto.Welcome(proto.IPC_PROTOCOL_VERSION, CS_OK, 1, os.getpid()).pack()
+                    socket.send_fds(peer, [welcome], [memfd, *efds])
+                    peer.recv(1)  # until the client hangs up
+                finally:
+                    for fd in (memfd, *efds):
+                        os.close(fd)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("layout_version", "code"), [(proto.SEGMENT_LAYOUT_VERSION + 1, CS_ERR_VERSION), (None, CS_ERR_LIBRARY)]
+)
+def test_client_refuses_connection_memory_it_cannot_read_and_leaks_nothing(
+    run_dir: Path, layout_version: int | None, code: int
+) -> None:
+    layout = proto.SegmentLayout.plan(4096, 4096, 4096, lambda cap: 4096 + cap)
+    header = bytearray(layout.pack_header(1))
+    if layout_version is None:
+        header[:8] = b"NOTCONN\0"
+    else:
+        header[8:12] = layout_version.to_bytes(4, "little")
+    fds_before = set(os.listdir("/proc/self/fd"))
+    thread = _fake_server(run_dir, bytes(header) + bytes(layout.total_bytes - len(header)))
+    try:
+        with pytest.raises(CsError) as err:
+            connect(run_dir, echo.SERVICE)
+        assert err.value.code == code
+    finally:
+        thread.join(DEADLINE_S)
+    assert set(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_ring_size_the_ring_cannot_take_is_refused_when_the_server_starts(run_dir: Path) -> None:
+    with pytest.raises(RingLayoutError, match="power of two"):
+        Server(run_dir, echo.SERVICE, RecordingEcho(), limits=ServerLimits(event_ring_bytes=5000))
+    assert not (run_dir / proto.socket_name(echo.SERVICE)).exists()
