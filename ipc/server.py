@@ -328,6 +328,10 @@ class Server:
     """Listens on ``<run_dir>/<service>.sock`` and serves that service's clients.
 
     Raises CsError(CS_ERR_EXIST) when another server of the same service lives on that run directory.
+    A service loop registers nothing itself: it passes its epoll as ``poller``, hands every ready fd to
+    ``handle(fd, events)`` (False: not the server's) and calls ``tick()`` a few times a second. The
+    server is not thread-safe: call it, and the connections' ``send_*``, from the loop's thread only.
+    Per connection it holds four descriptors: the socket, two eventfds and its memory mapping.
     """
 
     def __init__(
