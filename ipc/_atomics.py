@@ -8,7 +8,7 @@ float64, which would break index arithmetic.
 Plain ``ld_*``/``st_*`` are ordinary aligned accesses (for fields only one side writes, or that an
 acquire load already ordered). ``*_acq``/``*_rel`` are the release/acquire pair that publishes ring
 indices; ``xchg_u32`` and ``fence_sc`` are sequentially consistent (the StoreLoad order the doorbell
-protocol needs). ``memcpy`` is libc's, resolved by name.
+protocol needs). ``memcpy``, ``c_write`` and ``c_syscall`` are libc's, resolved by name.
 
 With ``NUMBA_DISABLE_JIT=1`` the same names are plain Python over ctypes, so kernels built on them
 run (slowly) as Python: x86-64 is TSO and CPython does not reorder across these calls.
@@ -17,6 +17,7 @@ run (slowly) as Python: x86-64 is TSO and CPython does not reorder across these 
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any, cast
 
 import numba
@@ -24,8 +25,11 @@ from numba import types
 
 __all__ = [
     "cas_i64",
+    "c_write",
     "fence_sc",
     "fetch_add_i64",
+    "fetch_add_u32",
+    "c_syscall",
     "ld_acq_i64",
     "ld_acq_u32",
     "ld_i64",
@@ -69,6 +73,18 @@ if getattr(numba.config, "DISABLE_JIT", False):  # pragma: no cover - exercised 
         cell.value = old + val
         return old
 
+    def fetch_add_u32(addr: int, val: int) -> int:
+        cell = ctypes.c_uint32.from_address(addr)
+        old = cell.value
+        cell.value = (old + val) & 0xFFFFFFFF
+        return old
+
+    _libc = ctypes.CDLL(None, use_errno=True)
+
+    def c_syscall(nr: int, a1: int, a2: int, a3: int, a4: int, a5: int, a6: int) -> int:
+        args = [ctypes.c_long(v) for v in (nr, a1, a2, a3, a4, a5, a6)]
+        return int(_libc.syscall(*args))
+
     def cas_i64(addr: int, expected: int, desired: int) -> int:
         cell = ctypes.c_int64.from_address(addr)
         old = cell.value
@@ -82,6 +98,12 @@ if getattr(numba.config, "DISABLE_JIT", False):  # pragma: no cover - exercised 
     def memcpy(dst: int, src: int, n: int) -> int:
         ctypes.memmove(dst, src, n)
         return dst
+
+    def c_write(fd: int, addr: int, n: int) -> int:
+        try:
+            return os.write(fd, ctypes.string_at(addr, n))
+        except OSError as exc:
+            return -(exc.errno or 1)
 
 else:
     from llvmlite import ir
@@ -151,6 +173,15 @@ else:
         return types.int64(types.intp, val), codegen
 
     @intrinsic
+    def fetch_add_u32(typingctx: Any, addr: Any, val: Any) -> Any:
+        def codegen(ctx: Any, builder: Any, sig: Any, args: Any) -> Any:
+            v = builder.trunc(ctx.cast(builder, args[1], sig.args[1], types.int64), _I32)
+            old = builder.atomic_rmw("add", _ptr(builder, args[0], 32), v, "seq_cst")
+            return builder.zext(old, _I64)
+
+        return types.int64(types.intp, val), codegen
+
+    @intrinsic
     def cas_i64(typingctx: Any, addr: Any, expected: Any, desired: Any) -> Any:
         def codegen(ctx: Any, builder: Any, sig: Any, args: Any) -> Any:
             e = ctx.cast(builder, args[1], sig.args[1], types.int64)
@@ -170,3 +201,8 @@ else:
 
     # libc memcpy resolved by name from the already-loaded C library; intp in, intp out
     memcpy = cast(Any, types.ExternalFunction("memcpy", types.intp(types.intp, types.intp, types.intp)))
+    # libc write(2): a kernel rings an eventfd without returning to Python
+    c_write = cast(Any, types.ExternalFunction("write", types.intp(types.int32, types.intp, types.intp)))
+    # libc syscall(2) with six arguments (futex); no float arguments, so the variadic ABI is not an issue
+    _I = types.intp
+    c_syscall = cast(Any, types.ExternalFunction("syscall", _I(_I, _I, _I, _I, _I, _I, _I)))

@@ -31,8 +31,6 @@ class ArmableRing(Protocol):
 
     def arm(self) -> bool: ...
 
-    def disarm(self) -> None: ...
-
     def needs_wake(self) -> bool: ...
 
 
@@ -73,12 +71,17 @@ class Doorbell:
         except BlockingIOError:
             return 0
 
-    def wait(self, timeout: float | None) -> bool:
-        """Sleeps until rung or ``timeout`` seconds pass (None: forever); True if it was rung. Clears it."""
+    def wait(self, timeout: float | None, clear: bool = True) -> bool:
+        """Sleeps until rung or ``timeout`` seconds pass (None: forever); True if it was rung.
+
+        ``clear=False`` leaves the count for a later ``clear()``, which keeps that syscall off the
+        path from the wake to the work (``wait_for_records`` clears before it arms instead).
+        """
         ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
         if not self._poll.poll(ms):
             return False
-        self.clear()
+        if clear:
+            self.clear()
         return True
 
     def close(self) -> None:
@@ -97,16 +100,13 @@ def wait_for_records(bell: Doorbell, rings: Sequence[ArmableRing], timeout: floa
     """Consumer of ``rings`` (all rung through ``bell``): sleeps unless one already holds a record.
 
     Returns True when there may be records to read (one was there, or the bell rang), False on timeout.
-    Every ring is disarmed again before returning, so a ring that did not cause the wake costs its
-    producer no spurious doorbell write later.
+    The bell's count is cleared before arming (what it counted was served, or is seen by the arm's
+    re-check), not after the wake, so the wake goes straight back to the caller. Rings stay armed until
+    their producer's next publish clears the flag: at most one extra doorbell write per ring, never a
+    lost one, and no per-ring call after each wake.
     """
-    armed = 0
-    try:
-        for ring in rings:
-            if not ring.arm():
-                return True
-            armed += 1
-        return bell.wait(timeout)
-    finally:
-        for ring in rings[:armed]:
-            ring.disarm()
+    bell.clear()
+    for ring in rings:
+        if not ring.arm():
+            return True
+    return bell.wait(timeout, clear=False)

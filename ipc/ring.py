@@ -17,6 +17,7 @@ Producer::
     ring.commit(rtype, nbytes)                    # nbytes <= claimed; publishes the record
     if ring.needs_wake(): doorbell.ring()         # after a publish batch: only when the consumer sleeps
     ring.arm_producer(nbytes) -> bool             # full ring: arm, re-check; True = sleep on own doorbell
+    ring.wait_for_space(nbytes, timeout) -> bool  # or: sleep on the ring's futex word until it fits
 
 Consumer::
 
@@ -26,6 +27,7 @@ Consumer::
     n = ring.drain(callback, max_records)         # callback(rtype, memoryview) per record, one head publish
     items = ring.pop_batch(max_records)           # [(rtype, bytes)], one head publish
     if ring.arm(): doorbell.wait(timeout)         # arm() False = data arrived meanwhile, do not sleep
+    ring.wait(timeout)                            # or: one ring, no fd: sleep on the ring's futex word
     if ring.producer_needs_wake(): producer_doorbell.ring()   # after freeing space
 
 Both sides: ``free_bytes()``, ``used_bytes()``, ``empty()``, ``counters()``.
@@ -142,6 +144,7 @@ class Ring:
         _check_room(arr, offset, capacity, label)
         arr[offset : offset + rk.RING_HEADER_BYTES] = 0
         _HDR.pack_into(arr.data, offset, rk.RING_MAGIC, rk.RING_VERSION, capacity, int(rk.max_payload_for(capacity)))
+        struct.pack_into("<Q", arr.data, offset + rk.OFF_ONE, 1)
         return cls(arr, offset, capacity, label)
 
     @classmethod
@@ -227,12 +230,22 @@ class Ring:
         rk.ring_publish(self._arr, self.offset)
 
     def needs_wake(self) -> bool:
-        """Producer, after a publish batch: True when the consumer is asleep and its doorbell must ring."""
+        """Producer, after a publish batch: True when the consumer sleeps on its doorbell, which must ring.
+
+        A consumer asleep in ``wait()`` is woken here (False: nothing more to do).
+        """
         return bool(rk.ring_needs_wake(self._arr, self.offset))
 
     def arm_producer(self, nbytes: int = 0) -> bool:
         """Producer on a full ring: True = armed, sleep on your doorbell; False = ``nbytes`` fits now."""
         return bool(rk.ring_arm_producer(self._arr, self.offset, self.capacity, nbytes))
+
+    def wait_for_space(self, nbytes: int, timeout: float) -> bool:
+        """Producer on a full ring: sleeps on the ring's futex (no fd) until ``nbytes`` fits; False on timeout.
+
+        The consumer's ``producer_needs_wake()`` wakes it (and returns False: no doorbell to write).
+        """
+        return bool(rk.ring_wait_space(self._arr, self.offset, self.capacity, nbytes, _ns(timeout)))
 
     # ------------------------------------------------------------ consumer
 
@@ -306,6 +319,15 @@ class Ring:
         """Consumer about to sleep: True = armed, wait on the doorbell; False = data is there, read it."""
         return bool(rk.ring_arm(self._arr, self.offset))
 
+    def wait(self, timeout: float) -> bool:
+        """Consumer of this ring alone: sleeps on the ring's futex word (GIL released, no fd) until a
+        record is published or ``timeout`` seconds pass; True when a record is there.
+
+        The producer's ``needs_wake()`` wakes it directly (and returns False: no doorbell to write). Use a
+        doorbell (``arm()``) instead to wait on many rings, sockets or an event loop at once.
+        """
+        return bool(rk.ring_wait(self._arr, self.offset, _ns(timeout)))
+
     def disarm(self) -> None:
         """Clears the consumer's waiting flag (woken through another ring sharing the doorbell)."""
         rk.ring_disarm(self._arr, self.offset)
@@ -342,6 +364,10 @@ class Ring:
 
     def __repr__(self) -> str:
         return f"Ring({self._label!r}, capacity={self.capacity}, used={self.used_bytes()})"
+
+
+def _ns(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
 
 
 def _check_capacity(capacity: int, label: str) -> None:

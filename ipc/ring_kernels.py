@@ -19,6 +19,8 @@ Producer (one process):
     ring_publish(buf, base)                      # release store of the tail: a batch becomes visible
     ring_push(buf, base, cap, rtype, src)        # write + publish, -> bool
     ring_needs_wake(buf, base)                   # after a publish: True -> write the consumer's doorbell
+                                                 # (a consumer in ring_wait is woken by a futex here)
+    ring_notify(buf, base, efd)                  # the same, and writes the eventfd itself
 Consumer (one process):
     (hdr, rtype, n) = ring_peek(buf, base, cap)  # hdr EMPTY / CORRUPT, else payload at hdr + 8
     ring_release(buf, base, cap, n)              # consume the peeked record and publish the head
@@ -26,8 +28,11 @@ Consumer (one process):
     ring_publish_head(buf, base)                 # release store of the head: frees a batch
     ring_pop_into(buf, base, cap, dst, dst_off)  # read + publish_head
     n = ring_scan(buf, base, cap, out)           # up to len(out) records: out[i] = (hdr, rtype, n)
-    ring_arm(buf, base) / ring_disarm(buf, base) # consumer's waiting flag (re-checks after arming)
+    ring_arm(buf, base) / ring_disarm(buf, base) # consumer's waiting flag for its doorbell (re-checks)
+    ring_wait(buf, base, timeout_ns)             # or: sleep on the ring's own futex (one ring, no fd)
     ring_producer_needs_wake(buf, base)          # after freeing: True -> write the producer's doorbell
+    ring_notify_producer(buf, base, efd)         # the same, and writes the eventfd itself
+Producer on a full ring: ring_arm_producer (doorbell) or ring_wait_space (futex), the mirror image.
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ import numpy as np
 from numba import njit
 
 from pycorosync.ipc._atomics import (
+    c_syscall,
+    c_write,
     fence_sc,
+    fetch_add_u32,
     ld_acq_i64,
     ld_acq_u32,
     ld_i64,
@@ -68,6 +76,7 @@ OFF_HEAD = 128  # i64 published read position (consumer-owned)
 OFF_RHEAD = 136  # i64 consumer-private: read position, may run ahead of HEAD inside a batch
 OFF_CACHED_TAIL = 144  # i64 consumer-private: last tail seen
 OFF_N_POPPED = 152  # i64 records consumed
+OFF_CTS = 160  # 2 x i64 consumer-private: timespec of the consumer's futex wait
 # producer line
 OFF_TAIL = 256  # i64 published write position (producer-owned)
 OFF_WTAIL = 264  # i64 producer-private: write position, may run ahead of TAIL inside a batch
@@ -75,11 +84,19 @@ OFF_CACHED_HEAD = 272  # i64 producer-private: last head seen
 OFF_N_PUSHED = 280  # i64 records written
 OFF_N_FULL = 288  # i64 reservations refused for lack of space (back-pressure events)
 OFF_N_WAKES = 296  # i64 doorbell writes the producer was told to make
+OFF_ONE = 304  # u64 constant 1: the 8 bytes ring_notify writes to an eventfd
+OFF_PTS = 312  # 2 x i64 producer-private: timespec of the producer's futex wait
 # waiting flags
-OFF_CWAIT = 384  # u32 consumer is (about to be) asleep
-OFF_CSEQ = 388  # u32 reserved for a futex sequence word
-OFF_PWAIT = 512  # u32 producer is (about to be) asleep on a full ring
-OFF_PSEQ = 516  # u32 reserved
+OFF_CWAIT = 384  # u32 consumer is (about to be) asleep: 0 no, WAIT_EVENTFD, WAIT_FUTEX
+OFF_CSEQ = 388  # u32 futex word of a consumer asleep in ring_wait
+OFF_PWAIT = 512  # u32 producer is (about to be) asleep on a full ring: 0, WAIT_EVENTFD, WAIT_FUTEX
+OFF_PSEQ = 516  # u32 futex word of a producer asleep in ring_wait_space
+
+WAIT_EVENTFD = 1  # the sleeper waits on its doorbell: the waker must write the eventfd
+WAIT_FUTEX = 2  # the sleeper waits on the ring's futex word: the waker bumps it and calls FUTEX_WAKE
+SYS_FUTEX = 202  # x86-64
+FUTEX_WAIT = 0  # not FUTEX_PRIVATE_FLAG: the word is in a shared mapping
+FUTEX_WAKE = 1
 
 EMPTY = -1
 CORRUPT = -2
@@ -177,32 +194,94 @@ def ring_push(buf: Any, base: int, cap: int, rtype: int, src: Any) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def ring_needs_wake(buf: Any, base: int) -> bool:
-    """After a publish: True exactly when the consumer had armed its flag (cleared here, so one wake)."""
-    a = buf.ctypes.data + base
-    fence_sc()  # StoreLoad: the tail store must be visible before the flag is read
-    if ld_acq_u32(a + OFF_CWAIT) != 0 and xchg_u32(a + OFF_CWAIT, 0) != 0:
-        st_i64(a + OFF_N_WAKES, ld_i64(a + OFF_N_WAKES) + 1)
-        return True
-    return False
+def _futex_wake(addr: int) -> None:
+    fetch_add_u32(addr, 1)  # a sleeper that has not reached FUTEX_WAIT yet sees the word changed
+    c_syscall(SYS_FUTEX, addr, FUTEX_WAKE, 1, 0, 0, 0)
 
 
 @njit(cache=True, nogil=True)
-def ring_arm_producer(buf: Any, base: int, cap: int, nbytes: int) -> bool:
-    """Producer about to sleep on a full ring: sets its flag; False (flag cleared) if ``nbytes`` now fits."""
+def _futex_wait(addr: int, seq: int, timeout_ns: int, ts: int) -> None:
+    st_i64(ts, timeout_ns // 1_000_000_000)
+    st_i64(ts + 8, timeout_ns % 1_000_000_000)
+    c_syscall(SYS_FUTEX, addr, FUTEX_WAIT, seq, ts, 0, 0)  # returns at once if the word moved
+
+
+@njit(cache=True, nogil=True)
+def _take_flag(flag: int, seq: int) -> int:
+    """Clears a waiting flag and returns what it held; a futex sleeper is woken here."""
+    fence_sc()  # StoreLoad: the index store must be visible before the flag is read
+    if ld_acq_u32(flag) == 0:
+        return 0
+    old = xchg_u32(flag, 0)
+    if old == WAIT_FUTEX:
+        _futex_wake(seq)
+    return old
+
+
+@njit(cache=True, nogil=True)
+def ring_needs_wake(buf: Any, base: int) -> bool:
+    """After a publish: True when the consumer sleeps on its doorbell (write it; the flag is cleared here,
+    so one wake per sleep). A consumer asleep in ``ring_wait`` is woken here directly."""
     a = buf.ctypes.data + base
-    xchg_u32(a + OFF_PWAIT, 1)
-    fence_sc()
+    old = _take_flag(a + OFF_CWAIT, a + OFF_CSEQ)
+    if old == 0:
+        return False
+    st_i64(a + OFF_N_WAKES, ld_i64(a + OFF_N_WAKES) + 1)
+    return old == WAIT_EVENTFD
+
+
+@njit(cache=True, nogil=True)
+def ring_notify(buf: Any, base: int, efd: int) -> bool:
+    """``ring_needs_wake`` and, if so, adds 1 to the consumer's eventfd ``efd`` from here. True if it rang."""
+    if not ring_needs_wake(buf, base):
+        return False
+    c_write(efd, buf.ctypes.data + base + OFF_ONE, 8)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def ring_notify_producer(buf: Any, base: int, efd: int) -> bool:
+    """``ring_producer_needs_wake`` and, if so, adds 1 to the producer's eventfd ``efd``. True if it rang."""
+    if not ring_producer_needs_wake(buf, base):
+        return False
+    c_write(efd, buf.ctypes.data + base + OFF_ONE, 8)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _fits(a: int, cap: int, nbytes: int) -> bool:
     head = ld_acq_i64(a + OFF_HEAD)
     st_i64(a + OFF_CACHED_HEAD, head)
     w = ld_i64(a + OFF_WTAIL)
     pos = w & (cap - 1)
     need = record_bytes(min(max(nbytes, 0), max_payload_for(cap)))
     total = need if cap - pos >= need else cap - pos + need
-    if w + total - head <= cap:
+    return w + total - head <= cap
+
+
+@njit(cache=True, nogil=True)
+def ring_arm_producer(buf: Any, base: int, cap: int, nbytes: int) -> bool:
+    """Producer about to sleep on its doorbell (full ring): sets its flag; False (cleared) if ``nbytes`` fits now."""
+    a = buf.ctypes.data + base
+    xchg_u32(a + OFF_PWAIT, WAIT_EVENTFD)
+    fence_sc()
+    if _fits(a, cap, nbytes):
         st_rel_u32(a + OFF_PWAIT, 0)
         return False
     return True
+
+
+@njit(cache=True, nogil=True)
+def ring_wait_space(buf: Any, base: int, cap: int, nbytes: int, timeout_ns: int) -> bool:
+    """Producer sleeps on the ring's futex until ``nbytes`` fits or ``timeout_ns`` passes; True if it fits."""
+    a = buf.ctypes.data + base
+    seq = ld_acq_u32(a + OFF_PSEQ)
+    xchg_u32(a + OFF_PWAIT, WAIT_FUTEX)
+    fence_sc()
+    if not _fits(a, cap, nbytes):
+        _futex_wait(a + OFF_PSEQ, seq, timeout_ns, a + OFF_PTS)
+    st_rel_u32(a + OFF_PWAIT, 0)
+    return _fits(a, cap, nbytes)
 
 
 # ---------------------------------------------------------------- consumer
@@ -314,9 +393,9 @@ def ring_scan(buf: Any, base: int, cap: int, out: Any) -> int:
 
 @njit(cache=True, nogil=True)
 def ring_arm(buf: Any, base: int) -> bool:
-    """Consumer about to sleep: sets the waiting flag; False (flag cleared) if a record is already there."""
+    """Consumer about to sleep on its doorbell: sets the waiting flag; False (cleared) if a record is there."""
     a = buf.ctypes.data + base
-    xchg_u32(a + OFF_CWAIT, 1)
+    xchg_u32(a + OFF_CWAIT, WAIT_EVENTFD)
     fence_sc()
     if ld_acq_i64(a + OFF_TAIL) != ld_i64(a + OFF_RHEAD):
         st_rel_u32(a + OFF_CWAIT, 0)
@@ -331,11 +410,28 @@ def ring_disarm(buf: Any, base: int) -> None:
 
 
 @njit(cache=True, nogil=True)
-def ring_producer_needs_wake(buf: Any, base: int) -> bool:
-    """After publishing the head: True exactly when the producer had armed its flag (cleared here)."""
+def ring_wait(buf: Any, base: int, timeout_ns: int) -> bool:
+    """Consumer of this ring alone sleeps on its futex word (GIL released) until a publish or the timeout.
+
+    No fd needed; returns True when a record is there. A producer's ``ring_needs_wake``/``ring_notify``
+    wakes it without any eventfd.
+    """
     a = buf.ctypes.data + base
+    seq = ld_acq_u32(a + OFF_CSEQ)
+    xchg_u32(a + OFF_CWAIT, WAIT_FUTEX)
     fence_sc()
-    return ld_acq_u32(a + OFF_PWAIT) != 0 and xchg_u32(a + OFF_PWAIT, 0) != 0
+    if ld_acq_i64(a + OFF_TAIL) == ld_i64(a + OFF_RHEAD):
+        _futex_wait(a + OFF_CSEQ, seq, timeout_ns, a + OFF_CTS)
+    st_rel_u32(a + OFF_CWAIT, 0)
+    return ld_acq_i64(a + OFF_TAIL) != ld_i64(a + OFF_RHEAD)
+
+
+@njit(cache=True, nogil=True)
+def ring_producer_needs_wake(buf: Any, base: int) -> bool:
+    """After publishing the head: True when the producer sleeps on its doorbell (write it). A producer
+    asleep in ``ring_wait_space`` is woken here directly."""
+    a = buf.ctypes.data + base
+    return _take_flag(a + OFF_PWAIT, a + OFF_PSEQ) == WAIT_EVENTFD
 
 
 @njit(cache=True, nogil=True)
@@ -367,7 +463,11 @@ def warm() -> None:
     ring_arm(buf, 0)
     ring_disarm(buf, 0)
     ring_producer_needs_wake(buf, 0)
+    ring_notify(buf, 0, -1)
+    ring_notify_producer(buf, 0, -1)
     ring_arm_producer(buf, 0, cap, 8)
+    ring_wait(buf, 0, 1000)
+    ring_wait_space(buf, 0, cap, 8, 1000)
     ring_used(buf, 0)
     if ring_reserve(buf, 0, cap, 4) >= 0:
         ring_commit(buf, 0, cap, 2, 4)

@@ -19,8 +19,8 @@ HEADER = 4096
 PAD = 0xFFFFFFFF
 # field offsets, as in ipc/layout.md
 HEAD, RHEAD, CACHED_TAIL, N_POPPED = 128, 136, 144, 152
-TAIL, WTAIL, CACHED_HEAD, N_PUSHED, N_FULL, N_WAKES = 256, 264, 272, 280, 288, 296
-CWAIT, PWAIT = 384, 512
+TAIL, WTAIL, CACHED_HEAD, N_PUSHED, N_FULL, N_WAKES, ONE = 256, 264, 272, 280, 288, 296, 304
+CWAIT, CSEQ, PWAIT, PSEQ = 384, 388, 512, 516
 
 _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")
@@ -55,6 +55,7 @@ class RefRing:
         ring = cls(buf, offset, capacity)
         ring.mv[offset : offset + HEADER] = bytes(HEADER)
         struct.pack_into("<IIqq", ring.mv, offset, MAGIC, VERSION, capacity, capacity // 2 - 8)
+        struct.pack_into("<Q", ring.mv, offset + ONE, 1)
         return ring
 
     # raw field access
@@ -149,11 +150,14 @@ class RefRing:
         self._publish()
 
     def needs_wake(self) -> bool:
-        if self._flag(CWAIT):
-            self._set_flag(CWAIT, 0)
-            self._bump(N_WAKES)
-            return True
-        return False
+        flag = self._flag(CWAIT)
+        if not flag:
+            return False
+        self._set_flag(CWAIT, 0)
+        self._bump(N_WAKES)
+        if flag == 2:  # asleep on the futex word: bump it (and FUTEX_WAKE)
+            self._set_flag(CSEQ, (self._flag(CSEQ) + 1) & 0xFFFFFFFF)
+        return flag == 1
 
     def arm_producer(self, nbytes: int = 0) -> bool:
         self._set_flag(PWAIT, 1)
@@ -264,10 +268,13 @@ class RefRing:
         self._set_flag(CWAIT, 0)
 
     def producer_needs_wake(self) -> bool:
-        if self._flag(PWAIT):
-            self._set_flag(PWAIT, 0)
-            return True
-        return False
+        flag = self._flag(PWAIT)
+        if not flag:
+            return False
+        self._set_flag(PWAIT, 0)
+        if flag == 2:
+            self._set_flag(PSEQ, (self._flag(PSEQ) + 1) & 0xFFFFFFFF)
+        return flag == 1
 
     # both
     def used_bytes(self) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
+from pycorosync.ipc import ring_kernels as rk
 from pycorosync.ipc.doorbell import Doorbell, wait_for_records
 from pycorosync.ipc.ring import Ring
 from tests.unit.peer_procs import result, shared_ring, wait_line
@@ -116,7 +117,6 @@ def test_one_doorbell_serves_many_rings() -> None:
     with Doorbell() as bell:
         rings[3].push(1, b"waiting already")
         assert wait_for_records(bell, rings, 5.0)  # no sleep: a ring had data
-        assert all(not r.needs_wake() for r in rings)  # every flag was cleared again
         rings[3].pop()
 
         def late_producer() -> None:
@@ -131,6 +131,68 @@ def test_one_doorbell_serves_many_rings() -> None:
             timer.cancel()
         assert rings[4].pop() == (2, b"late")
         assert not wait_for_records(bell, rings, 0.02)  # nothing more: times out
+
+
+def test_a_stale_ring_of_the_bell_does_not_wake_an_idle_consumer() -> None:
+    rings = [_ring() for _ in range(3)]
+    with Doorbell() as bell:
+        rings[0].arm()
+        rings[0].push(1, b"x")
+        assert bell.notify(rings[0])  # rung while the consumer was awake anyway
+        assert rings[0].pop() == (1, b"x")
+        t0 = time.monotonic()
+        assert not wait_for_records(bell, rings, 0.05)  # the stale count was cleared before sleeping
+        assert time.monotonic() - t0 >= 0.045
+
+
+def test_a_consumer_asleep_on_the_ring_futex_is_woken_by_the_publish() -> None:
+    ring = _ring()
+    woke: list[bool] = []
+    t = threading.Thread(target=lambda: woke.append(ring.wait(5.0)))
+    t0 = time.monotonic()
+    t.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while ring._index(rk.OFF_CWAIT) & 0xFFFFFFFF != rk.WAIT_FUTEX:  # the flag is the sleeper saying it sleeps
+            assert time.monotonic() < deadline, "the waiter never armed"
+            time.sleep(0.001)
+        ring.push(1, b"x")
+        assert not ring.needs_wake()  # woken through the futex: no doorbell to write
+    finally:
+        t.join(10)
+    assert woke == [True]
+    assert time.monotonic() - t0 < 4.0
+    assert ring.counters().wakes == 1
+
+
+def test_futex_wait_returns_at_once_when_data_is_there_and_times_out_otherwise() -> None:
+    ring = _ring()
+    t0 = time.monotonic()
+    assert not ring.wait(0.05)
+    assert time.monotonic() - t0 >= 0.045
+    ring.push(1, b"x")
+    assert ring.wait(5.0)
+    assert not ring.needs_wake()  # the flag was cleared on the way out
+
+
+def test_a_producer_asleep_on_a_full_ring_is_woken_when_space_is_freed() -> None:
+    ring = _ring()
+    while ring.push(1, bytes(100)):
+        pass
+    assert not ring.wait_for_space(100, 0.02)  # full: times out
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(ring.wait_for_space(100, 5.0)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while ring._index(rk.OFF_PWAIT) & 0xFFFFFFFF != rk.WAIT_FUTEX:
+            assert time.monotonic() < deadline, "the producer never armed"
+            time.sleep(0.001)
+        ring.pop()
+        assert not ring.producer_needs_wake()  # woken through the futex
+    finally:
+        t.join(10)
+    assert got == [True]
 
 
 @pytest.mark.parametrize(
