@@ -19,6 +19,24 @@ Every call returns a list of frozen actions, to be carried out in order:
 
 Rules the driver may rely on: the core never raises on any frame content; it never reads
 a clock; with the same seed, the same calls give the same actions.
+
+Details of the implementation (``core.TotemCore``, ``config.TotemConfig``, wire format in ``wire.py``):
+
+- ``SendFrame(None, data)`` is a multicast to the nodelist; a copy looped back to the sender is ignored.
+- A configuration change is always TRANSITIONAL then REGULAR, both with the NEW ring id. TRANSITIONAL:
+  ``members`` = the nodes that come from my previous regular ring, ``left`` = the rest of that ring,
+  ``joined`` = (). REGULAR: ``joined`` = new members that did not come from my ring, ``left`` = ().
+  A node that restarted (another incarnation) is both in ``left`` and, once back, in ``joined``.
+  Before its first ring, a node counts as a one-node configuration of itself.
+- ``Deliver.ring_id``: the regular ring it was delivered in; messages of the old ring delivered after
+  the TRANSITIONAL change carry the new ring id (the transitional configuration's).
+- ``Deliver.guarantee`` is the submitted value. SAFE really waits until every member holds the message.
+- ``submit`` raises QueueFull when the send queue (corosync's 4 MiB of frames by default) cannot take
+  the whole message; one message bigger than the bound is accepted when the queue is empty. After
+  ``leave`` every submit raises QueueFull.
+- Accessors: ``state`` ("GATHER", "COMMIT", "RECOVERY", "OPERATIONAL", "LEFT"), ``ring_id``,
+  ``members``, ``my_aru``, ``high_seq``, ``max_ring_seq`` (what to persist as corosync's ringid file),
+  ``stats`` (``stats.srp.*`` names), ``queue_fill()``, ``msg_queue_avail``.
 """
 
 from __future__ import annotations
