@@ -220,14 +220,16 @@ def connect_as(run_dir: Path, uid: int, gid: int) -> str:
             # sends HELLO first can lose it to the reset of a socket closed with unread data)
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as raw:
                 raw.connect(str(run_dir / "cmap.sock"))
-                if select.select([raw], [], [], 1.0)[0]:
-                    result = cs_strerror(Welcome.unpack(raw.recv(256), "test").error).encode()
+                if select.select([raw], [], [], 1.5)[0]:
+                    data = raw.recv(256)  # empty: admitted, then dropped for sending no HELLO
+                    if data:
+                        result = cs_strerror(Welcome.unpack(data, "test").error).encode()
             if result == b"?":
                 try:
                     CmapClient(str(run_dir)).close()
                     result = b"OK"
                 except CsError as exc:
-                    result = str(exc).encode()
+                    result = exc.name.encode()
         except BaseException as exc:
             result = repr(exc).encode()
         finally:
