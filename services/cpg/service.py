@@ -1,0 +1,249 @@
+"""The cpg service process: ``CpgEngine`` on the node runtime's ``ServiceProcess`` (PROTOCOL.md §6).
+
+Client requests are decoded here and handed to the engine; cluster messages go to Totem through the
+submit ring and come back in total order through ``deliver``; the engine's events are encoded onto each
+client's event ring. A message larger than a request ring record arrives in pieces and is multicast as
+ONE Totem message once its last piece is in (never corosync's non-atomic PARTIAL_MCAST); a delivery
+larger than an event ring record goes out in consecutive pieces the client library joins again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycorosync.engine.runtime.service import ServiceProcess
+from pycorosync.engine.totem.api import ConfigType, Guarantee, RingId
+from pycorosync.ipc.errors import CS_OK, CsError, CsErrorCode
+from pycorosync.ipc.framing import encode_response
+from pycorosync.ipc.server import ServerConnection, ServerLimits
+from pycorosync.services.cpg import protocol as p
+from pycorosync.services.cpg.engine import (
+    ConfchgEvent,
+    CpdState,
+    CpgEngine,
+    DeliverEvent,
+    Event,
+    TotemConfchgEvent,
+)
+
+REQUEST_RING_BYTES = 2 << 20
+RESPONSE_RING_BYTES = 1 << 20
+EVENT_RING_BYTES = 4 << 20
+#: the data of one DELIVER event record; larger messages go in pieces (a record is at most half a ring)
+DELIVER_PIECE_BYTES = 1 << 20
+ITER_BATCH_BYTES = 64 << 10
+FLUSH_RETRY_S = 0.002
+MAX_ITERATORS = 64
+
+_INVALID = int(CsErrorCode.CS_ERR_INVALID_PARAM)
+
+
+@dataclass
+class _Session:
+    """What the service keeps per client connection besides the engine's cpd."""
+
+    assembly: bytearray | None = None  # a message arriving in pieces
+    assembly_total: int = 0
+    assembly_guarantee: int = 0
+    iterators: dict[int, tuple[list[tuple[bytes, int, int]], int]] = field(default_factory=dict)
+    next_iterator: int = 1
+
+
+class _Link:
+    """The engine's transport: Totem through the service's submit ring, events onto client rings."""
+
+    def __init__(self, service: CpgService) -> None:
+        self.service = service
+        self._last_event: Event | None = None
+        self._last_records: list[tuple[int, bytes]] = []
+
+    def mcast(self, msg: p.ClusterMessage) -> bool:
+        guarantee = msg.guarantee if isinstance(msg, p.Mcast) else Guarantee.AGREED
+        return self.service.mcast(p.encode_cluster(msg), int(guarantee))
+
+    def send_event(self, conn_id: int, event: Event) -> None:
+        server = self.service.server
+        conn = server.connections.get(conn_id) if server is not None else None
+        if conn is None:
+            return
+        if event is not self._last_event:  # the same event usually goes to several handles: encode once
+            self._last_event = event
+            self._last_records = encode_event(event)
+        for rtype, payload in self._last_records:
+            conn.send_event(rtype, payload)
+
+
+def encode_event(event: Event) -> list[tuple[int, bytes]]:
+    """The event ring records of one engine event (several for a large delivery)."""
+    if isinstance(event, DeliverEvent):
+        data = memoryview(event.data)
+        total = len(data)
+        if total <= DELIVER_PIECE_BYTES:
+            head = p.encode_deliver_head(event.nodeid, event.pid, p.PIECE_WHOLE, event.guarantee, total, event.group)
+            return [(p.CpgMsg.EV_DELIVER, head + data)]
+        records: list[tuple[int, bytes]] = []
+        for start in range(0, total, DELIVER_PIECE_BYTES):
+            piece = (p.PIECE_FIRST if start == 0 else 0) | (p.PIECE_LAST if start + DELIVER_PIECE_BYTES >= total else 0)
+            head = p.encode_deliver_head(event.nodeid, event.pid, piece, event.guarantee, total, event.group)
+            records.append((p.CpgMsg.EV_DELIVER, head + data[start:start + DELIVER_PIECE_BYTES]))
+        return records
+    if isinstance(event, ConfchgEvent):
+        return [(p.CpgMsg.EV_CONFCHG, p.encode_confchg(event.group, list(event.members), list(event.left),
+                                                        list(event.joined)))]
+    assert isinstance(event, TotemConfchgEvent)
+    return [(p.CpgMsg.EV_TOTEM_CONFCHG, p.encode_totem_confchg(event.ring_id[0], event.ring_id[1], event.members))]
+
+
+class CpgService(ServiceProcess):
+    """Closed process groups (corosync service 2)."""
+
+    name = "cpg"
+    service_id = p.SERVICE_ID
+    server_limits = ServerLimits(
+        request_ring_bytes=REQUEST_RING_BYTES, response_ring_bytes=RESPONSE_RING_BYTES,
+        event_ring_bytes=EVENT_RING_BYTES, max_request_bytes=REQUEST_RING_BYTES // 2,
+        # a slow reader may fall this far behind (16 MiB messages included) before it is disconnected
+        backlog_records=1 << 16, backlog_bytes=96 << 20,
+    )
+
+    def exec_init(self) -> None:
+        self.engine = CpgEngine(self.nodeid, _Link(self))
+        self._flush_timer: Any = None
+        self.invalid_requests = 0
+
+    # -- clients ---------------------------------------------------------------------------------------
+    def lib_init(self, conn: ServerConnection) -> int | None:
+        if not self.engine.synced:
+            return int(CsErrorCode.CS_ERR_TRY_AGAIN)  # as corosync: no client before the first sync
+        self.engine.lib_init(conn.conn_id, conn.pid)
+        conn.context = _Session()
+        return None
+
+    def lib_exit(self, conn: ServerConnection) -> None:
+        if isinstance(conn.context, _Session):
+            self.engine.lib_exit(conn.conn_id)
+            self._flush_soon()
+
+    def lib_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
+        session = conn.context
+        if not isinstance(session, _Session):
+            return rtype, encode_response(CsErrorCode.CS_ERR_BAD_HANDLE)
+        try:
+            code, body = self._request(conn.conn_id, session, rtype, payload)
+        except CsError as exc:
+            code, body = exc.code, b""
+        if code == _INVALID:
+            self.invalid_requests += 1
+            conn.stats.invalid_request += 1
+        return rtype, encode_response(code, body)
+
+    def _request(self, conn_id: int, session: _Session, rtype: int, payload: bytes) -> tuple[int, bytes]:
+        eng = self.engine
+        if rtype == p.CpgMsg.MCAST:
+            return self._mcast(conn_id, session, payload), b""
+        if rtype == p.CpgMsg.JOIN:
+            group, flags = p.decode_join(payload)
+            return eng.lib_join(conn_id, group, flags), b""
+        if rtype == p.CpgMsg.LEAVE:
+            return eng.lib_leave(conn_id, p.decode_name(payload, "LEAVE")), b""
+        if rtype == p.CpgMsg.MEMBERSHIP_GET:
+            return CS_OK, p.encode_member_list(eng.membership(p.decode_name(payload, "MEMBERSHIP_GET")))
+        if rtype == p.CpgMsg.LOCAL_GET:
+            return CS_OK, p.encode_u32(self.nodeid)
+        if rtype == p.CpgMsg.FLOW_CONTROL_GET:
+            return CS_OK, p.encode_u32(eng.flow_control)
+        if rtype == p.CpgMsg.ITER_INIT:
+            itype, group = p.decode_iter_init(payload)
+            if len(session.iterators) >= MAX_ITERATORS:
+                return int(CsErrorCode.CS_ERR_NO_RESOURCES), b""
+            handle = session.next_iterator
+            session.next_iterator += 1
+            session.iterators[handle] = (eng.iteration(itype, group), 0)
+            return CS_OK, p.encode_u64(handle)
+        if rtype == p.CpgMsg.ITER_NEXT:
+            return self._iter_next(session, p.decode_u64(payload))
+        if rtype == p.CpgMsg.ITER_FINALIZE:
+            if session.iterators.pop(p.decode_u64(payload), None) is None:
+                return int(CsErrorCode.CS_ERR_BAD_HANDLE), b""
+            return CS_OK, b""
+        return _INVALID, b""
+
+    def _iter_next(self, session: _Session, handle: int) -> tuple[int, bytes]:
+        found = session.iterators.get(handle)
+        if found is None:
+            return int(CsErrorCode.CS_ERR_BAD_HANDLE), b""
+        items, pos = found
+        if pos >= len(items):
+            return int(CsErrorCode.CS_ERR_NO_SECTIONS), b""
+        end, size = pos, 0
+        while end < len(items) and (end == pos or size + len(items[end][0]) + 16 <= ITER_BATCH_BYTES):
+            size += len(items[end][0]) + 16
+            end += 1
+        session.iterators[handle] = (items, end)
+        return CS_OK, p.encode_iter_items(items[pos:end])
+
+    def _mcast(self, conn_id: int, session: _Session, payload: bytes) -> int:
+        guarantee, piece, total, data = p.decode_mcast_piece(payload)
+        if total > p.MAX_ATOMIC_MSGSIZE:
+            session.assembly = None
+            return int(CsErrorCode.CS_ERR_TOO_BIG)
+        if piece == p.PIECE_WHOLE:
+            session.assembly = None
+            return self.engine.lib_mcast(conn_id, guarantee, data)
+        if piece & p.PIECE_FIRST:
+            cpd = self.engine.cpds[conn_id]
+            if cpd.state not in (CpdState.JOIN_STARTED, CpdState.JOIN_COMPLETED):
+                session.assembly = None
+                return int(CsErrorCode.CS_ERR_NOT_EXIST)  # before the client sends megabytes for nothing
+            session.assembly = bytearray()
+            session.assembly_total, session.assembly_guarantee = total, guarantee
+        buf = session.assembly
+        if buf is None or total != session.assembly_total or len(buf) + len(data) > total:
+            session.assembly = None
+            return _INVALID  # a piece without its first, or more bytes than announced
+        if not piece & p.PIECE_LAST:
+            buf += data
+            return CS_OK
+        if len(buf) + len(data) != total:
+            session.assembly = None
+            return _INVALID
+        code = self.engine.lib_mcast(conn_id, session.assembly_guarantee, bytes(buf) + bytes(data))
+        if code != int(CsErrorCode.CS_ERR_TRY_AGAIN):
+            session.assembly = None  # else the client sends the last piece again
+        return code
+
+    # -- cluster ---------------------------------------------------------------------------------------
+    def deliver(self, sender_nodeid: int, ring_id: RingId, body: bytes) -> None:
+        self.engine.deliver(sender_nodeid, body, (ring_id.rep, ring_id.seq))
+
+    def confchg(self, type: ConfigType, ring_id: RingId, members: tuple[int, ...], left: tuple[int, ...],
+                joined: tuple[int, ...]) -> None:
+        self.engine.confchg(type == ConfigType.REGULAR, (ring_id.rep, ring_id.seq), members)
+
+    def sync_init(self, ring_id: RingId, members: tuple[int, ...], transitional: tuple[int, ...]) -> None:
+        self.engine.sync_init((ring_id.rep, ring_id.seq), members, transitional)
+
+    def sync_process(self) -> bool:
+        return self.engine.sync_process()
+
+    def sync_activate(self) -> None:
+        self.engine.sync_activate()
+
+    def sync_abort(self) -> None:
+        self.engine.sync_abort()
+
+    def sync_complete(self) -> None:
+        self.engine.sync_complete()
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Retries the engine's own messages (PROCDOWN of dead clients) until Totem has taken them all."""
+        if self.engine.flush() or self._flush_timer is not None:
+            return
+
+        def retry() -> None:
+            self._flush_timer = None
+            self._flush_soon()
+
+        self._flush_timer = self.call_later(FLUSH_RETRY_S, retry)
