@@ -274,3 +274,44 @@ def test_partitioned_halves_merge_back_into_one_ring() -> None:
     assert net.run_until(lambda: all(net.delivered[n][-1].payload == b"together" for n in nodes),
                          net.now_ns + 5 * S)
     assert net.configs[1][-1].joined == (3, 4)
+
+
+def test_a_lost_token_hop_is_resent_without_a_membership_change() -> None:
+    nodes = [1, 2, 3]
+    net = formed(nodes)
+    ring = net.cores[1].ring_id
+    dropped: list[bytes] = []
+
+    def drop(src: int, dest: int | None, to: int, data: bytes) -> bool:
+        if dest is not None and data[2] == 0 and not dropped:  # one ORF token hop
+            dropped.append(data)
+            return True
+        return False
+
+    net.drop = drop
+    net.submit(2, b"during token loss")
+    wait_delivered(net, nodes, 1)
+    assert dropped and all(net.cores[n].ring_id == ring for n in nodes)
+    assert sum(net.cores[n].stats["token_retx"] for n in nodes) >= 1
+    assert sum(net.cores[n].stats["operational_token_lost"] for n in nodes) == 0
+
+
+def test_lost_multicasts_are_recovered_through_the_retransmit_list() -> None:
+    nodes = [1, 2, 3]
+    net = formed(nodes)
+    lost: set[int] = set()
+
+    def drop(src: int, dest: int | None, to: int, data: bytes) -> bool:
+        if dest is None and data[2] == 1 and to == 3 and len(lost) < 5 and hash(data) % 3 == 0:
+            lost.add(hash(data))
+            return True
+        return False
+
+    net.drop = drop
+    for i in range(100):
+        net.submit(1 + i % 2, b"r%d" % i + bytes(1000))
+    wait_delivered(net, nodes, 100)
+    assert lost
+    assert payloads(net, 3) == payloads(net, 1)
+    assert sum(net.cores[n].stats["mcast_retx"] for n in nodes) >= len(lost)
+    assert any(e.text.startswith("Retransmit List:") for e in net.logs[3])
