@@ -231,12 +231,21 @@ def build_node(
 
     def create_segments() -> None:
         name = resources.segment_name
-        layout.create(name).close()
-        fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR | os.O_CLOEXEC)
-        try:
-            os.dup2(fd, segment_fd, inheritable=False)
-        finally:
-            os.close(fd)
+        for attempt in range(3):
+            layout.create(name).close()
+            try:
+                fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                # someone removed the name between its creation and here (a careless sweep of /dev/shm):
+                # make it again; once the fd is held, children no longer need the name
+                _log.warning("node segment %s vanished right after its creation (attempt %d)", name, attempt + 1)
+                continue
+            try:
+                os.dup2(fd, segment_fd, inheritable=False)
+            finally:
+                os.close(fd)
+            return
+        raise OSError(f"node segment {name} keeps vanishing right after its creation")
 
     plan = NodePlan(tuple(specs), shm_prefix=prefix, restart_policy=DEFAULT_POLICY, create_segments=create_segments)
     return plan, handles
