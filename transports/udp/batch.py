@@ -15,14 +15,33 @@ Every kernel has a plain-Python reference below it (``*_reference``) that the te
 
 from __future__ import annotations
 
+import ctypes
+
+import numba
 import numpy as np
 from numba import njit, types
 
-c_sendmmsg = types.ExternalFunction("sendmmsg", types.int32(types.int32, types.intp, types.uint32, types.int32))
-c_recvmmsg = types.ExternalFunction(
-    "recvmmsg", types.int32(types.int32, types.intp, types.uint32, types.int32, types.intp)
-)
-c_errno = types.ExternalFunction("__errno_location", types.CPointer(types.intc)())
+if numba.config.DISABLE_JIT:  # the kernels run as plain Python (slowly) over ctypes: same calls, same results
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+    _libc.recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    def c_sendmmsg(*args: int) -> int:
+        return int(_libc.sendmmsg(*(int(a) for a in args)))
+
+    def c_recvmmsg(*args: int) -> int:
+        return int(_libc.recvmmsg(*(int(a) for a in args)))
+
+    def c_errno() -> list[int]:
+        return [ctypes.get_errno()]
+
+else:
+    c_sendmmsg = types.ExternalFunction(
+        "sendmmsg", types.int32(types.int32, types.intp, types.uint32, types.int32)
+    )
+    c_recvmmsg = types.ExternalFunction(
+        "recvmmsg", types.int32(types.int32, types.intp, types.uint32, types.int32, types.intp)
+    )
+    c_errno = types.ExternalFunction("__errno_location", types.CPointer(types.intc)())
 
 SOL_UDP = 17
 UDP_SEGMENT = 103

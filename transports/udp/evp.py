@@ -17,6 +17,7 @@ import ctypes.util
 import logging
 from typing import Any
 
+import numba
 import numpy as np
 from numba import njit, types
 
@@ -26,13 +27,25 @@ log = logging.getLogger("TOTEM")
 
 _i32 = types.int32
 _p = types.intp
-c_enc_init = types.ExternalFunction("EVP_EncryptInit_ex", _i32(_p, _p, _p, _p, _p))
-c_enc_update = types.ExternalFunction("EVP_EncryptUpdate", _i32(_p, _p, _p, _p, _i32))
-c_enc_final = types.ExternalFunction("EVP_EncryptFinal_ex", _i32(_p, _p, _p))
-c_dec_init = types.ExternalFunction("EVP_DecryptInit_ex", _i32(_p, _p, _p, _p, _p))
-c_dec_update = types.ExternalFunction("EVP_DecryptUpdate", _i32(_p, _p, _p, _p, _i32))
-c_dec_final = types.ExternalFunction("EVP_DecryptFinal_ex", _i32(_p, _p, _p))
-c_ctrl = types.ExternalFunction("EVP_CIPHER_CTX_ctrl", _i32(_p, _i32, _i32, _p))
+_EVP = {
+    "c_enc_init": ("EVP_EncryptInit_ex", _i32(_p, _p, _p, _p, _p)),
+    "c_enc_update": ("EVP_EncryptUpdate", _i32(_p, _p, _p, _p, _i32)),
+    "c_enc_final": ("EVP_EncryptFinal_ex", _i32(_p, _p, _p)),
+    "c_dec_init": ("EVP_DecryptInit_ex", _i32(_p, _p, _p, _p, _p)),
+    "c_dec_update": ("EVP_DecryptUpdate", _i32(_p, _p, _p, _p, _i32)),
+    "c_dec_final": ("EVP_DecryptFinal_ex", _i32(_p, _p, _p)),
+    "c_ctrl": ("EVP_CIPHER_CTX_ctrl", _i32(_p, _i32, _i32, _p)),
+}
+if numba.config.DISABLE_JIT:  # plain Python over ctypes (see available(), which binds them)
+    c_enc_init = c_enc_update = c_enc_final = c_dec_init = c_dec_update = c_dec_final = c_ctrl = None  # type: ignore[assignment]
+else:
+    c_enc_init = types.ExternalFunction(*_EVP["c_enc_init"])
+    c_enc_update = types.ExternalFunction(*_EVP["c_enc_update"])
+    c_enc_final = types.ExternalFunction(*_EVP["c_enc_final"])
+    c_dec_init = types.ExternalFunction(*_EVP["c_dec_init"])
+    c_dec_update = types.ExternalFunction(*_EVP["c_dec_update"])
+    c_dec_final = types.ExternalFunction(*_EVP["c_dec_final"])
+    c_ctrl = types.ExternalFunction(*_EVP["c_ctrl"])
 
 EVP_CTRL_GCM_GET_TAG = 0x10
 EVP_CTRL_GCM_SET_TAG = 0x11
@@ -69,6 +82,13 @@ def available() -> bool:
     for fn in (lib.EVP_EncryptInit_ex, lib.EVP_DecryptInit_ex):
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
     _lib = lib
+    if numba.config.DISABLE_JIT:
+        g = globals()
+        for var, (name, sig) in _EVP.items():
+            fn = getattr(lib, name)
+            fn.argtypes = [ctypes.c_int32 if a == _i32 else ctypes.c_void_p for a in sig.args]
+            fn.restype = ctypes.c_int32
+            g[var] = lambda *args, fn=fn: fn(*(int(a) for a in args))  # numpy ints are not ctypes-compatible
     return True
 
 

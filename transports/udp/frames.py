@@ -209,9 +209,10 @@ def rx_push(
     while s < nseg:
         i = verdict[s]
         if i >= 0:
-            off = seg_off[s] + HEADER_BYTES
-            n = seg_len[s] - HEADER_BYTES
-            if not ring_write(rbuf, rbase, rcap, node_ids[i], flat, off, n):
+            # int(): a no-op compiled; as plain Python (NUMBA_DISABLE_JIT) the ring helpers want Python ints
+            off = int(seg_off[s]) + HEADER_BYTES
+            n = int(seg_len[s]) - HEADER_BYTES
+            if not ring_write(rbuf, rbase, rcap, int(node_ids[i]), flat, off, n):
                 ctr[C_RX_RING_FULL] += 1
                 break
             pushed += 1
@@ -242,15 +243,15 @@ def rx_accept(
     while s < nseg:
         i = verdict[s]
         if i >= 0:
-            off = seg_off[s]
+            off = int(seg_off[s])
             b = _get(flat, off + 16, 8)
             c = _get(flat, off + 24, 8)
             if replay_verdict(boot, top, bits, i, b, c) == REPLAY:
                 verdict[s] = -1 - R_REPLAY
                 ctr[C_DROP_BASE + R_REPLAY] += 1
             else:
-                n = plain_len[s]
-                if not ring_write(rbuf, rbase, rcap, node_ids[i], scratch, off, n):
+                n = int(plain_len[s])
+                if not ring_write(rbuf, rbase, rcap, int(node_ids[i]), scratch, off, n):
                     ctr[C_RX_RING_FULL] += 1
                     break
                 pushed += 1

@@ -107,7 +107,7 @@ class TransportProcess:
     """
 
     def __init__(self, plan: TransportPlan, segment_name: str | None = None, capacity: int = 1 << 22,
-                 extra_args: list[str] | None = None, ready_timeout_s: float = 30.0,
+                 extra_args: list[str] | None = None, ready_timeout_s: float = 120.0,
                  stderr: Any = None) -> None:
         import os
         import select
