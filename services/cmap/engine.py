@@ -307,7 +307,6 @@ class Icmap:
         """(type, value) of ``key``; missing → CS_ERR_NOT_EXIST."""
         entry = self._entries.get(key)
         if entry is None:
-            check_key_name(key)
             raise CsError(CsErrorCode.CS_ERR_NOT_EXIST, f"cmap key {key!r} does not exist")
         return entry
 
@@ -345,7 +344,7 @@ class Icmap:
 
     # -- writes ------------------------------------------------------------------------------
     def _check_write(self, key: str, internal: bool) -> None:
-        check_key_name(key)
+        # corosync's cmap service checks access first; names are checked only for keys being created
         if not internal and is_read_only(key):
             raise CsError(CsErrorCode.CS_ERR_ACCESS, f"cmap key {key!r} is read-only")
 
@@ -353,6 +352,8 @@ class Icmap:
         """Creates or replaces ``key``; returns False when it already held this exact value (no-op)."""
         self._check_write(key, internal)
         entry = normalize_value(vtype, value)
+        if key not in self._entries:
+            check_key_name(key)
         return self._store(key, entry)
 
     def _store(self, key: str, entry: Entry) -> bool:
