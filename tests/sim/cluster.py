@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import random
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -137,7 +137,7 @@ class Simulator:
         seed: int,
         workload: WorkloadParams | None = None,
         track_frames: bool = True,
-        max_events: int = 3_000_000,
+        max_events: int = 1_000_000,
         **net_kwargs: Any,
     ) -> None:
         self.core_factory = core_factory
@@ -161,6 +161,7 @@ class Simulator:
         self.heal_ns: int | None = None
         self.liveness_deadline_ns: int | None = None
         self.last_token_receiver: int | None = None  # node that last got a unicast frame (token holder guess)
+        self._busy: Counter[tuple[str, Any]] = Counter()
         self.observers: list[Callable[[Simulator, int, _Node], None]] = []  # called after each core call
 
     # event queue --------------------------------------------------------------------------
@@ -185,9 +186,13 @@ class Simulator:
             t, _s, kind, a, b, c = pop(heap)
             self.now_ns = t
             stats.events += 1
-            if stats.events > self.max_events:
-                self.errors.append(f"event budget of {self.max_events} exhausted at {t / MS:.3f} ms (core busy loop?)")
-                break
+            if stats.events > self.max_events - 5000:
+                self._busy[(("frame", "timer", "client", "call")[kind], a if kind != _CALL else None)] += 1
+                if stats.events > self.max_events:
+                    top = ", ".join(f"{k} to node {n}: {c}" for (k, n), c in self._busy.most_common(4))
+                    self.errors.append(f"event budget of {self.max_events} exhausted at {t / MS:.3f} ms (core busy "
+                                       f"loop?); the last 5000 events: {top}")
+                    break
             if kind == _FRAME:
                 node = nodes.get(a)
                 if node is not None and node.alive:

@@ -45,3 +45,13 @@ def test_long_run_seed_keeps_evs_guarantees(seed: int, faults: str, nodes: int) 
     result = run(RunPlan(seed=seed, nodes=nodes, faults=parse_faults(faults)),
                  pytest_id=f"{faults}-n{nodes}-seed{seed}]")
     assert result.ok, result.report()
+
+
+def test_a_seed_replays_identically_with_the_real_core() -> None:
+    def trace(result):  # type: ignore[no-untyped-def]
+        return [(inst, [(t, k, repr(d)) for t, k, d in log.events]) for inst, log in sorted(result.record.logs.items())]
+
+    plan = RunPlan(seed=7, nodes=4, faults=parse_faults("all"), profile="quick")
+    first, second = run(plan), run(plan)
+    assert trace(first) == trace(second)
+    assert first.record.net_stats == second.record.net_stats
