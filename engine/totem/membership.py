@@ -111,12 +111,14 @@ class Membership(CoreBase):
             return
         if j.proc <= self.proc and j.fail <= self.fail:
             return  # it knows less than I do; my next join tells it
+        before = (len(self.proc), len(self.fail))
         self.proc |= j.proc
         if self.node_id in j.fail:
             self.fail.add(sender)
         elif sender in self.members:
             self.fail |= j.fail - {self.node_id}
-        self._enter_gather(now_ns, out)
+        if (len(self.proc), len(self.fail)) != before:  # sets only grow: same sizes, nothing new to say
+            self._enter_gather(now_ns, out)
 
     def _check_consensus(self, now_ns: int, out: list[Action]) -> None:
         live = self._live()
