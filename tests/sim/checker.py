@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pycorosync.engine.totem.api import ConfigChange, ConfigType
-from tests.sim.cluster import Instance, RunRecord
+from tests.sim.cluster import Accepted, DeliverRecord, Instance, RunRecord
 
 MS = 1_000_000
 Key = tuple[int, int, int]
@@ -146,7 +146,8 @@ class Checker:
                 end_t = t
         return View(inst, segments, delivered, end_t)
 
-    def _check_delivery(self, inst, t, d, cur, delivered, accepted) -> None:  # type: ignore[no-untyped-def]
+    def _check_delivery(self, inst: Instance, t: int, d: DeliverRecord, cur: Segment | None,
+                        delivered: dict[Key, int], accepted: dict[Key, Accepted]) -> None:
         k = fmt_key(d.key)
         if d.error is not None:
             self.add("integrity", f"{fmt_inst(inst)} delivered a broken payload {k} from node {d.sender}: {d.error}",
@@ -247,31 +248,34 @@ class Checker:
 
     def check_agreement(self) -> None:
         for ring_id, insts in self.installs.items():
-            regs = [(self.views[i].segments[k].keys, i) for i, k in insts]
-            longest, li = max(regs, key=lambda r: len(r[0]))
-            for keys, inst in regs:
-                if longest[: len(keys)] != keys:
-                    pos = _first_diff(keys, longest)
+            regs = [(self.views[i].segments[k], i) for i, k in insts]
+            longest, li = max(regs, key=lambda r: len(r[0].keys))
+            for seg, inst in regs:
+                keys = seg.keys
+                if longest.keys[: len(keys)] != keys:
+                    pos = _first_diff(keys, longest.keys)
                     self.add("agreement", f"in ring {ring_id} {fmt_inst(inst)} delivered {fmt_key(keys[pos])} as "
-                             f"message #{pos}, {fmt_inst(li)} delivered {fmt_key(longest[pos])}", (inst, li),
-                             self.views[inst].segments[0].t_ns)
+                             f"message #{pos}, {fmt_inst(li)} delivered {fmt_key(longest.keys[pos])}", (inst, li),
+                             seg.times[pos])
                     break
-            ext = [(self._extended(i, k)[0], i) for i, k in insts]
-            for a in range(len(ext)):
-                ka, ia = ext[a]
-                sa = set(ka)
-                for b in range(a + 1, len(ext)):
-                    kb, ib = ext[b]
-                    sb = set(kb)
-                    ca = [k for k in ka if k in sb]
-                    cb = [k for k in kb if k in sa]
-                    if ca != cb:
-                        pos = _first_diff(ca, cb)
-                        if pos < min(len(ca), len(cb)):
-                            self.add("agreement", f"in ring {ring_id} (with its transitional deliveries) "
-                                     f"{fmt_inst(ia)} and {fmt_inst(ib)} order {fmt_key(ca[pos])} and "
-                                     f"{fmt_key(cb[pos])} differently", (ia, ib))
-                        return
+            self._check_extended_order(ring_id, [(self._extended(i, k)[0], i) for i, k in insts])
+
+    def _check_extended_order(self, ring_id: Any, ext: list[tuple[list[Key], Instance]]) -> None:
+        """Any two instances order the messages of ring R they both delivered alike (first violation only)."""
+        for a in range(len(ext)):
+            ka, ia = ext[a]
+            sa = set(ka)
+            for b in range(a + 1, len(ext)):
+                kb, ib = ext[b]
+                sb = set(kb)
+                ca = [k for k in ka if k in sb]
+                cb = [k for k in kb if k in sa]
+                pos = _first_diff(ca, cb)
+                if pos < min(len(ca), len(cb)):
+                    self.add("agreement", f"in ring {ring_id} (with its transitional deliveries) {fmt_inst(ia)} "
+                             f"and {fmt_inst(ib)} order {fmt_key(ca[pos])} and {fmt_key(cb[pos])} differently",
+                             (ia, ib))
+                    return
 
     def check_virtual_synchrony(self) -> None:
         groups: dict[tuple[Any, Any], list[tuple[Instance, Segment, Segment, Segment]]] = defaultdict(list)

@@ -49,6 +49,16 @@ def test_agreement_allows_a_crashed_member_to_deliver_a_prefix() -> None:
     assert "agreement" not in props(h)
 
 
+def test_agreement_detects_transitional_deliveries_in_different_orders() -> None:
+    h = good_history()
+    m5, m6 = h.accept(N1, 700, 2), h.accept(N2, 700, 1)
+    for inst, order in ((N1, (m5, m6)), (N2, (m6, m5))):
+        h.config(inst, 900, False, RingId(1, 12), (inst[0],), (1, 2))
+        for key in order:
+            h.deliver(inst, 901, key, R2)
+    assert "agreement" in props(h)
+
+
 def test_virtual_synchrony_detects_different_sets_for_members_moving_together() -> None:
     h = good_history()
     d = _events(h, N2, "D")
