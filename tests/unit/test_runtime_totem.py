@@ -1,0 +1,146 @@
+"""The totem runtime driver in one process: two nodes' runtimes over in-memory rings, frames carried by
+the test as a transport would, services played by the test through their submit/deliver rings."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from pycorosync.engine.runtime import records as rec
+from pycorosync.engine.runtime.layout import NodeLayout, NodeRings
+from pycorosync.engine.runtime.totem_proc import Bells, TotemRuntime, next_incarnation, read_ring_seq, write_ring_seq
+from pycorosync.engine.totem.api import RingId
+from pycorosync.engine.totem.config import TotemConfig
+from pycorosync.engine.totem.core import TotemCore
+
+SVC = "testecho"
+SID = 200
+
+
+class _MemSegment:
+    def __init__(self, nbytes: int) -> None:
+        self._arr = np.zeros(nbytes, np.uint8)
+
+    def array(self) -> np.ndarray[Any, Any]:
+        return self._arr
+
+    def close(self) -> None:
+        pass
+
+
+def _node(nodeid: int, deliver_capacity: int = 1 << 16) -> TotemRuntime:
+    layout = NodeLayout.compute([SVC], 1 << 16, {SVC: deliver_capacity})
+    seg = _MemSegment(layout.payload_bytes)
+    rings = NodeRings(layout, seg, reset=[s.name for s in layout.slots])  # type: ignore[arg-type]
+    cfg = TotemConfig.defaults_for(token=200, node_count=2)
+    core = TotemCore(cfg, nodeid, [1, 2], seed=nodeid, incarnation=1)
+    return TotemRuntime(core, rings, Bells({}), {SVC: SID}, [SVC])
+
+
+def _carry(nodes: dict[int, TotemRuntime]) -> None:
+    """The transport: every tx record to its destination's rx (0 = every other node)."""
+    for src, rt in nodes.items():
+        for dest, frame in rt.rings.tx.pop_batch(1024):
+            for n, other in nodes.items():
+                if n != src and dest in (0, n):
+                    assert other.rings.rx.push(src, frame)
+
+
+class _Service:
+    """The service side of one node: reads deliver.<svc>, answers SYNC_INIT with SYNC_DONE at once."""
+
+    def __init__(self, rt: TotemRuntime, read: bool = True) -> None:
+        self.rt = rt
+        self.read = read
+        self.records: list[rec.DeliverRecord] = []
+
+    def step(self) -> None:
+        if not self.read:
+            return
+        for rtype, payload in self.rt.rings.deliver[SVC].pop_batch(4096):
+            r = rec.decode_deliver(rtype, payload)
+            self.records.append(r)
+            if isinstance(r, rec.SyncInitRecord):
+                assert self.rt.rings.submit[SVC].push(rec.SUBMIT_SYNC_DONE, rec.encode_ring(r.ring_id))
+
+    def mcast(self, body: bytes) -> bool:
+        return bool(self.rt.rings.submit[SVC].push(rec.SUBMIT_MCAST, rec.encode_submit_mcast(body, 2)))
+
+    def messages(self) -> list[tuple[int, bytes]]:
+        return [(r.sender_nodeid, r.body) for r in self.records if isinstance(r, rec.MessageRecord)]
+
+    def completed(self) -> RingId | None:
+        done = [r.ring_id for r in self.records
+                if isinstance(r, rec.SyncRecord) and r.rtype == rec.DELIVER_SYNC_COMPLETE]
+        return done[-1] if done else None
+
+
+def _run(nodes: dict[int, TotemRuntime], services: dict[int, _Service], until: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    for rt in nodes.values():
+        if rt.core.state == "INIT":
+            rt.start(time.monotonic_ns())
+    while time.monotonic() < deadline:
+        for rt in nodes.values():
+            rt.pump(time.monotonic_ns())
+        _carry(nodes)
+        for svc in services.values():
+            svc.step()
+        if until():
+            return True
+        time.sleep(0.001)
+    return bool(until())
+
+
+def test_two_runtimes_form_a_ring_synchronize_and_deliver_in_one_order() -> None:
+    nodes = {1: _node(1), 2: _node(2)}
+    services = {n: _Service(rt) for n, rt in nodes.items()}
+    assert _run(nodes, services, lambda: all(s.completed() and s.completed() == nodes[1].sync.ring_id
+                                             and nodes[1].core.members == (1, 2) for s in services.values()), 10)
+    kinds = [type(r).__name__ for r in services[1].records]
+    assert kinds.index("SyncInitRecord") > kinds.index("ConfchgRecord")  # confchg first, then sync
+    for k in range(50):
+        assert services[1 + k % 2].mcast(b"m%d" % k)
+    assert _run(nodes, services, lambda: all(len(s.messages()) == 50 for s in services.values()), 10)
+    assert services[1].messages() == services[2].messages()
+    assert sorted(b for _n, b in services[1].messages()) == sorted(b"m%d" % k for k in range(50))
+
+
+def test_a_full_deliver_ring_is_backlogged_and_loses_nothing() -> None:
+    nodes = {1: _node(1, deliver_capacity=4096), 2: _node(2)}
+    services = {n: _Service(rt) for n, rt in nodes.items()}
+    assert _run(nodes, services, lambda: all(s.completed() for s in services.values())
+                and nodes[1].core.members == (1, 2), 10)
+    services[1].read = False  # node 1's service stops reading
+    for k in range(200):
+        while not services[2].mcast(b"x%03d" % k + bytes(100)):
+            _run(nodes, services, lambda: True, 0)
+    assert _run(nodes, services, lambda: len(services[2].messages()) == 200, 10)
+    # node 1 receives them too, but its deliver ring is full: they wait in the backlog
+    assert _run(nodes, services, lambda: sum(len(b) for b in nodes[1].deliver_backlog.values()) > 0, 10)
+    services[1].read = True
+    assert _run(nodes, services, lambda: len(services[1].messages()) == 200, 10)
+    assert [b[:4] for _n, b in services[1].messages()] == [b"x%03d" % k for k in range(200)]
+
+
+def test_garbage_in_a_submit_ring_is_counted_and_dropped() -> None:
+    nodes = {1: _node(1)}
+    services = {1: _Service(nodes[1])}
+    assert _run(nodes, services, lambda: services[1].completed() is not None, 10)
+    nodes[1].rings.submit[SVC].push(99, b"junk")
+    nodes[1].rings.submit[SVC].push(rec.SUBMIT_SYNC_DONE, b"short")
+    assert services[1].mcast(b"after")
+    assert _run(nodes, services, lambda: services[1].messages() == [(1, b"after")], 10)
+    assert nodes[1].counters["bad_records"] == 2
+
+
+def test_ring_seq_and_incarnation_persist_across_starts(tmp_path: Any) -> None:
+    path = tmp_path / "ringid_1"
+    assert read_ring_seq(path) == 0
+    write_ring_seq(path, 0x1234)
+    assert read_ring_seq(path) == 0x1234
+    inc = tmp_path / "incarnation_1"
+    first = next_incarnation(inc)
+    assert next_incarnation(inc) == first + 1
