@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -154,7 +155,9 @@ HOSTILE_REQUESTS: dict[str, tuple[Callable[[Connection], None], str]] = {
     "wrap pad in the wrong place": (lambda c: _publish_garbage(c, (rk.PAD_LEN, 0), 16), "corrupt request ring"),
     "tail behind the read position": (lambda c: _publish_garbage(c, (8, 1), -8), "corrupt request ring"),
     "tail a ring ahead": (lambda c: _publish_garbage(c, (8, 1), 4096 * 5), "corrupt request ring"),
-    "read position scribbled": (lambda c: _publish_garbage(c, (0, 77), 16, skew=3), "unknown request type 77"),
+    # the server may run between our stores of the read position and of the tail, and so see either a
+    # record of type 77 at the skewed position or a nonsense one: both must end the connection
+    "read position scribbled": (lambda c: _publish_garbage(c, (0, 77), 16, skew=3), "unknown request type|corrupt"),
     "unknown type": (lambda c: c.send(999, b"what"), "unknown request type 999"),
     "bytes on the socket": (lambda c: c._sock.send(b"hello?"), "unexpected 6-byte message on the socket"),
 }
@@ -172,7 +175,7 @@ def test_client_writing_garbage_is_disconnected_and_the_server_serves_others(
         victim = handler.connected[1]
         corrupt(hostile)
         assert handler.wait_for(lambda: victim in handler.disconnected), f"{case}: not disconnected"
-        assert "dropping connection" in caplog.text and reason in caplog.text
+        assert "dropping connection" in caplog.text and re.search(reason, caplog.text), caplog.text
         assert server.stats.dropped == 1
         assert bystander.call(echo.ECHO, b"still served", timeout=DEADLINE_S) == b"still served"
         with pytest.raises(CsError) as err:
