@@ -51,6 +51,7 @@ PACE_S = 200e-6
 SIZES = (64, 1024, 65536)
 IMPLS = ("ring", "ring_doorbell", "ring_py", "mp_queue", "pipe", "unix_seqpacket")
 WAIT_S = 1.0
+SPINS = 200  # polls of an empty/full ring before sleeping (a few microseconds)
 
 # messages per throughput run: (full, quick) by impl and size
 COUNTS: dict[str, dict[int, tuple[int, int]]] = {
@@ -73,12 +74,15 @@ def _now_ns(ts: Any) -> int:
 
 
 @njit(cache=True, nogil=True)
-def tp_produce(buf: Any, base: int, cap: int, src: Any, n: int, efd: int) -> int:
-    """Up to n records, one publish (and doorbell check) per 64; returns how many before the ring was full."""
+def tp_produce(buf: Any, base: int, cap: int, src: Any, n: int, efd: int, spins: int) -> int:
+    """Up to n records; publishes (and checks the doorbell) every 64 records or 1/8 of the ring, so the
+    consumer works while the producer writes; polls ``spins`` times on a full ring before giving up."""
     size = src.shape[0]
+    per_batch = max(1, min(64, (cap // 8) // rk.record_bytes(size)))
     k = 0
+    idle = 0
     while k < n:
-        m = min(64, n - k)
+        m = min(per_batch, n - k)
         j = 0
         while j < m and rk.ring_write(buf, base, cap, 1, src, 0, size):
             j += 1
@@ -86,15 +90,19 @@ def tp_produce(buf: Any, base: int, cap: int, src: Any, n: int, efd: int) -> int
         if j:
             rk.ring_publish(buf, base)
             rk.ring_notify(buf, base, efd)
-        if j < m:
-            break
+            idle = 0
+        elif j < m:
+            idle += 1
+            if idle > spins:
+                break
     return k
 
 
 @njit(cache=True, nogil=True)
 def tp_consume(buf: Any, base: int, cap: int, dst: Any, n: int, spins: int, efd: int) -> int:
-    """Copies out up to n records, one head publish (and producer doorbell check) per 256; returns the count
-    once the ring stayed empty for ``spins`` polls."""
+    """Copies out up to n records; frees them (and checks the producer's doorbell) every 256 records or
+    1/8 of the ring; returns the count once the ring stayed empty for ``spins`` polls."""
+    per_batch = max(1, min(256, (cap // 8) // rk.record_bytes(dst.shape[0])))
     k = 0
     idle = 0
     batch = 0
@@ -104,7 +112,7 @@ def tp_consume(buf: Any, base: int, cap: int, dst: Any, n: int, spins: int, efd:
             k += 1
             batch += 1
             idle = 0
-            if batch < 256:
+            if batch < per_batch:
                 continue
         elif got != rk.EMPTY:
             return -1
@@ -173,7 +181,7 @@ def warm() -> None:
     Ring.create(buf, cap)
     src = np.zeros(64, np.uint8)
     ts = np.zeros(2, np.int64)
-    tp_produce(buf, 0, cap, src, 2, -1)
+    tp_produce(buf, 0, cap, src, 2, -1, 1)
     tp_consume(buf, 0, cap, np.zeros(64, np.uint8), 2, 1, -1)
     lat_push(buf, 0, cap, src, ts, -1)
     lat_consume(buf, 0, cap, np.zeros(4, np.int64), 0, ts)
@@ -303,7 +311,7 @@ def _ring_producer_tp(ch: RingChannel, size: int, n: int, futex: bool) -> dict[s
     src = np.full(size, 0x5A, np.uint8)
     sent = sleeps = timeouts = 0
     while sent < n:
-        sent += tp_produce(arr, 0, cap, src, n - sent, efd)
+        sent += tp_produce(arr, 0, cap, src, n - sent, efd, SPINS)
         if sent >= n:
             break
         if futex:
@@ -322,7 +330,7 @@ def _ring_consumer_tp(ch: RingChannel, size: int, n: int, futex: bool) -> dict[s
     dst = np.zeros(size, np.uint8)
     got = sleeps = timeouts = 0
     while got < n:
-        k = tp_consume(arr, 0, cap, dst, n - got, 200, efd)
+        k = tp_consume(arr, 0, cap, dst, n - got, SPINS, efd)
         if k < 0:
             raise RuntimeError("corrupt ring")
         got += k

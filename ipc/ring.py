@@ -111,6 +111,7 @@ class Ring:
         "_mv",
         "_peeked",
         "_scan_out",
+        "_scratch",
         "capacity",
         "max_payload",
         "offset",
@@ -124,6 +125,7 @@ class Ring:
         self._claimed = -1
         self._peeked = -1
         self._scan_out = np.zeros((256, 3), np.int64)
+        self._scratch: np.ndarray[Any, Any] | None = None
         self.offset = offset
         self.capacity = capacity
         self.max_payload = int(rk.max_payload_for(capacity))
@@ -174,10 +176,23 @@ class Ring:
         return self._label
 
     def close(self) -> None:
-        """Drops this object's views of the buffer, so the mapping under it can be closed."""
+        """Drops this object's views of the buffer, so the mapping under it can be closed.
+
+        Afterwards the kernels see an empty buffer and touch nothing; the methods raise ValueError.
+        """
         self._mv.release()
         self._arr = np.zeros(0, np.uint8)
-        self._i64 = np.zeros(0, np.int64)
+        self._i64 = np.zeros(rk.RING_HEADER_BYTES // 8, np.int64)
+        self._scratch = None
+
+    @property
+    def closed(self) -> bool:
+        return self._arr.shape[0] == 0
+
+    def _refuse_closed(self) -> None:
+        # called only on a failure path, so an open ring pays nothing for the check
+        if self.closed:
+            raise ValueError(f"{self._label}: ring is closed")
 
     # ------------------------------------------------------------ producer
 
@@ -190,9 +205,14 @@ class Ring:
 
     def push(self, rtype: int, payload: Payload) -> bool:
         """Writes and publishes one record; False when the ring is full (try again later)."""
+        if self._claimed >= 0:
+            raise RuntimeError(f"{self._label}: push() while a claim() is not committed")
         src = _payload_array(payload)
         self._check_size(src.shape[0])
-        return bool(rk.ring_push(self._arr, self.offset, self.capacity, rtype, src))
+        if rk.ring_push(self._arr, self.offset, self.capacity, rtype, src):
+            return True
+        self._refuse_closed()
+        return False
 
     def push_many(self, records: Iterable[tuple[int, Payload]]) -> int:
         """Writes records in order until one does not fit, then publishes once; returns how many went in."""
@@ -202,6 +222,7 @@ class Ring:
                 src = _payload_array(payload)
                 self._check_size(src.shape[0])
                 if not rk.ring_write(self._arr, self.offset, self.capacity, rtype, src, 0, src.shape[0]):
+                    self._refuse_closed()
                     break
                 n += 1
         finally:
@@ -213,6 +234,7 @@ class Ring:
         self._check_size(nbytes)
         hdr = int(rk.ring_reserve(self._arr, self.offset, self.capacity, nbytes))
         if hdr < 0:
+            self._refuse_closed()
             return None
         self._claimed = nbytes
         start = hdr + rk.RECORD_HEADER_BYTES
@@ -250,20 +272,21 @@ class Ring:
     # ------------------------------------------------------------ consumer
 
     def _corrupt(self) -> RingCorruptError:
+        self._refuse_closed()
         head, tail = self._index(rk.OFF_RHEAD), self._index(rk.OFF_TAIL)
         return RingCorruptError(f"{self._label}: corrupt ring (read position {head}, tail {tail}); drop it")
 
     def pop(self) -> tuple[int, bytes] | None:
         """The next record as (type, a copy of its payload), or None when the ring is empty."""
-        hdr, rtype, n = rk.ring_peek(self._arr, self.offset, self.capacity)
-        if hdr < 0:
-            if hdr == rk.CORRUPT:
+        if self._scratch is None:  # one kernel call per pop: copy out and free in the same crossing
+            self._scratch = np.empty(self.max_payload, np.uint8)
+        n, rtype = rk.ring_pop_into(self._arr, self.offset, self.capacity, self._scratch, 0)
+        if n < 0:
+            if n == rk.CORRUPT:
                 raise self._corrupt()
+            self._refuse_closed()
             return None
-        start = hdr + rk.RECORD_HEADER_BYTES
-        data = self._mv[start : start + n].tobytes()
-        rk.ring_release(self._arr, self.offset, self.capacity, n)
-        return int(rtype), data
+        return int(rtype), self._scratch[:n].tobytes()
 
     def peek(self) -> tuple[int, memoryview] | None:
         """The next record without copying: (type, view), valid until ``release()``; None when empty."""
@@ -317,7 +340,10 @@ class Ring:
 
     def arm(self) -> bool:
         """Consumer about to sleep: True = armed, wait on the doorbell; False = data is there, read it."""
-        return bool(rk.ring_arm(self._arr, self.offset))
+        if rk.ring_arm(self._arr, self.offset):
+            return True
+        self._refuse_closed()
+        return False
 
     def wait(self, timeout: float) -> bool:
         """Consumer of this ring alone: sleeps on the ring's futex word (GIL released, no fd) until a

@@ -116,6 +116,23 @@ def max_payload_for(cap: int) -> int:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _pos(x: int, cap: int) -> int:
+    """Offset in the data area of position ``x``; 8-aligned even if a peer wrote a crooked index."""
+    return x & (cap - 1) & -8
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _outside(buf: Any, base: int, cap: int) -> bool:
+    """True when (base, cap) does not describe a ring inside ``buf``: the kernel then does nothing."""
+    return base < 0 or cap < 64 or base + RING_HEADER_BYTES + cap > buf.shape[0]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _outside_header(buf: Any, base: int) -> bool:
+    return base < 0 or base + RING_HEADER_BYTES > buf.shape[0]
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _copy(dst: Any, dst_off: int, src: Any, src_off: int, n: int) -> None:
     if n >= MEMCPY_MIN:
         memcpy(dst.ctypes.data + dst_off, src.ctypes.data + src_off, n)
@@ -130,12 +147,12 @@ def _copy(dst: Any, dst_off: int, src: Any, src_off: int, n: int) -> None:
 @njit(cache=True, nogil=True)
 def ring_reserve(buf: Any, base: int, cap: int, nbytes: int) -> int:
     """Offset in ``buf`` of the header of a new ``nbytes`` record, or -1 when the ring is full."""
-    a = buf.ctypes.data + base
-    if nbytes < 0 or nbytes > max_payload_for(cap):
+    if _outside(buf, base, cap) or nbytes < 0 or nbytes > max_payload_for(cap):
         return -1
+    a = buf.ctypes.data + base
     need = record_bytes(nbytes)
     w = ld_i64(a + OFF_WTAIL)
-    pos = w & (cap - 1)
+    pos = _pos(w, cap)
     to_end = cap - pos
     total = need if to_end >= need else to_end + need
     head = ld_i64(a + OFF_CACHED_HEAD)
@@ -157,9 +174,11 @@ def ring_reserve(buf: Any, base: int, cap: int, nbytes: int) -> int:
 @njit(cache=True, nogil=True)
 def ring_commit(buf: Any, base: int, cap: int, rtype: int, nbytes: int) -> None:
     """Completes the record reserved last (its payload written); visible after ``ring_publish``."""
+    if _outside(buf, base, cap):
+        return
     a = buf.ctypes.data + base
     w = ld_i64(a + OFF_WTAIL)
-    h = a + RING_HEADER_BYTES + (w & (cap - 1))
+    h = a + RING_HEADER_BYTES + _pos(w, cap)
     st_u32(h, nbytes)
     st_u32(h + 4, rtype)
     st_i64(a + OFF_WTAIL, w + record_bytes(nbytes))
@@ -169,6 +188,8 @@ def ring_commit(buf: Any, base: int, cap: int, rtype: int, nbytes: int) -> None:
 @njit(cache=True, nogil=True)
 def ring_publish(buf: Any, base: int) -> None:
     """Makes every committed record visible to the consumer (release store of the tail)."""
+    if _outside_header(buf, base):
+        return
     a = buf.ctypes.data + base
     st_rel_i64(a + OFF_TAIL, ld_i64(a + OFF_WTAIL))
 
@@ -176,6 +197,8 @@ def ring_publish(buf: Any, base: int) -> None:
 @njit(cache=True, nogil=True)
 def ring_write(buf: Any, base: int, cap: int, rtype: int, src: Any, src_off: int, nbytes: int) -> bool:
     """Copies one record in without publishing it; False when the ring is full."""
+    if src_off < 0 or nbytes < 0 or src_off + nbytes > src.shape[0]:
+        raise ValueError("ring_write: src_off/nbytes outside the source array")
     hdr = ring_reserve(buf, base, cap, nbytes)
     if hdr < 0:
         return False
@@ -222,6 +245,8 @@ def _take_flag(flag: int, seq: int) -> int:
 def ring_needs_wake(buf: Any, base: int) -> bool:
     """After a publish: True when the consumer sleeps on its doorbell (write it; the flag is cleared here,
     so one wake per sleep). A consumer asleep in ``ring_wait`` is woken here directly."""
+    if _outside_header(buf, base):
+        return False
     a = buf.ctypes.data + base
     old = _take_flag(a + OFF_CWAIT, a + OFF_CSEQ)
     if old == 0:
@@ -253,7 +278,7 @@ def _fits(a: int, cap: int, nbytes: int) -> bool:
     head = ld_acq_i64(a + OFF_HEAD)
     st_i64(a + OFF_CACHED_HEAD, head)
     w = ld_i64(a + OFF_WTAIL)
-    pos = w & (cap - 1)
+    pos = _pos(w, cap)
     need = record_bytes(min(max(nbytes, 0), max_payload_for(cap)))
     total = need if cap - pos >= need else cap - pos + need
     return w + total - head <= cap
@@ -262,6 +287,8 @@ def _fits(a: int, cap: int, nbytes: int) -> bool:
 @njit(cache=True, nogil=True)
 def ring_arm_producer(buf: Any, base: int, cap: int, nbytes: int) -> bool:
     """Producer about to sleep on its doorbell (full ring): sets its flag; False (cleared) if ``nbytes`` fits now."""
+    if _outside(buf, base, cap):
+        return False
     a = buf.ctypes.data + base
     xchg_u32(a + OFF_PWAIT, WAIT_EVENTFD)
     fence_sc()
@@ -274,6 +301,8 @@ def ring_arm_producer(buf: Any, base: int, cap: int, nbytes: int) -> bool:
 @njit(cache=True, nogil=True)
 def ring_wait_space(buf: Any, base: int, cap: int, nbytes: int, timeout_ns: int) -> bool:
     """Producer sleeps on the ring's futex until ``nbytes`` fits or ``timeout_ns`` passes; True if it fits."""
+    if _outside(buf, base, cap):
+        return False
     a = buf.ctypes.data + base
     seq = ld_acq_u32(a + OFF_PSEQ)
     xchg_u32(a + OFF_PWAIT, WAIT_FUTEX)
@@ -293,8 +322,9 @@ def ring_peek(buf: Any, base: int, cap: int) -> tuple[int, int, int]:
 
     The offset is EMPTY when there is nothing to read, CORRUPT when the ring's contents are impossible.
     """
+    if _outside(buf, base, cap):
+        return CORRUPT, 0, 0
     a = buf.ctypes.data + base
-    mask = cap - 1
     r = ld_i64(a + OFF_RHEAD)
     while True:
         t = ld_i64(a + OFF_CACHED_TAIL)
@@ -306,7 +336,7 @@ def ring_peek(buf: Any, base: int, cap: int) -> tuple[int, int, int]:
         avail = t - r
         if avail < RECORD_HEADER_BYTES or avail > cap:
             return CORRUPT, 0, 0
-        pos = r & mask
+        pos = _pos(r, cap)
         h = a + RING_HEADER_BYTES + pos
         n = ld_u32(h)
         if n == PAD_LEN:
@@ -325,6 +355,8 @@ def ring_peek(buf: Any, base: int, cap: int) -> tuple[int, int, int]:
 @njit(cache=True, nogil=True)
 def ring_publish_head(buf: Any, base: int) -> None:
     """Frees every record read so far (release store of the head)."""
+    if _outside_header(buf, base):
+        return
     a = buf.ctypes.data + base
     st_rel_i64(a + OFF_HEAD, ld_i64(a + OFF_RHEAD))
 
@@ -338,6 +370,8 @@ def _consume(a: int, nbytes: int) -> None:
 @njit(cache=True, nogil=True)
 def ring_release(buf: Any, base: int, cap: int, nbytes: int) -> None:
     """Consumes the record ``ring_peek`` returned (payload length ``nbytes``) and publishes the head."""
+    if _outside(buf, base, cap):
+        return
     a = buf.ctypes.data + base
     _consume(a, nbytes)
     st_rel_i64(a + OFF_HEAD, ld_i64(a + OFF_RHEAD))
@@ -352,7 +386,7 @@ def ring_read(buf: Any, base: int, cap: int, dst: Any, dst_off: int) -> tuple[in
     hdr, rtype, n = ring_peek(buf, base, cap)
     if hdr < 0:
         return hdr, 0
-    if n > dst.shape[0] - dst_off:
+    if dst_off < 0 or n > dst.shape[0] - dst_off:
         return NO_ROOM, rtype
     _copy(dst, dst_off, buf, hdr + RECORD_HEADER_BYTES, n)
     _consume(buf.ctypes.data + base, n)
@@ -394,6 +428,8 @@ def ring_scan(buf: Any, base: int, cap: int, out: Any) -> int:
 @njit(cache=True, nogil=True)
 def ring_arm(buf: Any, base: int) -> bool:
     """Consumer about to sleep on its doorbell: sets the waiting flag; False (cleared) if a record is there."""
+    if _outside_header(buf, base):
+        return False
     a = buf.ctypes.data + base
     xchg_u32(a + OFF_CWAIT, WAIT_EVENTFD)
     fence_sc()
@@ -406,7 +442,8 @@ def ring_arm(buf: Any, base: int) -> bool:
 @njit(cache=True, nogil=True)
 def ring_disarm(buf: Any, base: int) -> None:
     """Clears the consumer's waiting flag (after a wake that came from another ring)."""
-    st_rel_u32(buf.ctypes.data + base + OFF_CWAIT, 0)
+    if not _outside_header(buf, base):
+        st_rel_u32(buf.ctypes.data + base + OFF_CWAIT, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -416,6 +453,8 @@ def ring_wait(buf: Any, base: int, timeout_ns: int) -> bool:
     No fd needed; returns True when a record is there. A producer's ``ring_needs_wake``/``ring_notify``
     wakes it without any eventfd.
     """
+    if _outside_header(buf, base):
+        return False
     a = buf.ctypes.data + base
     seq = ld_acq_u32(a + OFF_CSEQ)
     xchg_u32(a + OFF_CWAIT, WAIT_FUTEX)
@@ -430,6 +469,8 @@ def ring_wait(buf: Any, base: int, timeout_ns: int) -> bool:
 def ring_producer_needs_wake(buf: Any, base: int) -> bool:
     """After publishing the head: True when the producer sleeps on its doorbell (write it). A producer
     asleep in ``ring_wait_space`` is woken here directly."""
+    if _outside_header(buf, base):
+        return False
     a = buf.ctypes.data + base
     return _take_flag(a + OFF_PWAIT, a + OFF_PSEQ) == WAIT_EVENTFD
 
@@ -437,6 +478,8 @@ def ring_producer_needs_wake(buf: Any, base: int) -> bool:
 @njit(cache=True, nogil=True)
 def ring_used(buf: Any, base: int) -> int:
     """Published bytes not yet freed by the consumer (as seen now; a snapshot)."""
+    if _outside_header(buf, base):
+        return 0
     a = buf.ctypes.data + base
     return ld_acq_i64(a + OFF_TAIL) - ld_acq_i64(a + OFF_HEAD)
 

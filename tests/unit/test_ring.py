@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import numpy as np
@@ -251,3 +252,43 @@ def test_kernels_are_usable_from_other_numba_code(ring: Ring) -> None:
     k = produce(ring.array, ring.offset, ring.capacity, 10)
     assert k == 10
     assert [t for t, _ in ring.pop_batch()] == list(range(10))
+
+
+def test_a_closed_ring_refuses_use_instead_of_touching_memory(ring: Ring) -> None:
+    ring.push(1, b"x")
+    ring.close()
+    assert ring.closed
+    with pytest.raises(ValueError, match="ring is closed"):
+        ring.push(1, b"y")
+    with pytest.raises(ValueError, match="ring is closed"):
+        ring.pop()
+    with pytest.raises(ValueError, match="ring is closed"):
+        ring.arm()
+
+
+def test_kernels_do_nothing_with_a_ring_that_does_not_fit_the_buffer() -> None:
+    buf = np.zeros(Ring.layout_bytes(CAP), np.uint8)
+    Ring.create(buf, CAP)
+    src = np.ones(8, np.uint8)
+    assert not rk.ring_push(buf, 0, CAP * 2, 1, src)  # claims more data than the buffer holds
+    assert not rk.ring_push(buf, 8, CAP, 1, src)  # shifted past the end
+    assert rk.ring_peek(buf, -8, CAP)[0] == rk.CORRUPT
+    assert buf[rk.RING_HEADER_BYTES :].sum() == 0  # nothing was written anywhere
+
+
+def test_a_crooked_index_from_the_peer_stays_inside_the_ring() -> None:
+    buf = np.full(Ring.layout_bytes(CAP) + 64, 0xAB, np.uint8)  # guard bytes after the ring
+    ring = Ring.create(buf, CAP)
+    for field in (rk.OFF_WTAIL, rk.OFF_TAIL, rk.OFF_HEAD, rk.OFF_RHEAD):
+        struct.pack_into("<q", buf, field, CAP - 3)  # unaligned, next to the end
+    for _ in range(3):
+        ring.push(1, bytes(100))
+        with contextlib.suppress(RingCorruptError):  # reporting it is fine; writing outside is not
+            ring.pop_batch()
+    assert (buf[Ring.layout_bytes(CAP) :] == 0xAB).all()
+
+
+def test_push_during_an_open_claim_is_a_programming_error(ring: Ring) -> None:
+    assert ring.claim(8) is not None
+    with pytest.raises(RuntimeError, match="not committed"):
+        ring.push(1, b"x")
