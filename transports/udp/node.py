@@ -100,7 +100,8 @@ def plan_from_json(text: str) -> TransportPlan:
 class TransportProcess:
     """A ``python -m pycorosync.transports.udp`` child with its segment and doorbells (tests, bench).
 
-    Without ``segment_name`` the segment is an anonymous memfd inherited by the child (preferred).
+    Without ``segment_name`` the segment is an anonymous memfd inherited by the child (preferred). With
+    ``wait=False`` the constructor returns at once (start several in parallel, then ``wait_ready()``).
 
     ``stop()`` closes the stop pipe (the child exits), waits with a deadline, kills if it must, and
     always unlinks the segment: use it in a finally/fixture finalizer.
@@ -108,9 +109,8 @@ class TransportProcess:
 
     def __init__(self, plan: TransportPlan, segment_name: str | None = None, capacity: int = 1 << 22,
                  extra_args: list[str] | None = None, ready_timeout_s: float = 120.0,
-                 stderr: Any = None) -> None:
+                 stderr: Any = None, wait: bool = True) -> None:
         import os
-        import select
         import subprocess
         import sys
 
@@ -137,23 +137,40 @@ class TransportProcess:
             "--ready-fd", str(ready_w), *(extra_args or []),
         ]
         self.proc: Any = None
+        self._ready_r = -1
+        self.info: dict[str, Any] = {}
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=fds, stderr=stderr)
-            os.close(stop_r)
-            os.close(ready_w)
-            stop_r = ready_w = -1
-            ready, _, _ = select.select([ready_r], [], [], ready_timeout_s)
-            line = os.read(ready_r, 4096) if ready else b""
+        except BaseException:
+            for fd in (stop_r, ready_w, ready_r):
+                os.close(fd)
+            self.stop()
+            raise
+        os.close(stop_r)
+        os.close(ready_w)
+        self._ready_r = ready_r
+        if wait:
+            self.wait_ready(ready_timeout_s)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Blocks until the child said it serves (its JSON line: gso, gro, rcvbuf, pid); stops it on failure."""
+        import os
+        import select
+
+        if self._ready_r < 0:
+            return
+        try:
+            ready, _, _ = select.select([self._ready_r], [], [], timeout_s)
+            line = os.read(self._ready_r, 4096) if ready else b""
             if not line:
-                raise RuntimeError(f"transport node {plan.node_id} did not start (exit {self.proc.poll()})")
+                raise RuntimeError(f"transport node {self.plan.node_id} did not start (exit {self.proc.poll()})")
             self.info = json.loads(line)
         except BaseException:
             self.stop()
             raise
         finally:
-            for fd in (stop_r, ready_w, ready_r):
-                if fd >= 0:
-                    os.close(fd)
+            os.close(self._ready_r)
+            self._ready_r = -1
 
     def push(self, dest: int, payload: bytes) -> bool:
         """Producer side of the tx ring (as totem would be)."""
@@ -187,6 +204,9 @@ class TransportProcess:
         if self._stop_w >= 0:
             os.close(self._stop_w)
             self._stop_w = -1
+        if getattr(self, "_ready_r", -1) >= 0:
+            os.close(self._ready_r)
+            self._ready_r = -1
         if self.proc is not None:
             try:
                 rc = self.proc.wait(timeout_s)
