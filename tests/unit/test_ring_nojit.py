@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RING_TESTS = ["test_ring.py", "test_ring_model.py"]
+RING_TESTS = ["test_ring.py", "test_ring_model.py", "test_ring_fuzz.py"]
 
 
 def test_ring_tests_pass_with_the_jit_disabled() -> None:
