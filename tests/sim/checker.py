@@ -12,12 +12,13 @@ Properties (the ``prop`` name of a Violation):
   accepted by a submit of its origin instance before being delivered, carries the origin node
   as ``sender`` and the submitted guarantee, the same ``msg_id`` everywhere, and is delivered at
   most once per instance. Nothing is delivered before the instance's first configuration.
-- ``config``: members sorted, unique, the instance itself included; ``left`` disjoint from and
-  ``joined`` inside members; a transitional change before every regular one and never two in a
-  row; the transitional set is inside both the previous and the next regular membership; every
-  delivery in a regular segment carries that ring id (one of the old or the transitional ring id
-  in a transitional segment); one ring id always means the same members (at every instance);
-  a node's regular ring seqs strictly increase, across restarts too (ring ids never repeat).
+- ``config``: members sorted, unique, the instance itself included; a transitional change before
+  every regular one and never two in a row, with the same (new) ring id; the transitional set is
+  inside both the previous regular membership (the node alone before its first ring) and the
+  next; transitional ``left`` = previous members not carried over, ``joined`` = (); regular
+  ``joined`` = members not in the transitional set, ``left`` = () (api.py); every delivery in a
+  segment carries that segment's ring id; one ring id always means the same members (at every
+  instance); a node's regular ring seqs strictly increase, across restarts too.
 - ``agreement``: in each regular configuration R the instances' regular-segment deliveries are
   prefixes of one sequence; with the transitional segments appended, any two instances order
   the messages they both delivered in R the same way.
@@ -200,12 +201,16 @@ class Checker:
                 if seg.kind == "T":
                     if prev_kind == "T":
                         self.add("config", f"{who} got two transitional changes in a row", (inst,), seg.t_ns)
-                    if prev_reg is not None and not set(cc.members) <= set(prev_reg.cc.members):
+                    prev_members = prev_reg.cc.members if prev_reg is not None else (node,)
+                    if not set(cc.members) <= set(prev_members):
                         self.add("config", f"{who}: transitional {cc.members} is not inside the previous regular "
-                                 f"{prev_reg.cc.members} ({prev_reg.cc.ring_id})", (inst,), seg.t_ns)
-                    if prev_reg is not None:
-                        allowed = {prev_reg.cc.ring_id, cc.ring_id}
-                        self._check_ring_ids(inst, seg, allowed)
+                                 f"{prev_members}", (inst,), seg.t_ns)
+                    want_left = tuple(sorted(set(prev_members) - set(cc.members)))
+                    if tuple(sorted(cc.left)) != want_left or cc.joined:
+                        self.add("config", f"{who}: transitional {cc.ring_id} {cc.members} says left={cc.left} "
+                                 f"joined={cc.joined}; from {prev_members} expected left={want_left} joined=()",
+                                 (inst,), seg.t_ns)
+                    self._check_ring_ids(inst, seg, {cc.ring_id})
                 else:
                     if prev_kind != "T":
                         self.add("config", f"{who} installed regular {cc.ring_id} {cc.members} without a "
@@ -215,6 +220,14 @@ class Checker:
                         if not set(trans.members) <= set(cc.members):
                             self.add("config", f"{who}: transitional {trans.members} is not inside the new regular "
                                      f"{cc.members} ({cc.ring_id})", (inst,), seg.t_ns)
+                        if trans.ring_id != cc.ring_id:
+                            self.add("config", f"{who}: transitional ring id {trans.ring_id} differs from the "
+                                     f"regular one {cc.ring_id} that follows it", (inst,), seg.t_ns)
+                        want_joined = tuple(sorted(set(cc.members) - set(trans.members)))
+                        if tuple(sorted(cc.joined)) != want_joined or cc.left:
+                            self.add("config", f"{who}: regular {cc.ring_id} {cc.members} says joined={cc.joined} "
+                                     f"left={cc.left}; after transitional {trans.members} expected "
+                                     f"joined={want_joined} left=()", (inst,), seg.t_ns)
                     self._check_ring_ids(inst, seg, {cc.ring_id})
                     known = ring_members.setdefault(cc.ring_id, (tuple(cc.members), inst))
                     if known[0] != tuple(cc.members):

@@ -122,7 +122,7 @@ class _Node:
         self.timer_at: int | None = None
         self.pending: deque[tuple[int, int]] = deque()  # (size, guarantee) the client still has to submit
         self.counter = 0  # per-incarnation accepted-submit counter (the payload's identity)
-        self.ring_seq = 0  # highest ring seq this node installed: what it persists across restarts
+        self.ring_seq = 0  # what the node persists across restarts (corosync's ringid file)
         self.log: InstanceLog | None = None
         self.retry_armed = False  # one QueueFull retry pending at a time
 
@@ -298,11 +298,16 @@ class Simulator:
         self._call(node, "start")
         self._push(self.now_ns + self._client_gap(), _CLIENT, node_id, node.incarnation, False)
 
+    def _persist_ring_seq(self, node: _Node) -> None:
+        # the runtime writes the core's max_ring_seq whenever it grows; without it, the highest installed seq
+        node.ring_seq = max(node.ring_seq, int(getattr(node.core, "max_ring_seq", 0) or 0))
+
     def crash(self, node_id: int) -> None:
         """The node's process dies: nothing more in or out, its clients' unsent messages are gone."""
         node = self.nodes[node_id]
         if not node.alive:
             return
+        self._persist_ring_seq(node)
         node.alive = False
         node.pending.clear()
         assert node.log is not None
@@ -315,6 +320,7 @@ class Simulator:
         if not node.alive:
             return
         self._call(node, "leave")
+        self._persist_ring_seq(node)
         node.alive = False
         node.pending.clear()
         assert node.log is not None
