@@ -25,25 +25,43 @@ CLEAR_TARGETS = ("ipc", "totem", "knet", "schedmiss", "all")
 USAGE_TYPES = "([i|u][8|16|32|64] | flt | dbl | str | bin)"
 
 
+class _Usage(Exception):
+    """A command-line mistake: corosync-cmapctl's message, exit status 1, before connecting."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds ``cmapctl`` to the ``pycorosync`` command line."""
     p = sub.add_parser(
         "cmapctl",
         help="read and write the configuration and statistics database (corosync-cmapctl)",
-        description="Access the cmap database, as corosync-cmapctl does.",
+        description="Access the cmap database, as corosync-cmapctl does. The last operation given wins.",
     )
     p.add_argument("-b", dest="show_binary", action="store_true", help="show binary values")
-    p.add_argument("-m", dest="map", choices=sorted(MAPS), default="default", help="map to use")
-    p.add_argument("-p", dest="load_file", metavar="FILE", help="load operations from FILE: [^[^]]key [type value]")
-    p.add_argument("-C", dest="clear", choices=CLEAR_TARGETS, help="clear statistics")
+    p.add_argument("-m", dest="map", default="default", metavar="MAP", help="map: default, icmap or stats")
     p.add_argument("-q", dest="quiet", action="store_true", help="with -g: print only the value")
-    ops = p.add_mutually_exclusive_group()
+    # like getopt in corosync-cmapctl: every operation flag sets the action, the last one wins
     for flag, op, text in (("-g", "get", "get keys"), ("-s", "set", f"set key: key type value, type {USAGE_TYPES}"),
                            ("-d", "delete", "delete keys"), ("-D", "delete_prefix", "delete every key under prefixes"),
                            ("-t", "track", "track keys"), ("-T", "track_prefix", "track prefixes")):
-        ops.add_argument(flag, dest="op", action="store_const", const=op, help=text)
+        p.add_argument(flag, dest="op", action="store_const", const=op, help=text)
+    p.add_argument("-p", dest="load_file", metavar="FILE", action=_OpWithArg, op="load",
+                   help="load operations from FILE: [^[^]]key [type value]")
+    p.add_argument("-C", dest="clear", metavar="WHAT", action=_OpWithArg, op="clear",
+                   help="clear statistics: knet, totem, ipc, schedmiss or all (implies -m stats)")
     p.add_argument("params", nargs="*", help="keys or prefixes (dump: prefixes)")
     p.set_defaults(func=run, op="dump")
+
+
+class _OpWithArg(argparse.Action):
+    """An option with an argument that is also the operation (``-p FILE``, ``-C WHAT``)."""
+
+    def __init__(self, *args: Any, op: str, **kwargs: Any) -> None:
+        self.op = op
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, opt: Any = None) -> None:
+        setattr(ns, self.dest, values)
+        ns.op = self.op
 
 
 def _err(text: str) -> None:
@@ -51,12 +69,21 @@ def _err(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The handler: connects (CMAP_MAP_STATS for -m stats and -C) and runs one operation."""
+    """The handler: checks the arguments, connects (the stats map for ``-m stats`` and ``-C``), runs one operation."""
     from pycorosync.ipc.errors import CsError
     from pycorosync.paths import resolve_run_dir
     from pycorosync.services.cmap.client import CmapClient
 
-    cmap_map = 1 if args.clear else MAPS[args.map]
+    if args.op == "clear" and args.clear not in CLEAR_TARGETS:
+        _err("argument to -C should be 'knet', 'totem', 'ipc', 'schedmiss' or 'all'")
+        return 1
+    if args.map not in MAPS:
+        _err("invalid map name, must be 'default', 'icmap' or 'stats'")
+        return 1
+    if not args.params and args.op not in ("load", "clear", "dump"):
+        _err("Expected key after options")
+        return 1
+    cmap_map = 1 if args.op == "clear" else MAPS[args.map]
     try:
         client = CmapClient(str(resolve_run_dir(args.run_dir)), cmap_map)
     except CsError as exc:
@@ -65,70 +92,72 @@ def run(args: argparse.Namespace) -> int:
     with client:
         try:
             return _dispatch(client, args)
-        except CsError as exc:  # lost service mid-way
+        except CsError as exc:  # the service went away mid-way
             _err(f"Error {exc.name}")
             return 1
 
 
 def _dispatch(client: CmapClient, args: argparse.Namespace) -> int:
-    if args.clear:
-        return clear_stats(client, args.clear)
-    if args.load_file:
-        return load_file(client, args.load_file)
     op = args.op
+    if op == "clear":
+        return clear_stats(client, args.clear)
+    if op == "load":
+        return load_file(client, args.load_file, args.show_binary)
     if op == "dump":
-        return dump(client, args.params or [""], args.show_binary)
-    if not args.params:
-        _err("Expected key name(s) or prefix(es) after the operation")
-        return 1
+        return dump(client, args.params, args.show_binary)
     if op == "get":
         return get_keys(client, args.params, args.quiet, args.show_binary)
     if op == "set":
-        if len(args.params) != 3:
-            _err(f"Set key needs: key_name type value, where type is one of {USAGE_TYPES}")
+        if len(args.params) < 3:
+            _err("At least 3 parameters are expected for set")
             return 1
-        return set_key(client, *args.params)
+        return set_key(client, *args.params[:3])
     if op == "delete":
         return delete_keys(client, args.params)
     if op == "delete_prefix":
-        return sum(delete_prefix(client, prefix) for prefix in args.params) and 1
+        for prefix in args.params:
+            delete_prefix(client, prefix)
+        return 0
     return track(client, args.params, prefix=op == "track_prefix", show_binary=args.show_binary)
 
 
 def key_line(key: str, vtype: Any, value: Any, show_binary: bool, quiet: bool = False) -> str:
-    """One output line: ``key (type) = value``; with quiet only the value (a bin value needs -b)."""
+    """One output line: ``key (type) = value``; quiet drops ``key (`` and the type (corosync keeps
+    ``bin)`` for a binary value even then)."""
     from pycorosync.engine.config.types import ValueType, format_entry, format_value
 
     if not quiet:
         return format_entry(key, vtype, value, show_binary)
-    if vtype == ValueType.BINARY and not show_binary:
-        return ""
+    if vtype == ValueType.BINARY:
+        return "bin) = " + format_value(vtype, value) if show_binary else "bin)"
     return format_value(vtype, value)
 
 
 def dump(client: CmapClient, prefixes: list[str], show_binary: bool) -> int:
-    """Every key under each prefix, sorted."""
+    """Every key under each prefix (all keys without one), sorted; exit 1 when nothing matched."""
     out = sys.stdout
-    for prefix in prefixes:
+    empty = 0
+    for prefix in prefixes or [""]:
+        found = False
         for key, vtype, value in client.iter(prefix):
+            found = True
             out.write(key_line(key, vtype, value, show_binary) + "\n")
-    return 0
+        empty += not found
+    return 1 if empty and empty >= len(prefixes) else 0
 
 
 def get_keys(client: CmapClient, keys: list[str], quiet: bool, show_binary: bool) -> int:
-    """``-g``: one line per key; a missing key is an error line and exit status 1."""
+    """``-g``: one line per key; stops at the first missing key (error line, exit status 1)."""
     from pycorosync.ipc.errors import CsError
 
-    status = 0
     for key in keys:
         try:
             value, vtype = client.get(key)
         except CsError as exc:
             _err(f"Can't get key {key}. Error {exc.name}")
-            status = 1
-            continue
+            return 1
         print(key_line(key, vtype, value, show_binary, quiet))
-    return status
+    return 0
 
 
 def set_key(client: CmapClient, key: str, type_name: str, text: str) -> int:
@@ -143,9 +172,13 @@ def set_key(client: CmapClient, key: str, type_name: str, text: str) -> int:
         return 1
     if vtype == ValueType.BINARY:
         try:
-            value: Any = sys.stdin.buffer.read() if text == "-" else open(text, "rb").read()  # noqa: SIM115
+            if text == "-":
+                value: Any = sys.stdin.buffer.read()
+            else:
+                with open(text, "rb") as f:
+                    value = f.read()
         except OSError as exc:
-            _err(f"Can't open file {text}: {exc.strerror}")
+            _err(f"Can't open input file: {exc.strerror}")
             return 1
     else:
         try:
@@ -162,71 +195,73 @@ def set_key(client: CmapClient, key: str, type_name: str, text: str) -> int:
 
 
 def delete_keys(client: CmapClient, keys: list[str]) -> int:
-    """``-d``: deletes each key."""
+    """``-d``: deletes each key; stops at the first failure (exit status 1)."""
     from pycorosync.ipc.errors import CsError
 
-    status = 0
     for key in keys:
         try:
             client.delete(key)
         except CsError as exc:
             _err(f"Can't delete key {key}. Error {exc.name}")
-            status = 1
-    return status
+            return 1
+    return 0
 
 
-def delete_prefix(client: CmapClient, prefix: str) -> int:
-    """``-D``: deletes every key under ``prefix`` (listed first, as corosync-cmapctl does)."""
+def delete_prefix(client: CmapClient, prefix: str) -> None:
+    """``-D``: deletes every key under ``prefix``; failures are reported and skipped."""
     from pycorosync.ipc.errors import CsError
 
-    status = 0
     for key in client.keys(prefix):
         try:
             client.delete(key)
         except CsError as exc:
             _err(f"Can't delete key {key}. Error {exc.name}")
-            status = 1
-    return status
 
 
 def clear_stats(client: CmapClient, target: str) -> int:
-    """``-C``: writes ``stats.clear.<target>`` in the stats map."""
+    """``-C``: writes ``stats.clear.<target>`` (u32 1) in the stats map."""
     from pycorosync.engine.config.types import ValueType
     from pycorosync.ipc.errors import CsError
 
+    key = f"stats.clear.{target}"
     try:
-        client.set(f"stats.clear.{target}", 1, ValueType.UINT8)
+        client.set(key, 1, ValueType.UINT32)
     except CsError as exc:
-        _err(f"Failed to clear stats. Error {exc.name}")
+        _err(f"Can't set cmap stats clear key {key}. Error {exc.name}")
         return 1
     return 0
 
 
-def load_file(client: CmapClient, path: str) -> int:
-    """``-p``: each line ``key type value`` sets, ``^key`` deletes, ``^^prefix`` deletes a prefix."""
+def load_file(client: CmapClient, path: str, show_binary: bool = False) -> int:
+    """``-p``: per line ``key type value`` sets (value = one word, as corosync's strtok reads it),
+    ``^key`` deletes, ``^^prefix`` deletes a prefix; blank lines and ``#`` comments are skipped."""
+    from pycorosync.ipc.errors import CsError
+
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             lines = f.read().splitlines()
     except OSError as exc:
-        _err(f"Can't open file {path}: {exc.strerror}")
-        return 1
-    status = 0
+        _err(f"Couldn't open file.: {exc.strerror}")
+        return 0
     for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
+        words = line.split()
+        if not words or words[0].startswith("#"):
             continue
-        if line.startswith("^^"):
-            status |= delete_prefix(client, line[2:].strip())
-        elif line.startswith("^"):
-            status |= delete_keys(client, [line[1:].strip()])
+        name = words[0]
+        if name.startswith("^^"):
+            delete_prefix(client, name[2:])
+        elif name.startswith("^"):
+            try:
+                client.delete(name[1:])
+            except CsError as exc:
+                _err(f"Can't delete key {name[1:]}. Error {exc.name}")
         else:
-            parts = line.split(None, 2)
-            if len(parts) != 3:
-                _err(f"Can't parse line '{line}': expected key type value")
-                status = 1
-                continue
-            status |= set_key(client, *parts)
-    return status
+            if len(words) < 3:
+                _err(f"Both type and value for key {name} are required")
+                return 1
+            if set_key(client, name, words[1], words[2]):
+                return 1
+    return 0
 
 
 def track(client: CmapClient, keys: list[str], *, prefix: bool, show_binary: bool) -> int:

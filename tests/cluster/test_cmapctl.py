@@ -123,8 +123,12 @@ def test_get_quiet_get_and_missing_key_error_line(ref_service: Path) -> None:
     assert (out.returncode, out.stdout) == (0, "totem.token (u32) = 1000\nruntime.config.totem.token (u32) = 1650\n")
     out = cmapctl(ref_service, "-q", "-g", "totem.cluster_name")
     assert out.stdout == "refcluster\n"
-    out = cmapctl(ref_service, "-g", "no.such.key")
+    out = cmapctl(ref_service, "-g", "no.such.key", "totem.token")  # stops at the first missing key
     assert (out.returncode, out.stdout, out.stderr) == (1, "", "Can't get key no.such.key. Error CS_ERR_NOT_EXIST\n")
+    out = cmapctl(ref_service, "-g")
+    assert (out.returncode, out.stderr) == (1, "Expected key after options\n")
+    out = cmapctl(ref_service, "no.such.prefix.")
+    assert (out.returncode, out.stdout) == (1, "")
 
 
 def test_set_every_type_then_read_back(ref_service: Path, tmp_path: Path) -> None:
@@ -147,6 +151,8 @@ def test_set_every_type_then_read_back(ref_service: Path, tmp_path: Path) -> Non
     ]
     out = cmapctl(ref_service, "-b", "test.bin", "test.stdin")
     assert out.stdout.splitlines() == ["test.bin (bin) = a\\\\b\\x00\\xFF", "test.stdin (bin) = *empty*"]
+    # corosync-cmapctl's -q drops "key (" and the type, but prints "bin)" for a binary value
+    assert cmapctl(ref_service, "-q", "-g", "test.u8", "test.bin").stdout == "255\nbin)\n"
 
 
 def test_set_errors_use_corosync_wording(ref_service: Path) -> None:
@@ -158,6 +164,10 @@ def test_set_errors_use_corosync_wording(ref_service: Path) -> None:
     assert out.returncode == 1 and "Unknown type u99" in out.stderr
     out = cmapctl(ref_service, "-s", "bad key", "u8", "1")
     assert out.stderr == "Failed to set key bad key. Error CS_ERR_NAME_TOO_LONG\n"
+    out = cmapctl(ref_service, "-s", "test.x", "u8")
+    assert (out.returncode, out.stderr) == (1, "At least 3 parameters are expected for set\n")
+    out = cmapctl(ref_service, "-m", "nope")
+    assert (out.returncode, out.stderr) == (1, "invalid map name, must be 'default', 'icmap' or 'stats'\n")
 
 
 def test_delete_keys_and_prefixes(ref_service: Path) -> None:
@@ -165,7 +175,7 @@ def test_delete_keys_and_prefixes(ref_service: Path) -> None:
         for key in ("del.a.1", "del.a.2", "del.b", "keep.c"):
             cmap.set(key, 1, ValueType.UINT8)
     assert cmapctl(ref_service, "-d", "del.b").returncode == 0
-    out = cmapctl(ref_service, "-d", "del.b")
+    out = cmapctl(ref_service, "-d", "del.b", "keep.c")  # stops at the first failure
     assert (out.returncode, out.stderr) == (1, "Can't delete key del.b. Error CS_ERR_NOT_EXIST\n")
     assert cmapctl(ref_service, "-D", "del.").returncode == 0
     assert cmapctl(ref_service, "del.", "keep.").stdout == "keep.c (u8) = 1\n"
@@ -176,14 +186,21 @@ def test_load_file_sets_and_deletes(ref_service: Path, tmp_path: Path) -> None:
         for key in ("file.old.1", "file.old.2", "file.one"):
             cmap.set(key, 1, ValueType.UINT8)
     ops = tmp_path / "ops"
-    ops.write_text("file.new u32 42\nfile.text str two words\n^file.one\n^^file.old.\n\n")
+    ops.write_text("file.new u32 42\n  # a comment\nfile.text str two words\n^file.one\n^^file.old.\n\n^file.none\n")
     out = cmapctl(ref_service, "-p", str(ops))
-    assert out.returncode == 0, out.stderr
-    assert cmapctl(ref_service, "file.").stdout == "file.new (u32) = 42\nfile.text (str) = two words\n"
+    assert (out.returncode, out.stderr) == (0, "Can't delete key file.none. Error CS_ERR_NOT_EXIST\n")
+    # a value is one word, as corosync-cmapctl's strtok reads the line
+    assert cmapctl(ref_service, "file.").stdout == "file.new (u32) = 42\nfile.text (str) = two\n"
+    ops.write_text("file.half u32\n")
+    out = cmapctl(ref_service, "-p", str(ops))
+    assert (out.returncode, out.stderr) == (1, "Both type and value for key file.half are required\n")
 
 
 def test_clear_stats_and_unreachable_service(ref_service: Path, tmp_path: Path) -> None:
     assert cmapctl(ref_service, "-C", "all").returncode == 0
+    out = cmapctl(ref_service, "-C", "disk")
+    assert (out.returncode, out.stderr) == (
+        1, "argument to -C should be 'knet', 'totem', 'ipc', 'schedmiss' or 'all'\n")
     out = cmapctl(tmp_path / "nothing-here", "-g", "totem.token")
     assert (out.returncode, out.stderr) == (1, "Failed to initialize the cmap API. Error CS_ERR_LIBRARY\n")
 
