@@ -35,7 +35,7 @@ from pycorosync.engine.runtime.node import NodeInfo
 from pycorosync.engine.totem.api import ConfigType, Guarantee, RingId
 from pycorosync.ipc.server import Server, ServerConnection, ServerLimits
 
-SERVER_TICK_S = 0.25
+SERVER_TICK_S = 1.0  # handshake expiry and backlog retries: a safety net, the doorbells do the work
 SYNC_PROCESS_RETRY_S = 0.002
 DELIVER_PER_ROUND = 256
 

@@ -41,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("%s transport of node %d on %s port %d", plan.transport, node.nodeid, plan.local_addr,
              plan.port_of(node.nodeid))
+    def ready() -> None:
+        notify_ready()
+
     try:
-        return int(transport.run(on_ready=notify_ready))
+        return int(transport.run(on_ready=ready))
     finally:
         transport.close()
         rings.close()

@@ -120,6 +120,7 @@ class Node:
         self.env = dict(env)
         self.proc: subprocess.Popen[bytes] | None = None
         self._known_pids: set[int] = set()
+        self._term_sent = False
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -147,6 +148,7 @@ class Node:
         finally:
             log.close()
         self._known_pids.add(self.proc.pid)
+        self._term_sent = False
 
     def pids(self) -> dict[str, int]:
         """Pids of the node's processes now: ``supervisor`` and each child by its plan name."""
@@ -190,14 +192,21 @@ class Node:
             return None
         self.pids()
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
         self._reap_strays()
         return self.proc.returncode
+
+    def terminate(self) -> None:
+        """Sends SIGTERM once per start (a second one could reach the daemon after it restored the default
+        action while shutting down)."""
+        if self.proc is not None and self.proc.poll() is None and not self._term_sent:
+            self._term_sent = True
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """SIGKILL of every process of the node, children first (a crash of the whole node)."""
@@ -291,9 +300,7 @@ class Cluster:
         """Stops every node (SIGTERM all at once, then wait) and removes the cluster's segments."""
         for node in self.nodes.values():
             node.pids()
-            if node.alive and node.proc is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    node.proc.send_signal(signal.SIGTERM)
+            node.terminate()
         for node in self.nodes.values():
             node.stop()
         for path in SHM_DIR.glob(f"pcs-{self.name}-*"):
