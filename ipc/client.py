@@ -239,12 +239,10 @@ class Connection:
         if self._server_gone:
             raise self._server_lost()
         try:
-            pushed = self._request_io.push(rtype, payload)
+            pushed = self._request_io.push(rtype, payload, self._doorbell)
         except RecordTooLargeError as exc:
             raise CsError(CS_ERR_TOO_BIG, str(exc)) from None
-        if pushed == fastpath.PUSHED_WAKE:
-            wake.ring_eventfd(self._doorbell)
-        elif pushed == fastpath.FULL:
+        if not pushed:
             # a ring that stays full may mean nobody reads it any more: tell that apart from back-pressure
             assert self._response_poll is not None
             self._note_socket(self._response_poll.poll(0))

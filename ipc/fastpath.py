@@ -1,10 +1,10 @@
 """The per-message path of client connections: one numba call per push and one per pop.
 
-``Ring.push`` followed by ``Ring.needs_wake``, or ``Ring.pop`` (a peek and a release), each cross
-from Python into numba once or twice, and every crossing with array arguments costs about half a
-microsecond, which is most of a request's round trip. Here a push and its wake check are one
-kernel, and a pop copies into a scratch buffer in one kernel (``ring_kernels.ring_pop_into``), with the
-same checks on every record as ``Ring.pop``.
+``Ring.push`` followed by ``Ring.needs_wake`` and an eventfd write, or ``Ring.pop`` (a peek and a
+release), each cross from Python into numba or the kernel more than once, and every crossing costs
+about half a microsecond, which is most of a request's round trip. Here a push, its wake check and
+the eventfd write are one kernel, and a pop copies into a scratch buffer in one kernel
+(``ring_kernels.ring_pop_into``), with the same checks on every record as ``Ring.pop``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ from pycorosync.ipc.ring import RecordTooLargeError, Ring, RingCorruptError
 
 FULL = 0
 PUSHED = 1
-PUSHED_WAKE = 2  # pushed, and the consumer sleeps: ring its eventfd
 
 
 @njit(cache=True, nogil=True)
-def push_notify(buf: Any, base: int, cap: int, rtype: int, src: Any) -> int:
-    """``ring_push`` then ``ring_needs_wake``: FULL, PUSHED or PUSHED_WAKE."""
+def push_notify(buf: Any, base: int, cap: int, rtype: int, src: Any, efd: int) -> int:
+    """``ring_push``, then ``ring_notify``: FULL, or PUSHED (and the consumer's eventfd ``efd`` written if
+    it sleeps on it)."""
     if not rk.ring_push(buf, base, cap, rtype, src):
         return FULL
-    if rk.ring_needs_wake(buf, base):
-        return PUSHED_WAKE
+    rk.ring_notify(buf, base, efd)
     return PUSHED
 
 
@@ -50,13 +49,13 @@ class RingIO:
         self._base = ring.offset
         self._cap = ring.capacity
 
-    def push(self, rtype: int, payload: bytes | bytearray | memoryview) -> int:
-        """FULL (try again), PUSHED, or PUSHED_WAKE (the consumer sleeps: ring its eventfd)."""
+    def push(self, rtype: int, payload: bytes | bytearray | memoryview, efd: int) -> bool:
+        """Writes one record and wakes the consumer through ``efd`` if it sleeps; False when full."""
         if len(payload) > self.max_payload:
             raise RecordTooLargeError(
                 f"{self.ring.label}: record of {len(payload)} bytes exceeds the max payload of {self.max_payload} bytes"
             )
-        return int(push_notify(self._arr, self._base, self._cap, rtype, np.frombuffer(payload, np.uint8)))
+        return bool(push_notify(self._arr, self._base, self._cap, rtype, np.frombuffer(payload, np.uint8), efd))
 
     def pop(self) -> tuple[int, bytes] | None:
         """The next record as (type, a copy of its payload), or None; RingCorruptError on an impossible record."""
@@ -91,8 +90,8 @@ def warm() -> None:
     buf = np.zeros(Ring.layout_bytes(cap), np.uint8)
     ring = Ring.create(buf, cap)
     io = RingIO(ring, scratch_for(ring))
-    io.push(1, b"x" * 300)  # read-only source (bytes)
-    push_notify(buf, 0, cap, 1, np.zeros(8, np.uint8))  # writable source
+    io.push(1, b"x" * 300, -1)  # read-only source (bytes); no consumer sleeps, so the fd is not written
+    push_notify(buf, 0, cap, 1, np.zeros(8, np.uint8), -1)  # writable source
     io.pop()
     io.pop()
     io.pop()

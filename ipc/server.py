@@ -201,10 +201,7 @@ class ServerConnection:
     # internals --------------------------------------------------------------------------------------------------
     @staticmethod
     def _push(io: RingIO, efd: int, rtype: int, payload: bytes) -> bool:
-        result = io.push(rtype, payload)
-        if result == fastpath.PUSHED_WAKE:
-            wake.ring_eventfd(efd)
-        return result != fastpath.FULL
+        return io.push(rtype, payload, efd)
 
     def _queue(self, backlog: collections.deque[tuple[int, bytes]], rtype: int, payload: bytes, what: str) -> None:
         limits = self.server.limits
