@@ -60,37 +60,38 @@ from pycorosync.ipc._atomics import (
 )
 
 RING_MAGIC = 0x52534350  # "PCSR" little-endian
-RING_VERSION = 1
+RING_VERSION = 2
 RING_HEADER_BYTES = 4096
 RECORD_HEADER_BYTES = 8
 PAD_LEN = 0xFFFFFFFF
 MEMCPY_MIN = 256  # below this a plain loop beats the libc call
 
-# header fields (byte offsets from the ring base); lines 128 B apart (adjacent-line prefetcher)
+# header fields (byte offsets from the ring base). Each index the other side reads (head, tail, the
+# waiting flags) has a 128-byte block to itself (the adjacent-line prefetcher moves 64-byte lines in
+# pairs), so per-record writes to a side's private fields never pull the line the other side polls.
 OFF_MAGIC = 0  # u32
 OFF_VERSION = 4  # u32
 OFF_CAPACITY = 8  # i64, informational once attached
 OFF_MAX_PAYLOAD = 16  # i64
-# consumer line
-OFF_HEAD = 128  # i64 published read position (consumer-owned)
-OFF_RHEAD = 136  # i64 consumer-private: read position, may run ahead of HEAD inside a batch
-OFF_CACHED_TAIL = 144  # i64 consumer-private: last tail seen
-OFF_N_POPPED = 152  # i64 records consumed
-OFF_CTS = 160  # 2 x i64 consumer-private: timespec of the consumer's futex wait
-# producer line
-OFF_TAIL = 256  # i64 published write position (producer-owned)
-OFF_WTAIL = 264  # i64 producer-private: write position, may run ahead of TAIL inside a batch
-OFF_CACHED_HEAD = 272  # i64 producer-private: last head seen
-OFF_N_PUSHED = 280  # i64 records written
-OFF_N_FULL = 288  # i64 reservations refused for lack of space (back-pressure events)
-OFF_N_WAKES = 296  # i64 doorbell writes the producer was told to make
-OFF_ONE = 304  # u64 constant 1: the 8 bytes ring_notify writes to an eventfd
-OFF_PTS = 312  # 2 x i64 producer-private: timespec of the producer's futex wait
-# waiting flags
+OFF_HEAD = 128  # i64 published read position (consumer-owned, release store)
+OFF_TAIL = 256  # i64 published write position (producer-owned, release store)
 OFF_CWAIT = 384  # u32 consumer is (about to be) asleep: 0 no, WAIT_EVENTFD, WAIT_FUTEX
 OFF_CSEQ = 388  # u32 futex word of a consumer asleep in ring_wait
 OFF_PWAIT = 512  # u32 producer is (about to be) asleep on a full ring: 0, WAIT_EVENTFD, WAIT_FUTEX
 OFF_PSEQ = 516  # u32 futex word of a producer asleep in ring_wait_space
+# consumer-private block
+OFF_RHEAD = 640  # i64 read position, may run ahead of HEAD inside a batch
+OFF_CACHED_TAIL = 648  # i64 last tail seen
+OFF_N_POPPED = 656  # i64 records consumed
+OFF_CTS = 664  # 2 x i64 timespec of the consumer's futex wait
+# producer-private block
+OFF_WTAIL = 768  # i64 write position, may run ahead of TAIL inside a batch
+OFF_CACHED_HEAD = 776  # i64 last head seen
+OFF_N_PUSHED = 784  # i64 records written
+OFF_N_FULL = 792  # i64 reservations refused for lack of space (back-pressure events)
+OFF_N_WAKES = 800  # i64 doorbell writes the producer was told to make
+OFF_ONE = 808  # u64 constant 1: the 8 bytes ring_notify writes to an eventfd
+OFF_PTS = 816  # 2 x i64 timespec of the producer's futex wait
 
 WAIT_EVENTFD = 1  # the sleeper waits on its doorbell: the waker must write the eventfd
 WAIT_FUTEX = 2  # the sleeper waits on the ring's futex word: the waker bumps it and calls FUTEX_WAKE

@@ -14,13 +14,13 @@ from typing import Any
 from pycorosync.ipc.ring import Payload, RecordTooLargeError, RingCorruptError, RingCounters
 
 MAGIC = 0x52534350
-VERSION = 1
+VERSION = 2
 HEADER = 4096
 PAD = 0xFFFFFFFF
 # field offsets, as in ipc/layout.md
-HEAD, RHEAD, CACHED_TAIL, N_POPPED = 128, 136, 144, 152
-TAIL, WTAIL, CACHED_HEAD, N_PUSHED, N_FULL, N_WAKES, ONE = 256, 264, 272, 280, 288, 296, 304
-CWAIT, CSEQ, PWAIT, PSEQ = 384, 388, 512, 516
+HEAD, TAIL, CWAIT, CSEQ, PWAIT, PSEQ = 128, 256, 384, 388, 512, 516
+RHEAD, CACHED_TAIL, N_POPPED = 640, 648, 656
+WTAIL, CACHED_HEAD, N_PUSHED, N_FULL, N_WAKES, ONE = 768, 776, 784, 792, 800, 808
 
 _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")

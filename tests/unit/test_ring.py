@@ -169,7 +169,7 @@ def test_attach_refuses_what_is_not_a_ring_of_this_version() -> None:
         Ring.attach(buf)
     Ring.create(buf, CAP, label="cpg.request")
     struct.pack_into("<I", buf, 4, 9)
-    with pytest.raises(RingLayoutError, match=r"cpg\.request: ring layout version 9, this build reads 1"):
+    with pytest.raises(RingLayoutError, match=r"cpg\.request: ring layout version 9, this build reads 2"):
         Ring.attach(buf, label="cpg.request")
     struct.pack_into("<I", buf, 4, rk.RING_VERSION)
     with pytest.raises(RingLayoutError, match="capacity 1024, expected 2048"):
