@@ -187,7 +187,7 @@ class Ring:
 
     @property
     def closed(self) -> bool:
-        return self._arr.shape[0] == 0
+        return len(self._arr) == 0
 
     def _refuse_closed(self) -> None:
         # called only on a failure path, so an open ring pays nothing for the check
