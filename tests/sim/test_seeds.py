@@ -17,12 +17,12 @@ KINDS = (*FAULT_KINDS, "all")
 KNOWN_GAPS: dict[int, str] = {}
 
 
-def sweep_case(seed: int, sizes: int = 4) -> tuple[str, int]:
+def sweep_case(seed: int, sizes: int = 5) -> tuple[str, int]:
     """(fault kinds, node count) of a seed: every kind meets every cluster size 2..1+sizes."""
     return KINDS[seed % len(KINDS)], 2 + (seed // len(KINDS)) % sizes
 
 
-def _cases(seeds: range, sizes: int = 4) -> list:  # type: ignore[type-arg]
+def _cases(seeds: range, sizes: int = 5) -> list:  # type: ignore[type-arg]
     out = []
     for seed in seeds:
         faults, nodes = sweep_case(seed, sizes)
