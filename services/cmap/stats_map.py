@@ -1,8 +1,9 @@
 """The cmap stats map (``cmap_initialize_map(CMAP_MAP_STATS)``): read-only keys computed on read.
 
 Nothing is stored: each read asks the providers registered for a prefix (``stats.ipcs.``,
-``stats.srp.``...) for their current keys. Clients may only write the ``stats.clear.*`` triggers;
-every other write is CS_ERR_NOT_SUPPORTED, as in corosync's stats.c.
+``stats.srp.``...) for their current keys. As in corosync's stats.c, every key is read-only
+(CS_ERR_ACCESS) except the ``stats.clear.*`` triggers, which may only be set (anything else on them
+is CS_ERR_NOT_SUPPORTED).
 
 Tracking follows corosync: the service calls ``poll()`` every 1.5 s; keys appearing or vanishing
 under a tracked prefix give ADD/DELETE, and a value change gives MODIFY to trackers of that exact
@@ -96,9 +97,16 @@ class StatsMap:
         return key in self.snapshot(key)
 
     # -- writes ------------------------------------------------------------------------------
+    @staticmethod
+    def _check_write(key: str) -> None:
+        # corosync: every stats key is read-only (CS_ERR_ACCESS) except the stats.clear.* triggers
+        if not key.startswith(CLEAR_PREFIX):
+            raise CsError(CsErrorCode.CS_ERR_ACCESS, f"stats key {key!r} is read-only")
+
     def set(self, key: str, vtype: ValueType | int, value: object, *, internal: bool = False) -> bool:
         """Only ``stats.clear.<target>`` is writable: it runs that target's clear actions."""
-        target = key[len(CLEAR_PREFIX):] if key.startswith(CLEAR_PREFIX) else None
+        self._check_write(key)
+        target = key[len(CLEAR_PREFIX):]
         if target not in self._clear:
             raise CsError(CsErrorCode.CS_ERR_NOT_SUPPORTED, f"stats key {key!r} cannot be written")
         names = CLEAR_TARGETS if target == "all" else (target,)
@@ -109,10 +117,12 @@ class StatsMap:
 
     def delete(self, key: str, *, internal: bool = False) -> None:
         """Stats keys cannot be deleted."""
+        self._check_write(key)
         raise CsError(CsErrorCode.CS_ERR_NOT_SUPPORTED, f"stats key {key!r} cannot be deleted")
 
     def inc(self, key: str, *, internal: bool = False) -> Entry:
         """Stats keys cannot be changed by clients."""
+        self._check_write(key)
         raise CsError(CsErrorCode.CS_ERR_NOT_SUPPORTED, f"stats key {key!r} cannot be changed")
 
     dec = inc

@@ -352,7 +352,7 @@ def test_stats_map_shows_this_services_connections(service: tuple[Path, Path]) -
                                    "send_retries", "sent"])
         with pytest.raises(CsError) as e:
             stats.set("stats.ipcs.global.active", 5, ValueType.UINT64)
-        assert code(e) == CsErrorCode.CS_ERR_NOT_SUPPORTED
+        assert code(e) == CsErrorCode.CS_ERR_ACCESS
         stats.set("stats.clear.ipc", 1, ValueType.UINT8)
 
 

@@ -318,7 +318,11 @@ def test_stats_map_refuses_writes_except_clear_triggers(stats: StatsMap) -> None
     stats.register_clear("totem", lambda: cleared.append("totem"))
     stats.register_clear("ipc", lambda: cleared.append("ipc"))
     for op in (lambda: stats.set("stats.srp.mcast_tx", VT.UINT64, 0), lambda: stats.delete("stats.srp.mcast_tx"),
-               lambda: stats.inc("stats.srp.mcast_tx"), lambda: stats.set("stats.clear.bogus", VT.UINT8, 1)):
+               lambda: stats.inc("stats.srp.mcast_tx")):
+        with pytest.raises(CsError) as e:
+            op()
+        assert code_of(e) == CsErrorCode.CS_ERR_ACCESS
+    for op in (lambda: stats.set("stats.clear.bogus", VT.UINT8, 1), lambda: stats.delete("stats.clear.totem")):
         with pytest.raises(CsError) as e:
             op()
         assert code_of(e) == CsErrorCode.CS_ERR_NOT_SUPPORTED
