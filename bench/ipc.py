@@ -49,7 +49,16 @@ from pycorosync.ipc.ring import Ring
 from pycorosync.ipc.segment import Segment, SegmentKind
 
 CTX = mp.get_context("fork")  # children inherit the mapped ring, eventfds and loaded kernels
-RING_CAPACITY = 1 << 20
+RING_CAPACITY = 1 << 20  # at least; a ring holds at least RING_MIN_RECORDS records
+RING_MIN_RECORDS = 32
+
+
+def ring_capacity(size: int) -> int:
+    """1 MiB, or room for 32 records of ``size`` (4 MiB at 64 KiB) so that each side runs a while per wake."""
+    need = RING_MIN_RECORDS * rk.record_bytes(size)
+    return max(RING_CAPACITY, 1 << (need - 1).bit_length())
+
+
 PACE_S = 200e-6
 SIZES = (64, 1024, 65536)
 IMPLS = ("ring", "ring_doorbell", "ring_py", "mp_queue", "pipe", "unix_seqpacket")
@@ -266,8 +275,9 @@ class RingChannel(Channel):
     """A ring in a memfd segment plus the consumer's and the producer's doorbells."""
 
     def __init__(self, size: int) -> None:
-        self.seg = Segment.create_anonymous(Ring.layout_bytes(RING_CAPACITY), SegmentKind.RINGS, 1, "bench-ipc")
-        self.ring = Ring.create(self.seg.array(), RING_CAPACITY, label="bench")
+        cap = ring_capacity(size)
+        self.seg = Segment.create_anonymous(Ring.layout_bytes(cap), SegmentKind.RINGS, 1, "bench-ipc")
+        self.ring = Ring.create(self.seg.array(), cap, label="bench")
         self.bell = Doorbell()
         self.producer_bell = Doorbell()
 
@@ -486,6 +496,8 @@ def measure(impl: str, size: int, quick: bool, lat_samples: int) -> dict[str, An
         "messages": n,
         "latency_samples": lat_samples,
     }
+    if impl.startswith("ring"):
+        line["ring_capacity"] = ring_capacity(size)
     if impl in ("ring", "ring_doorbell"):
         line["sleeps"] = {"producer": prod.get("sleeps"), "consumer": cons.get("sleeps")}
         line["wait_timeouts"] = prod.get("timeouts", 0) + cons.get("timeouts", 0)
