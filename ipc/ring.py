@@ -26,11 +26,13 @@ Consumer::
     ring.release()
     n = ring.drain(callback, max_records)         # callback(rtype, memoryview) per record, one head publish
     items = ring.pop_batch(max_records)           # [(rtype, bytes)], one head publish
-    if ring.arm(): doorbell.wait(timeout)         # arm() False = data arrived meanwhile, do not sleep
+    wait_for_records(doorbell, rings, timeout)    # ipc.doorbell: arm every ring, sleep only if all empty
+    if ring.arm(): doorbell.wait(timeout)         # the same by hand: arm() False = data is there already
     ring.wait(timeout)                            # or: one ring, no fd: sleep on the ring's futex word
     if ring.producer_needs_wake(): producer_doorbell.ring()   # after freeing space
 
-Both sides: ``free_bytes()``, ``used_bytes()``, ``empty()``, ``counters()``.
+Both sides: ``free_bytes()``, ``used_bytes()``, ``empty()``, ``counters()``, ``close()`` (drops the
+views so the mapping can go; a closed ring raises ValueError instead of touching memory).
 
 Kernels that run inside other numba code (transport, totem runtime) call the functions of
 :mod:`pycorosync.ipc.ring_kernels` directly on ``ring.array``, ``ring.offset`` and ``ring.capacity``.
