@@ -104,6 +104,11 @@ def _close(seg: Segment, *rings: Ring) -> None:
     seg.close()
 
 
+def _timed_out(t0: float) -> int:
+    """1 if a wait that returned empty-handed lasted its whole timeout (0 for an early spurious return)."""
+    return int(time.monotonic() - t0 >= WAIT_S * 0.9)
+
+
 def run_producer(args: argparse.Namespace) -> dict[str, Any]:
     seg, ring, ack = _open(args.memfd, args.capacity)
     to_consumer, to_me = Doorbell(args.consumer_fd), Doorbell(args.producer_fd)
@@ -118,15 +123,26 @@ def run_producer(args: argparse.Namespace) -> dict[str, Any]:
             k = produce(arr, 0, cap, sent, min(target - sent, 256), args.max_len)
             sent += k
             to_consumer.notify(ring)
-            if k == 0 and ring.arm_producer(int(record_len(sent, args.max_len))):
+            if k:
+                continue
+            need = int(record_len(sent, args.max_len))
+            if args.futex:
+                sleeps += 1
+                t0 = time.monotonic()
+                if not ring.wait_for_space(need, WAIT_S):
+                    timeouts += _timed_out(t0)
+            elif ring.arm_producer(need):
                 sleeps += 1
                 if not to_me.wait(WAIT_S):
                     timeouts += 1
         while args.max_burst and acked < sent:
             for _, payload in ack.pop_batch():
                 acked = max(acked, int.from_bytes(payload, "little"))
-            if acked < sent and not wait_for_records(to_me, [ack], WAIT_S):
-                timeouts += 1
+            if acked >= sent:
+                break
+            t0 = time.monotonic()
+            if not (ack.wait(WAIT_S) if args.futex else wait_for_records(to_me, [ack], WAIT_S)):
+                timeouts += _timed_out(t0)
         if args.max_pause_us:
             time.sleep(rng.random() * args.max_pause_us / 1e6)  # the producer's think time, not a wait
     _close(seg, ring, ack)
@@ -160,8 +176,9 @@ def run_consumer(args: argparse.Namespace) -> dict[str, Any]:
             continue
         acked = _ack(ack, to_producer, got, acked)
         sleeps += 1
-        if not wait_for_records(my_bell, [ring], WAIT_S):
-            timeouts += 1
+        t0 = time.monotonic()
+        if not (ring.wait(WAIT_S) if args.futex else wait_for_records(my_bell, [ring], WAIT_S)):
+            timeouts += _timed_out(t0)
     _ack(ack, to_producer, got, acked)
     _close(seg, ring, ack)
     return {"role": "consumer", "received": got, "bad_seq": int(bad), "timeouts": timeouts, "sleeps": sleeps}
@@ -179,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-burst", type=int, default=0)
     p.add_argument("--max-pause-us", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--futex", type=int, default=0, help="1: sleep on the rings' futex words, not the doorbells")
     args = p.parse_args(argv)
     if args.role == "idle":  # a consumer of a ring nobody writes to: sleeps until the doorbell or stdin closes
         seg, ring, ack = _open(args.memfd, args.capacity)

@@ -196,15 +196,17 @@ def test_a_producer_asleep_on_a_full_ring_is_woken_when_space_is_freed() -> None
 
 
 @pytest.mark.parametrize(
-    ("capacity", "count", "max_burst", "max_pause_us"),
-    [(1 << 16, 200_000, 64, 200), (4096, 100_000, 400, 100)],
-    ids=["bursts-and-pauses", "small-ring-both-sides-sleep"],
+    ("capacity", "count", "max_burst", "max_pause_us", "futex"),
+    [(1 << 16, 200_000, 64, 200, 0), (4096, 100_000, 400, 100, 0), (4096, 100_000, 400, 100, 1)],
+    ids=["bursts-and-pauses", "small-ring-both-sides-sleep", "futex-waits-small-ring"],
 )
-def test_no_wake_up_is_lost_between_processes(capacity: int, count: int, max_burst: int, max_pause_us: int) -> None:
+def test_no_wake_up_is_lost_between_processes(
+    capacity: int, count: int, max_burst: int, max_pause_us: int, futex: int
+) -> None:
     with shared_ring("bell-stress", capacity) as shared:
-        consumer = shared.spawn("consumer", count=count, max_len=300)
+        consumer = shared.spawn("consumer", count=count, max_len=300, futex=futex)
         producer = shared.spawn(
-            "producer", count=count, max_len=300, max_burst=max_burst, max_pause_us=max_pause_us, seed=7
+            "producer", count=count, max_len=300, max_burst=max_burst, max_pause_us=max_pause_us, seed=7, futex=futex
         )
         sent = result(producer, timeout=120)
         got = result(consumer, timeout=120)
