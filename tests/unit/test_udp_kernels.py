@@ -112,7 +112,7 @@ def test_send_frames_delivers_every_datagram_in_order_and_groups_like_the_refere
         ctr = np.zeros(frames.N_COUNTERS, np.int64)
         link_tx = np.zeros((2, 2), np.int64)
         sent = batch.send_frames(tx.fileno(), tb.stage, tb.lens, tb.dests, len(spec), names, namelens, -1, -1,
-                                 tb.hdrs, tb.iov, tb.ctrl, 64, ctr, link_tx)
+                                 tb.hdrs, tb.iov, tb.ctrl, 64, ctr, link_tx, np.zeros(1, np.int64))
         assert sent == len(spec)
         for dest, r in enumerate(rxs):
             want = [(i, size) for i, (d, size) in enumerate(spec) if d == dest]
@@ -142,7 +142,7 @@ def test_send_to_all_skips_self_and_reaches_every_other_peer() -> None:
         tb.dests[:4] = -1
         ctr = np.zeros(frames.N_COUNTERS, np.int64)
         batch.send_frames(rxs[1].fileno(), tb.stage, tb.lens, tb.dests, 4, names, namelens, 1, -1, tb.hdrs, tb.iov,
-                          tb.ctrl, 64, ctr, np.zeros((3, 2), np.int64))
+                          tb.ctrl, 64, ctr, np.zeros((3, 2), np.int64), np.zeros(1, np.int64))
         counts = []
         for r in rxs:
             n = 0
@@ -316,3 +316,36 @@ def test_evp_seal_and_open_match_the_cryptography_reference() -> None:
     finally:
         ctx.free()
         dctx.free()
+
+
+def test_every_transport_counter_has_a_column_in_the_node_stats_registry() -> None:
+    from pycorosync.ipc import stats
+    from pycorosync.transports.udp.counters import COUNTER_NAMES
+
+    for name in COUNTER_NAMES:
+        assert stats.column(f"transport.{name}") >= 0
+
+
+def test_gso_refused_at_send_time_is_resent_one_datagram_per_segment() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        names, namelens = _names(rx.getsockname())
+        tb = batch.TxBatch(4, 2048, names, namelens)
+        tb.lens[:4] = 1000
+        tb.dests[:4] = 0
+        for i in range(4):
+            tb.stage[i, :1000] = i
+        ctr = np.zeros(frames.N_COUNTERS, np.int64)
+        failed = np.zeros(1, np.int64)
+        tx.setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK: the kernel then refuses GSO sends with EINVAL
+        sent = batch.send_frames(tx.fileno(), tb.stage, tb.lens, tb.dests, 4, names, namelens, -1, -1, tb.hdrs,
+                                 tb.iov, tb.ctrl, 64, ctr, np.zeros((1, 2), np.int64), failed)
+        assert sent == 4 and failed[0] == 1
+        got = [rx.recv(2000) for _ in range(4)]
+        assert [(g[0], len(g)) for g in got] == [(i, 1000) for i in range(4)]
+    finally:
+        rx.close()
+        tx.close()

@@ -48,6 +48,8 @@ UDP_SEGMENT = 103
 UDP_GRO = 104
 MSG_DONTWAIT = 0x40
 EAGAIN = 11
+EIO = 5
+EINVAL = 22
 EINTR = 4
 ENOBUFS = 105
 
@@ -71,8 +73,12 @@ N_KERNEL_COUNTERS = 9
 
 
 @njit(cache=True, nogil=True)
-def _flush(fd: int, hdrs: np.ndarray, k: int, ctr: np.ndarray) -> int:
-    """sendmmsg of entries 0..k-1; an entry the kernel refuses is counted and skipped. Returns entries sent."""
+def _flush(fd: int, hdrs: np.ndarray, k: int, ctr: np.ndarray, gso_failed: np.ndarray) -> int:
+    """sendmmsg of entries 0..k-1; an entry the kernel refuses is counted and skipped. Returns entries sent.
+
+    A GSO entry refused with EIO/EINVAL (a device or path that cannot segment, found only at send time) is
+    sent again one datagram per segment, and ``gso_failed[0]`` is set so that the caller stops using GSO.
+    """
     off = 0
     sent = 0
     retries = 0
@@ -84,9 +90,22 @@ def _flush(fd: int, hdrs: np.ndarray, k: int, ctr: np.ndarray) -> int:
             if (e == EAGAIN or e == ENOBUFS or e == EINTR) and retries < 64:  # noqa: SIM109 (numba)
                 retries += 1
                 continue
-            ctr[C_SOCKET_ERRORS] += 1
-            off += 1  # EMSGSIZE, EINVAL, unreachable...: give up on this entry, keep the rest
             retries = 0
+            if hdrs[off, 4] != np.uint64(0) and (e == EIO or e == EINVAL):  # noqa: SIM109 (numba)
+                gso_failed[0] = 1
+                one = np.zeros((1, 8), np.uint64)
+                one[0, 0] = hdrs[off, 0]
+                one[0, 1] = hdrs[off, 1]
+                one[0, 3] = np.uint64(1)
+                for j in range(np.int64(hdrs[off, 3])):
+                    one[0, 2] = hdrs[off, 2] + np.uint64(16 * j)
+                    if c_sendmmsg(fd, one.ctypes.data, 1, 0) < 0:
+                        ctr[C_SOCKET_ERRORS] += 1
+                off += 1
+                sent += 1
+                continue
+            ctr[C_SOCKET_ERRORS] += 1
+            off += 1  # EMSGSIZE, unreachable...: give up on this entry (Totem retransmits), keep the rest
             continue
         off += r
         sent += r
@@ -110,12 +129,14 @@ def send_frames(
     max_segs: int,
     ctr: np.ndarray,
     link_tx: np.ndarray,
+    gso_failed: np.ndarray,
 ) -> int:
     """Sends ``n`` datagrams ``stage[i, :lens[i]]`` to peer ``dests[i]`` (-1 = every peer / the group).
 
     ``names[p]`` is peer p's sockaddr (``namelens[p]`` bytes); ``mcast_idx`` >= 0 selects the multicast
     group's entry for dest -1, else dest -1 is repeated to every peer but ``self_idx``. ``max_segs`` <= 1
-    disables GSO. ``link_tx[p] = (packets, bytes)`` per peer. Returns the number of datagrams sent.
+    disables GSO. ``link_tx[p] = (packets, bytes)`` per peer; ``gso_failed[0]`` is set when the kernel refused
+    GSO at send time (see ``_flush``). Returns the number of datagrams sent.
     """
     slot = stage.shape[1]
     base = stage.ctypes.data
@@ -155,7 +176,7 @@ def send_frames(
                 p += 1
                 continue
             if k == cap:
-                _flush(fd, hdrs, k, ctr)
+                _flush(fd, hdrs, k, ctr, gso_failed)
                 k = 0
             hdrs[k, 0] = np.uint64(names.ctypes.data + p * names.shape[1])
             hdrs[k, 1] = np.uint64(namelens[p])
@@ -183,7 +204,7 @@ def send_frames(
             p += 1
         i = j
     if k > 0:
-        _flush(fd, hdrs, k, ctr)
+        _flush(fd, hdrs, k, ctr, gso_failed)
     return datagrams
 
 
@@ -328,7 +349,7 @@ def warm() -> None:
         tb.lens[:2] = 8
         tb.dests[:2] = 0
         send_frames(tx.fileno(), tb.stage, tb.lens, tb.dests, 2, names, namelens, -1, -1, tb.hdrs, tb.iov,
-                    tb.ctrl, 1, ctr, np.zeros((1, 2), dtype=np.int64))
+                    tb.ctrl, 1, ctr, np.zeros((1, 2), dtype=np.int64), np.zeros(1, dtype=np.int64))
         rb = RxBatch(2, 8)
         m = recv_batch(rx.fileno(), rb.hdrs, rb.iov, rb.ctrl, ctr)
         split_segments(rb.hdrs, rb.ctrl, max(m, 0), RX_SLOT_BYTES, rb.seg_off, rb.seg_len, ctr)

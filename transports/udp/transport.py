@@ -90,6 +90,7 @@ class UdpTransport:
         self.drop_log_interval_s = drop_log_interval_s
         self.sockets = self._open_sockets(use_gso, use_gro)
         self.max_segs = batch.GSO_MAX_SEGMENTS if self.sockets.gso else 1
+        self.gso_failed = np.zeros(1, dtype=np.int64)
         names, namelens, self.mcast_idx = self._peer_names()
         slot = HEADER_BYTES + plan.max_frame_bytes + self.codec.trailer
         self.tx = batch.TxBatch(TX_FRAMES, slot, names, namelens)
@@ -170,8 +171,11 @@ class UdpTransport:
             t.lens[:n] = self.codec.seal_batch(self.tx_mv, self.tx_plain_mv, t.slot_bytes, t.lens[:n].tolist())
         batch.send_frames(
             self.sockets.tx.fileno(), t.stage, t.lens, t.dests, n, t.names, t.namelens, self.self_idx,
-            self.mcast_idx, t.hdrs, t.iov, t.ctrl, self.max_segs, self.ctr, self.links.tx_view,
+            self.mcast_idx, t.hdrs, t.iov, t.ctrl, self.max_segs, self.ctr, self.links.tx_view, self.gso_failed,
         )
+        if self.gso_failed[0] and self.max_segs > 1:
+            self.max_segs = 1
+            log.warning("UDP GSO refused at send time (EIO/EINVAL): sending one datagram per frame from now on")
         return n
 
     # -- rx ----------------------------------------------------------------------------------------------
