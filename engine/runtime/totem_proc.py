@@ -220,7 +220,8 @@ class TotemRuntime:
                 if name is not None:
                     rtype, payload = rec.encode_deliver(out.record)
                     self._to_service(name, rtype, payload)
-                if out.record.rtype == rec.DELIVER_SYNC_COMPLETE if isinstance(out.record, rec.SyncRecord) else False:
+                record = out.record
+                if isinstance(record, rec.SyncRecord) and record.rtype == rec.DELIVER_SYNC_COMPLETE:
                     self.counters["sync_completed"] += 1
                     self.write_status()
             elif isinstance(out, SendBarrier):

@@ -158,6 +158,7 @@ class Node:
         out["supervisor"] = self.proc.pid
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(self.proc.pid).children(recursive=True):
+                self._known_pids.add(child.pid)  # any descendant (e.g. a cache warm-up) is reaped at stop
                 with contextlib.suppress(psutil.Error):
                     name = child.environ().get("PYCOROSYNC_CHILD_NAME")
                     if name:
