@@ -140,28 +140,31 @@ class TotemCore(Membership):
                 store = self.store
                 if (self.state == OPERATIONAL and m.ring_key == store.ring_key
                         and m.incarnation == self.known_incarnation.get(m.sender)):
-                    # the hot path: a known peer's frame in my ring
+                    # the hot path: a known peer's frame in my ring, next in order, nothing held or pending
                     seq = m.seq
-                    if seq != store.my_aru + 1 or store.delivered != seq - 1 or m.flags or not store.add(m):
+                    if m.flags or seq != store.high_seq + 1 or store.delivered != store.high_seq \
+                            or store.my_aru != store.high_seq:
                         self._on_mcast(now_ns, m, out)
                         return out
-                    # in order, nothing pending, not SAFE: deliver its whole messages right here
-                    self.stats["mcast_rx"] += 1
+                    store.frames[seq] = m
+                    store.high_seq = store.my_aru = seq
+                    if store.miss_counts:
+                        store.miss_counts.pop(seq, None)
+                    stats = self.stats
+                    stats["mcast_rx"] += 1
                     if self._last_sent is not None and seq > self._forwarded_seq:
                         self._token_seen()
                     entries = m.entries
-                    if store.my_aru != seq:
-                        self._deliver(out)
-                    elif len(entries) == 1 and entries[0][0] == KIND_WHOLE:
+                    if len(entries) == 1 and entries[0][0] == KIND_WHOLE:
                         e = entries[0]
                         out.append(make_deliver(self.ring_id, m.sender, e[2], _GUARANTEES[e[1]], e[3]))
                         store.delivered = seq
-                        self.stats["messages_delivered"] += 1
+                        stats["messages_delivered"] += 1
                     elif all(e[0] == KIND_WHOLE for e in entries):
                         ring, sender, make = self.ring_id, m.sender, make_deliver
                         out.extend([make(ring, sender, e[2], _GUARANTEES[e[1]], e[3]) for e in entries])
                         store.delivered = seq
-                        self.stats["messages_delivered"] += len(entries)
+                        stats["messages_delivered"] += len(entries)
                     else:
                         self._deliver(out)
                     return out
