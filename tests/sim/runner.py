@@ -133,7 +133,8 @@ def run(plan: RunPlan, pytest_id: str | None = None, **factory_kwargs: Any) -> R
         sim.call_at(int(rng.uniform(0, boot_spread_ms) * MS), lambda node=node: sim.start(node))
     sim.workload_on = True
     injector.install()
-    sim.liveness_deadline_ns = heal_ns + ph.settle_ms * MS
+    # membership rounds take longer with more nodes: 150 ms more settle time per node beyond 4
+    sim.liveness_deadline_ns = heal_ns + (ph.settle_ms + 150 * max(0, plan.nodes - 4)) * MS
 
     def quiet() -> None:  # clients stop: nothing new is submitted, backlogs not yet accepted are dropped
         sim.workload_on = False
@@ -142,11 +143,13 @@ def run(plan: RunPlan, pytest_id: str | None = None, **factory_kwargs: Any) -> R
 
     sim.call_at(sim.liveness_deadline_ns, quiet)
     sim.run_until(sim.liveness_deadline_ns + ph.quiesce_ms * MS)
-    # a multi-MiB message accepted late may still be draining at the token's pace: give it up to
-    # MAX_DRAIN_MS more, as long as some live core still has frames queued (then the checker judges)
+    # a multi-MiB message accepted late may still be in transit at the token's pace: go on, up to
+    # MAX_DRAIN_MS more, while a live core has frames queued or deliveries still happen (then judge)
     drain_end = sim.now_ns + MAX_DRAIN_MS * MS
-    while sim.now_ns < drain_end and not sim.errors and any(
-            n.alive and getattr(n.core, "queue_fill", lambda: 0.0)() > 0 for n in sim.nodes.values()):
+    delivered = -1
+    while sim.now_ns < drain_end and not sim.errors and (delivered != sim.stats.delivered or any(
+            n.alive and getattr(n.core, "queue_fill", lambda: 0.0)() > 0 for n in sim.nodes.values())):
+        delivered = sim.stats.delivered
         sim.run_until(sim.now_ns + 250 * MS)
     record = sim.record()
     checker = Checker(record)
