@@ -23,7 +23,7 @@ def cluster(n: int, votes: dict[int, int] | None = None, **options: object) -> S
     votes = votes or {}
     expected = sum(votes.get(i, 1) for i in range(1, n + 1))
     sim = SimCluster(
-        lambda nodeid: QuorumSettings.build(expected, node_votes=votes.get(nodeid, 1), node_count=n, **options)  # type: ignore[arg-type]
+        lambda nodeid: QuorumSettings.build(expected, node_votes=votes.get(nodeid, 1), node_count=n, **options)
     )
     for nodeid in range(1, n + 1):
         sim.up(nodeid)
