@@ -236,18 +236,23 @@ def _seconds(text: str) -> float | None:
         return None
 
 
-def run_script(session: VqsimSession, lines: TextIO) -> None:
-    """Echo and run every line like the real tool fed from a pipe: the prompt follows each command."""
+def run_script(session: VqsimSession, lines: TextIO, interactive: bool = False) -> None:
+    """Run every line like the real tool: fed from a pipe it echoes each line after a ``#vqsim> `` prompt (so
+    that a parser can skip input lines); on a terminal the prompt is ``vqsim> `` and nothing is echoed."""
+    prompt = "vqsim> " if interactive else PROMPT
     session.show()
-    session.out.write(PROMPT)
+    session.out.write(prompt)
+    session.out.flush()
     for line in lines:
         if session.sleep_directive(line):
             continue  # a pause of the driver, never seen by the real tool
-        session.out.write(line if line.endswith("\n") else line + "\n")
+        if not interactive:
+            session.out.write(line if line.endswith("\n") else line + "\n")
         if session.run_line(line):
             if session.finished:
                 return
-            session.out.write(PROMPT)
+            session.out.write(prompt)
+            session.out.flush()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -294,6 +299,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_session(cluster: SimCluster, out: TextIO) -> int:
     session = VqsimSession(cluster, out, sys.stderr)
-    run_script(session, sys.stdin)
+    run_script(session, sys.stdin, interactive=sys.stdin.isatty())
     out.flush()
     return 0

@@ -143,3 +143,14 @@ def test_bad_command_and_bad_node_list_are_reported_not_fatal() -> None:
     assert "unknown command 'frobnicate'" in errors
     assert "cannot read 'x:1'" in errors
     assert len(show_blocks(output)[-1]) == 4
+
+
+def test_interactive_session_prompts_without_hash_and_does_not_echo() -> None:
+    config = load(OWN / "n4_split_3_1.conf")
+    cluster = SimCluster(lambda nodeid: QuorumSettings.from_config(config, nodeid))
+    for node in config.nodes:
+        cluster.up(node.nodeid)
+    out = io.StringIO()
+    run_script(VqsimSession(cluster, out, io.StringIO()), io.StringIO("show\nexit\n"), interactive=True)
+    assert "vqsim> " in out.getvalue() and "#vqsim>" not in out.getvalue()
+    assert "show\n" not in out.getvalue()
