@@ -12,7 +12,11 @@ from tests.sim.faults import parse_faults
 from tests.sim.runner import RunPlan, run
 
 # Known core gaps, test name -> reason: marked xfail (not strict) while open, so the suite stays green.
-KNOWN_GAPS: dict[str, str] = {}
+KNOWN_GAPS: dict[str, str] = {
+    "test_live_nodes_merge_after_a_node_left_during_the_fault_phase": (
+        "open core gap (seed 5134, quick profile, 6 nodes, all faults): nodes 2, 5, 6 each re-form a one-node ring "
+        "every ~0.8 s after the heal, each consensus round 'failing 3' (node 3 left cleanly at 1949 ms)"),
+}
 
 
 def _check(seed: int, nodes: int, faults: str, name: str, profile: str = "full") -> None:
@@ -62,3 +66,9 @@ def test_restarted_nodes_do_not_answer_each_join_with_a_join() -> None:
     # found: after four restarts nodes 2 and 4 multicast ~15k MEMB_JOINs each within a few microseconds of
     # virtual time (each join received triggers a new one): the event budget runs out at 1.9 s
     _check(138, 5, "restart", "test_restarted_nodes_do_not_answer_each_join_with_a_join", profile="quick")
+
+
+def test_live_nodes_merge_after_a_node_left_during_the_fault_phase() -> None:
+    # found: after the heal (2.0 s) nodes 2, 5 and 6 stay in one-node rings until the end (5.5 s); every
+    # consensus round logs "Consensus timeout: failing 3" although node 3 left cleanly at 1949 ms
+    _check(5134, 6, "all", "test_live_nodes_merge_after_a_node_left_during_the_fault_phase", profile="quick")
