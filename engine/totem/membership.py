@@ -113,9 +113,15 @@ class Membership(CoreBase):
             return  # it knows less than I do; my next join tells it
         before = (len(self.proc), len(self.fail))
         self.proc |= j.proc
-        if self.node_id in j.fail:
+        # A join whose sender had not yet heard of my current ring carries the fail set of an older
+        # round (a late join, or one written before its sender's own last install). Taking it would
+        # fail nodes alive now, the failed node answers in kind, and live nodes lock each other out
+        # round after round. Only its proc set counts; my join tells it my ring seq, its next join
+        # counts in full, and a node that never agrees is failed at the consensus timeout.
+        current = j.ring_seq >= self.ring_id.seq
+        if current and self.node_id in j.fail:
             self.fail.add(sender)
-        elif sender in self.members:
+        elif current and sender in self.members:
             self.fail |= j.fail - {self.node_id}
         if (len(self.proc), len(self.fail)) != before:  # sets only grow: same sizes, nothing new to say
             self._enter_gather(now_ns, out)

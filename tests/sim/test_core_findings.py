@@ -12,14 +12,7 @@ from tests.sim.faults import parse_faults
 from tests.sim.runner import RunPlan, run
 
 # Known core gaps, test name -> reason: reported as xfail while the seed still fails, so the suite stays green.
-KNOWN_GAPS: dict[str, str] = {
-    "test_live_nodes_merge_after_a_node_left_during_the_fault_phase": (
-        "open core gap (seed 5134, quick profile, 6 nodes, all faults): nodes 2, 5, 6 each re-form a one-node ring "
-        "every ~0.8 s after the heal, each consensus round 'failing 3' (node 3 left cleanly at 1949 ms)"),
-    "test_live_nodes_agree_on_one_ring_after_restarts_and_one_way_blocks": (
-        "open core gap (seed 6258, quick profile, 5 nodes, all faults): 3.6 s after the heal live nodes 1-4 still "
-        "re-form {1,2}, {3}, {4} every ~0.5 s, each round failing a different node"),
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _check(seed: int, nodes: int, faults: str, name: str, profile: str = "full") -> None:
