@@ -281,6 +281,9 @@ def joined_all(cluster: Cluster, make: Callable[..., Worker], nodes: tuple[int, 
         last = [e for e in w.events if e["ev"] == "confchg"][-1]
         if len(last["members"]) != len(ws):
             w.wait(lambda e: e["ev"] == "confchg" and len(e["members"]) == len(ws))
+    for w in ws:  # the joins are history: later waits look at what comes next
+        for e in w.events:
+            e["_taken"] = True
     return ws
 
 
@@ -385,7 +388,7 @@ def test_paused_node_is_nodedown_then_nodeup_and_views_agree(
     for w in ws:
         w.command("members")
     views = [w.wait(lambda e: e["ev"] == "members")["members"] for w in ws]
-    assert views[0] == views[1] == views[2] == up["members"] and len(views[0]) == 3
+    assert views[0] == views[1] == views[2] == [m[:2] for m in up["members"]] and len(views[0]) == 3
 
 
 def test_largest_message_is_delivered_whole_on_every_node(cluster3: Cluster, workers: Callable[..., Worker]) -> None:
