@@ -286,6 +286,11 @@ class TotemCore(Membership):
             self._on_join_gather(now_ns, j, out)
         elif state in (COMMIT, RECOVERY):
             assert self.new_ring_id is not None
+            if not j.leave and j.ring_id == self.new_ring_id:
+                # Its sender already installed the ring I am recovering into and gathers again. The
+                # token that let it install lets me install too: aborting now would leave us in
+                # different rings. It repeats its join every `join` ms; once installed I take it.
+                return
             if j.sender in self.new_members and (j.leave or j.ring_seq >= self.new_ring_id.seq):
                 self._log(out, "notice", f"Node {j.sender} restarted membership during {state}: back to GATHER")
                 self._enter_gather(now_ns, out)
