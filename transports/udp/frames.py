@@ -27,7 +27,7 @@ from pycorosync.ipc.ring_kernels import (
     ring_write,
 )
 from pycorosync.transports.crypto import HEADER_BYTES, MAGIC, MODE_AEAD, MODE_PLAIN, VERSION
-from pycorosync.transports.peers import REPLAY, replay_mark, replay_verdict
+from pycorosync.transports.peers import REPLAY, peer_index, replay_mark, replay_verdict
 
 # drop reasons: the same order as crypto.DROP_REASONS (verdict = -1 - reason)
 R_TOO_SHORT = 0
@@ -100,7 +100,7 @@ def tx_drain(
             continue
         d = -1
         if rtype != 0:
-            d = _index(node_ids, rtype)
+            d = peer_index(node_ids, rtype)
             if d < 0:
                 ring_release(rbuf, rbase, rcap, n)
                 ctr[C_TX_UNKNOWN_DEST] += 1
@@ -128,22 +128,6 @@ def tx_drain(
     return k
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _index(node_ids: Any, node_id: int) -> int:
-    lo = 0
-    hi = node_ids.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        v = node_ids[mid]
-        if v == node_id:
-            return mid
-        if v < node_id:
-            lo = mid + 1
-        else:
-            hi = mid
-    return -1
-
-
 @njit(cache=True, nogil=True)
 def rx_classify(
     flat: Any, seg_off: Any, seg_len: Any, nseg: int, mode: int, chash: int, max_datagram: int, self_id: int,
@@ -168,7 +152,7 @@ def rx_classify(
             r = R_BAD_AUTH
         else:
             sender = _get(flat, off + 8, 4)
-            i = _index(node_ids, sender)
+            i = peer_index(node_ids, sender)
             if sender == self_id:
                 r = R_OWN
             elif i < 0:
