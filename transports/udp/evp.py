@@ -21,7 +21,10 @@ import numba
 import numpy as np
 from numba import njit, types
 
-from pycorosync.transports.crypto import GCM_TAG_BYTES, HEADER_BYTES, NONCE_OFFSET
+from pycorosync.ipc.ring_kernels import RECORD_HEADER_BYTES, ring_peek, ring_release
+from pycorosync.transports.crypto import GCM_TAG_BYTES, HEADER_BYTES, MODE_AEAD, NONCE_OFFSET
+from pycorosync.transports.peers import peer_index
+from pycorosync.transports.udp.frames import C_TX_OVERSIZED, C_TX_UNKNOWN_DEST, N_COUNTERS, write_header
 
 log = logging.getLogger("TOTEM")
 
@@ -116,6 +119,19 @@ class GcmContext:
 
 
 @njit(cache=True, nogil=True)
+def _seal_one(ctx: int, h: int, src: int, m: int, op: int) -> bool:
+    """Seals ``m`` bytes at address ``src`` behind the header at ``h`` (AAD, nonce at 20..32), tag after."""
+    body = h + HEADER_BYTES
+    if c_enc_init(ctx, 0, 0, 0, h + NONCE_OFFSET) != 1:
+        return False
+    c_enc_update(ctx, 0, op, h, HEADER_BYTES)
+    c_enc_update(ctx, body, op, src, m)
+    c_enc_final(ctx, body + m, op)
+    c_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, GCM_TAG_BYTES, body + m)
+    return True
+
+
+@njit(cache=True, nogil=True)
 def seal_batch(ctx: int, stage: Any, plain: Any, lens: Any, n: int, outl: Any) -> int:
     """Encrypts frame i's ``plain[i, :lens[i]]`` into ``stage[i, 32:]`` + tag, the header as AAD and its
     bytes 20..32 as the nonce; ``lens[i]`` becomes the datagram length. Returns frames sealed."""
@@ -124,17 +140,53 @@ def seal_batch(ctx: int, stage: Any, plain: Any, lens: Any, n: int, outl: Any) -
     pbase = plain.ctypes.data
     op = outl.ctypes.data
     for i in range(n):
-        h = sbase + i * slot
-        body = h + HEADER_BYTES
         m = lens[i]
-        if c_enc_init(ctx, 0, 0, 0, h + NONCE_OFFSET) != 1:
+        if not _seal_one(ctx, sbase + i * slot, pbase + i * slot, m, op):
             return i
-        c_enc_update(ctx, 0, op, h, HEADER_BYTES)
-        c_enc_update(ctx, body, op, pbase + i * slot, m)
-        c_enc_final(ctx, body + m, op)
-        c_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, GCM_TAG_BYTES, body + m)
         lens[i] = m + HEADER_BYTES + GCM_TAG_BYTES
     return n
+
+
+@njit(cache=True, nogil=True)
+def drain_seal(
+    ctx: int, rbuf: Any, rbase: int, rcap: int, stage: Any, lens: Any, dests: Any, max_frames: int,
+    max_payload: int, node_ids: Any, chash: int, node_id: int, boot_id: int, tx_counter: Any, ctr: Any, outl: Any,
+) -> int:
+    """``frames.tx_drain`` + ``seal_batch`` in one pass, without the plaintext copy: each record is sealed
+    straight out of the tx ring into ``stage[k]`` and only then released (the producer cannot overwrite it
+    before). Same frames, same drops and counters; ``lens[k]`` is the datagram length. Returns frames
+    sealed, or ``-1 - k`` when EVP refused a nonce after ``k`` frames (OpenSSL state is broken)."""
+    k = 0
+    room = stage.shape[1] - HEADER_BYTES
+    slot = stage.shape[1]
+    sbase = stage.ctypes.data
+    rptr = rbuf.ctypes.data
+    op = outl.ctypes.data
+    while k < max_frames:
+        hdr, rtype, n = ring_peek(rbuf, rbase, rcap)
+        if hdr < 0:
+            break  # EMPTY, or CORRUPT (totem's ring is trusted; the next call reports it again)
+        if n > max_payload or n > room:
+            ring_release(rbuf, rbase, rcap, n)
+            ctr[C_TX_OVERSIZED] += 1
+            continue
+        d = -1
+        if rtype != 0:
+            d = peer_index(node_ids, rtype)
+            if d < 0:
+                ring_release(rbuf, rbase, rcap, n)
+                ctr[C_TX_UNKNOWN_DEST] += 1
+                continue
+        c = tx_counter[0] + 1
+        tx_counter[0] = c
+        write_header(stage[k], MODE_AEAD, chash, node_id, boot_id, c)
+        if not _seal_one(ctx, sbase + k * slot, rptr + hdr + RECORD_HEADER_BYTES, n, op):
+            return -1 - k
+        ring_release(rbuf, rbase, rcap, n)
+        dests[k] = d
+        lens[k] = n + HEADER_BYTES + GCM_TAG_BYTES
+        k += 1
+    return k
 
 
 @njit(cache=True, nogil=True)
@@ -193,6 +245,13 @@ def warm() -> None:
     lens = np.array([16], np.int64)
     outl = np.zeros(2, np.int32)
     seal_batch(enc.ptr, stage, plain, lens, 1, outl)
+    from pycorosync.ipc.ring_kernels import RING_HEADER_BYTES, ring_push
+
+    cap = 4096
+    ring = np.zeros(RING_HEADER_BYTES + cap, np.uint8)
+    ring_push(ring, 0, cap, 0, np.zeros(16, np.uint8))
+    drain_seal(enc.ptr, ring, 0, cap, np.zeros((1, slot), np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64), 1,
+               64, np.array([1], np.int64), 0, 1, 1, np.zeros(1, np.int64), np.zeros(N_COUNTERS, np.int64), outl)
     flat = stage.reshape(-1)
     verdict = np.zeros(1, np.int64)
     plen = np.zeros(1, np.int64)

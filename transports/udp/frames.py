@@ -74,6 +74,19 @@ def _put(buf: Any, off: int, nbytes: int, value: int) -> None:
 
 
 @njit(cache=True, nogil=True)
+def write_header(row: Any, mode: int, chash: int, node_id: int, boot_id: int, counter: int) -> None:
+    """The 32-byte frame header at ``row[0:32]`` (the layout ``FrameCodec`` reads)."""
+    _put(row, 0, 2, MAGIC)
+    row[2] = np.uint8(VERSION)
+    row[3] = np.uint8(mode)
+    _put(row, 4, 4, chash)
+    _put(row, 8, 4, node_id)
+    _put(row, 12, 4, 0)
+    _put(row, 16, 8, boot_id)
+    _put(row, 24, 8, counter)
+
+
+@njit(cache=True, nogil=True)
 def tx_drain(
     rbuf: Any, rbase: int, rcap: int, stage: Any, plain: Any, lens: Any, dests: Any, max_frames: int,
     max_payload: int, node_ids: Any, mode: int, chash: int, node_id: int, boot_id: int, tx_counter: Any, ctr: Any,
@@ -113,14 +126,7 @@ def tx_drain(
         dests[k] = d
         c = tx_counter[0] + 1
         tx_counter[0] = c
-        _put(row, 0, 2, MAGIC)
-        row[2] = np.uint8(VERSION)
-        row[3] = np.uint8(mode)
-        _put(row, 4, 4, chash)
-        _put(row, 8, 4, node_id)
-        _put(row, 12, 4, 0)
-        _put(row, 16, 8, boot_id)
-        _put(row, 24, 8, c)
+        write_header(row, mode, chash, node_id, boot_id, c)
         lens[k] = n + HEADER_BYTES if mode == MODE_PLAIN else n
         k += 1
     if got > 0:

@@ -158,16 +158,22 @@ class UdpTransport:
         """Drains one batch from the tx ring onto the wire; returns frames taken."""
         t = self.tx
         buf, base, cap = self.txr
-        n = frames.tx_drain(
-            buf, base, cap, t.stage, self.tx_plain, t.lens, t.dests, TX_FRAMES, self.plan.max_frame_bytes,
-            self.node_ids, self.mode, self.codec.cluster_hash, self.node_id, self.boot_id, self.tx_counter, self.ctr,
-        )
+        if self._tx_ctx is not None:  # sealed straight out of the ring (no plaintext copy)
+            n = evp.drain_seal(
+                self._tx_ctx.ptr, buf, base, cap, t.stage, t.lens, t.dests, TX_FRAMES, self.plan.max_frame_bytes,
+                self.node_ids, self.codec.cluster_hash, self.node_id, self.boot_id, self.tx_counter, self.ctr,
+                self.outl,
+            )
+            assert n >= 0, "EVP refused a GCM nonce: OpenSSL state is broken"
+        else:
+            n = frames.tx_drain(
+                buf, base, cap, t.stage, self.tx_plain, t.lens, t.dests, TX_FRAMES, self.plan.max_frame_bytes,
+                self.node_ids, self.mode, self.codec.cluster_hash, self.node_id, self.boot_id, self.tx_counter,
+                self.ctr,
+            )
         if n <= 0:
             return 0
-        if self._tx_ctx is not None:
-            sealed = evp.seal_batch(self._tx_ctx.ptr, t.stage, self.tx_plain, t.lens, n, self.outl)
-            assert sealed == n, "EVP refused a GCM nonce: OpenSSL state is broken"
-        elif self.mode != MODE_PLAIN:
+        if self._tx_ctx is None and self.mode != MODE_PLAIN:
             t.lens[:n] = self.codec.seal_batch(self.tx_mv, self.tx_plain_mv, t.slot_bytes, t.lens[:n].tolist())
         batch.send_frames(
             self.sockets.tx.fileno(), t.stage, t.lens, t.dests, n, t.names, t.namelens, self.self_idx,
