@@ -21,10 +21,21 @@ import numba
 import numpy as np
 from numba import njit, types
 
-from pycorosync.ipc.ring_kernels import RECORD_HEADER_BYTES, ring_peek, ring_release
+from pycorosync.ipc.ring_kernels import RECORD_HEADER_BYTES, ring_commit, ring_peek, ring_release, ring_reserve
 from pycorosync.transports.crypto import GCM_TAG_BYTES, HEADER_BYTES, MODE_AEAD, NONCE_OFFSET
-from pycorosync.transports.peers import peer_index
-from pycorosync.transports.udp.frames import C_TX_OVERSIZED, C_TX_UNKNOWN_DEST, N_COUNTERS, write_header
+from pycorosync.transports.peers import REPLAY, peer_index, replay_verdict
+from pycorosync.transports.udp.frames import (
+    C_DROP_BASE,
+    C_RX_RING_FULL,
+    C_TX_OVERSIZED,
+    C_TX_UNKNOWN_DEST,
+    N_COUNTERS,
+    R_BAD_AUTH,
+    R_REPLAY,
+    finish_accept,
+    note_accepted,
+    write_header,
+)
 
 log = logging.getLogger("TOTEM")
 
@@ -190,6 +201,17 @@ def drain_seal(
 
 
 @njit(cache=True, nogil=True)
+def _open_one(ctx: int, h: int, dst: int, m: int, op: int) -> bool:
+    """Authenticates the datagram at ``h`` (``m`` payload bytes) and decrypts its payload to ``dst``."""
+    body = h + HEADER_BYTES
+    ok = c_dec_init(ctx, 0, 0, 0, h + NONCE_OFFSET) == 1
+    ok = ok and c_dec_update(ctx, 0, op, h, HEADER_BYTES) == 1
+    ok = ok and c_dec_update(ctx, dst, op, body, m) == 1
+    ok = ok and c_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG_BYTES, body + m) == 1
+    return ok and c_dec_final(ctx, dst + m, op) > 0
+
+
+@njit(cache=True, nogil=True)
 def open_batch(
     ctxs: Any, ctx_boot: Any, flat: Any, scratch: Any, seg_off: Any, seg_len: Any, verdict: Any, plain_len: Any,
     nseg: int, outl: Any,
@@ -218,19 +240,77 @@ def open_batch(
             if m < 0:
                 bad += 1
             continue
-        h = fbase + off
-        body = h + HEADER_BYTES
-        ok = c_dec_init(ctx, 0, 0, 0, h + NONCE_OFFSET) == 1
-        ok = ok and c_dec_update(ctx, 0, op, h, HEADER_BYTES) == 1
-        ok = ok and c_dec_update(ctx, obase + off, op, body, m) == 1
-        ok = ok and c_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG_BYTES, body + m) == 1
-        ok = ok and c_dec_final(ctx, obase + off + m, op) > 0
-        if ok:
+        if _open_one(ctx, fbase + off, obase + off, m, op):
             plain_len[s] = m
         else:
             plain_len[s] = -1
             bad += 1
     return bad
+
+
+@njit(cache=True, nogil=True)
+def needs_python(ctxs: Any, ctx_boot: Any, flat: Any, seg_off: Any, seg_len: Any, verdict: Any, nseg: int) -> bool:
+    """True when a datagram of the batch comes from a sender incarnation without a context (``open_batch``
+    would answer NEEDS_PYTHON for it): such a batch takes the two-step path."""
+    for s in range(nseg):
+        i = verdict[s]
+        if i < 0 or seg_len[s] < HEADER_BYTES + GCM_TAG_BYTES:
+            continue
+        off = seg_off[s]
+        boot = 0
+        for k in range(7, -1, -1):
+            boot = (boot << 8) | np.int64(flat[off + 16 + k])
+        if ctxs[i] == 0 or boot != ctx_boot[i]:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def open_accept(
+    ctxs: Any, flat: Any, seg_off: Any, seg_len: Any, verdict: Any, start: int, nseg: int,
+    boot: Any, top: Any, bits: Any, link: Any, now_ns: int, rbuf: Any, rbase: int, rcap: int,
+    node_ids: Any, ctr: Any, wake: Any, retired: Any, outl: Any,
+) -> int:
+    """``open_batch`` + ``frames.rx_accept`` in one pass, for a batch where every sender has a context
+    (see :func:`needs_python`): each datagram is decrypted straight into a reserved rx ring record, which
+    is committed only if the tag is right and the frame is not a replay (no plaintext copy). Same drops,
+    counters and order. Returns the first index not handled (rx ring full), like ``rx_accept``."""
+    fbase = flat.ctypes.data
+    rptr = rbuf.ctypes.data
+    op = outl.ctypes.data
+    s = start
+    pushed = 0
+    while s < nseg:
+        i = verdict[s]
+        if i >= 0:
+            off = seg_off[s]
+            m = seg_len[s] - HEADER_BYTES - GCM_TAG_BYTES
+            ok = m >= 0
+            if ok:
+                dst = ring_reserve(rbuf, rbase, rcap, m)
+                if dst < 0:
+                    ctr[C_RX_RING_FULL] += 1
+                    break
+                ok = _open_one(ctxs[i], fbase + off, rptr + dst + RECORD_HEADER_BYTES, m, op)
+            if not ok:
+                verdict[s] = -1 - R_BAD_AUTH
+                ctr[C_DROP_BASE + R_BAD_AUTH] += 1
+            else:
+                b = 0
+                c = 0
+                for k in range(7, -1, -1):
+                    b = (b << 8) | np.int64(flat[off + 16 + k])
+                    c = (c << 8) | np.int64(flat[off + 24 + k])
+                if replay_verdict(boot, top, bits, i, b, c) == REPLAY:
+                    verdict[s] = -1 - R_REPLAY
+                    ctr[C_DROP_BASE + R_REPLAY] += 1
+                else:
+                    ring_commit(rbuf, rbase, rcap, int(node_ids[i]), m)
+                    pushed += 1
+                    note_accepted(boot, top, bits, link, retired, i, b, c, m, now_ns)
+        s += 1
+    finish_accept(rbuf, rbase, pushed, ctr, wake)
+    return s
 
 
 def warm() -> None:
@@ -258,5 +338,14 @@ def warm() -> None:
     ctxs = np.array([dec.ptr], np.int64)
     open_batch(ctxs, np.zeros(1, np.int64), flat, np.zeros_like(flat), np.zeros(1, np.int64), lens, verdict, plen,
                1, outl)
+    seg_off = np.zeros(1, np.int64)
+    needs_python(ctxs, np.zeros(1, np.int64), flat, seg_off, lens, verdict, 1)
+    from pycorosync.transports.peers import PeerState
+
+    peers = PeerState([1])
+    link = np.zeros((1, 8), np.int64)
+    open_accept(ctxs, flat, seg_off, lens, verdict, 0, 1, peers.boot, peers.top, peers.bits, link, 1, ring, 0, cap,
+                np.array([1], np.int64), np.zeros(N_COUNTERS, np.int64), np.zeros(1, np.int64),
+                np.zeros(1, np.int64), outl)
     enc.free()
     dec.free()

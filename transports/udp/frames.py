@@ -245,21 +245,35 @@ def rx_accept(
                     ctr[C_RX_RING_FULL] += 1
                     break
                 pushed += 1
-                if b > boot[i] and boot[i] > 0:
-                    retired[i] = boot[i]
-                replay_mark(boot, top, bits, i, b, c)
-                link[i, L_LAST_HEARD_NS] = now_ns
-                link[i, L_RX_PACKETS] += 1
-                link[i, L_RX_BYTES] += n
-                link[i, L_BOOT_ID] = b
+                note_accepted(boot, top, bits, link, retired, i, b, c, n, now_ns)
         s += 1
+    finish_accept(rbuf, rbase, pushed, ctr, wake)
+    return s
+
+
+@njit(cache=True, nogil=True)
+def note_accepted(
+    boot: Any, top: Any, bits: Any, link: Any, retired: Any, i: int, b: int, c: int, n: int, now_ns: int
+) -> None:
+    """Bookkeeping of a sealed frame from peer ``i`` (boot id ``b``, counter ``c``, ``n`` bytes) now in the ring."""
+    if b > boot[i] and boot[i] > 0:
+        retired[i] = boot[i]
+    replay_mark(boot, top, bits, i, b, c)
+    link[i, L_LAST_HEARD_NS] = now_ns
+    link[i, L_RX_PACKETS] += 1
+    link[i, L_RX_BYTES] += n
+    link[i, L_BOOT_ID] = b
+
+
+@njit(cache=True, nogil=True)
+def finish_accept(rbuf: Any, rbase: int, pushed: int, ctr: Any, wake: Any) -> None:
+    """Publishes ``pushed`` new rx records; ``wake[0]`` = 1 when totem sleeps on the ring."""
     if pushed > 0:
         ring_publish(rbuf, rbase)
         ctr[C_RX_DELIVERED] += pushed
         if ring_needs_wake(rbuf, rbase):
             wake[0] = 1
             ctr[C_RX_WAKES] += 1
-    return s
 
 
 def classify_reference(

@@ -112,6 +112,7 @@ class UdpTransport:
         self.stop_requested = False
         # AES-GCM inside the kernels through libcrypto when it is there, else per frame through 'cryptography'
         self.evp = self.mode == MODE_AEAD and use_evp and evp.available()
+        self.rx_fused = False  # the staged batch opens inside evp.open_accept (see _open_sealed)
         self.outl = np.zeros(2, dtype=np.int32)
         self.rx_ctx_ptr = np.zeros(len(self.node_ids), dtype=np.int64)
         self.rx_ctx_boot = np.zeros(len(self.node_ids), dtype=np.int64)
@@ -208,6 +209,11 @@ class UdpTransport:
     def _open_sealed(self, nseg: int) -> None:
         """Authenticates/decrypts every datagram that passed the header checks into ``scratch``."""
         r, verdict, plen = self.rx, self.verdict, self.plain_len
+        # every sender has a context: decrypt straight into the rx ring when the batch is accepted
+        self.rx_fused = self.evp and not evp.needs_python(
+            self.rx_ctx_ptr, self.rx_ctx_boot, r.flat, r.seg_off, r.seg_len, verdict, nseg)
+        if self.rx_fused:
+            return
         if self.evp:
             evp.open_batch(self.rx_ctx_ptr, self.rx_ctx_boot, r.flat, self.scratch, r.seg_off, r.seg_len, verdict,
                            plen, nseg, self.outl)
@@ -266,11 +272,18 @@ class UdpTransport:
         return False
 
     def _accept_sealed(self, now_ns: int) -> int:
-        s = frames.rx_accept(
-            self.rx.flat, self.scratch, self.rx.seg_off, self.plain_len, self.verdict, self.pending_start,
-            self.pending_n, self.peers.boot, self.peers.top, self.peers.bits, self.links.table, now_ns,
-            self.rxr[0], self.rxr[1], self.rxr[2], self.node_ids, self.ctr, self.wake, self.retired,
-        )
+        if self.rx_fused:
+            s = evp.open_accept(
+                self.rx_ctx_ptr, self.rx.flat, self.rx.seg_off, self.rx.seg_len, self.verdict, self.pending_start,
+                self.pending_n, self.peers.boot, self.peers.top, self.peers.bits, self.links.table, now_ns,
+                self.rxr[0], self.rxr[1], self.rxr[2], self.node_ids, self.ctr, self.wake, self.retired, self.outl,
+            )
+        else:
+            s = frames.rx_accept(
+                self.rx.flat, self.scratch, self.rx.seg_off, self.plain_len, self.verdict, self.pending_start,
+                self.pending_n, self.peers.boot, self.peers.top, self.peers.bits, self.links.table, now_ns,
+                self.rxr[0], self.rxr[1], self.rxr[2], self.node_ids, self.ctr, self.wake, self.retired,
+            )
         # an incarnation that was replaced: its cached key is no longer needed
         for i in range(self.retired.shape[0]):
             if self.retired[i]:
