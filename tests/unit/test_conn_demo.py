@@ -1,4 +1,4 @@
-"""``pycorosync demo`` (the IPC demo until the cluster demo replaces it): runs, reports, cleans up."""
+"""``pycorosync demo --ipc`` (the IPC-layer demo; the cluster demo is tested in tests/cluster/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 def test_demo_exchanges_messages_survives_a_killed_client_and_reports_json(tmp_path: Path) -> None:
     env_tmp = {"TMPDIR": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, "-m", "pycorosync", "demo", "--nodes", "2", "--seconds", "2", "--json"],
+        [sys.executable, "-m", "pycorosync", "demo", "--ipc", "--nodes", "2", "--seconds", "2", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -28,6 +28,13 @@ def test_demo_exchanges_messages_survives_a_killed_client_and_reports_json(tmp_p
 
 def test_demo_rejects_a_bad_client_count() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pycorosync", "demo", "--nodes", "0"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "pycorosync", "demo", "--ipc", "--nodes", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1 and "--nodes" in out.stderr
+
+
+def test_cluster_demo_rejects_a_bad_node_count() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pycorosync", "demo", "--nodes", "1"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 1 and "--nodes" in out.stderr
