@@ -1,0 +1,271 @@
+"""CPG on a 3-node cluster on loopback: throughput and delivery latency by message size and sender count.
+
+Prints one JSON object per line:
+    {"bench": "cpg", "impl": "pycorosync", "senders": 1|3, "size_bytes": ..., "msgs_per_s": ... (per receiver),
+     "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ...}
+Throughput: each sender multicasts (CPG_TYPE_AGREED) as fast as flow control lets it for a few seconds,
+then a FIN; every receiver counts the messages it got until the FIN of every sender (msgs_per_s is the
+mean over the 3 receivers). Latency: each sender paces a few messages a second and times the round
+trip from cpg_mcast_joined to its own delivery. idle_cpu_per_node: CPU share (1.0 = one core) of one
+node's processes while the ring is idle. The baseline is real corosync on the same machine in the same
+run; when no ``corosync`` binary is installed a line {"bench": "cpg", "impl": "corosync", "skipped": ...}
+says so.
+
+    python bench/cpg.py [--quick] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+GROUP = b"bench-cpg"
+SIZES = (64, 1024, 65536, 1 << 20)
+QUICK_SIZES = (1024, 65536)
+TOTEM = {"token": 1000, "token_coefficient": 0, "join": 50}
+_HDR = struct.Struct("<BIIIQ")  # kind, case, pid, seq, t_ns
+DATA, FIN = 0, 1
+LATENCY_RATE = 20  # messages/s per sender while timing round trips
+CASE_TIMEOUT_S = 120.0
+
+
+# -- worker: one cpg process per node, driven by JSON lines on a pipe ----------------------------------
+def _worker(run_dir: str, cmd_fd: int, out_fd: int) -> int:
+    from pycorosync.cpg import CPG_TYPE_AGREED, ConfChg, CpgClient, CsError, CsErrorCode, Deliver
+
+    pid = os.getpid()
+    reader = os.fdopen(cmd_fd, "r")
+
+    def reply(obj: dict[str, Any]) -> None:
+        os.write(out_fd, (json.dumps(obj) + "\n").encode())
+
+    with CpgClient(run_dir, timeout=30.0) as cpg:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                cpg.join(GROUP)
+                break
+            except CsError as exc:
+                if exc.code != CsErrorCode.CS_ERR_TRY_AGAIN or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        members = 0
+        while members < 3:
+            event = cpg.next_event(30.0)
+            if event is None:
+                raise RuntimeError("the group never reached 3 members")
+            if isinstance(event, ConfChg):
+                members = len(event.members)
+        reply({"ready": pid})
+
+        def send(case: int, kind: int, seq: int, pad: bytes) -> None:
+            header = _HDR.pack(kind, case, pid, seq, time.perf_counter_ns())
+            while True:
+                try:
+                    cpg.mcast_joined([header, pad], CPG_TYPE_AGREED)
+                    return
+                except CsError as exc:
+                    if exc.code != CsErrorCode.CS_ERR_TRY_AGAIN:
+                        raise
+                    take(cpg.next_event(0.002))
+
+        state: dict[str, Any] = {}
+
+        def take(event: Any) -> None:
+            if not isinstance(event, Deliver):
+                return
+            kind, case, sender, seq, t_ns = _HDR.unpack_from(event.msg)
+            if case != state.get("case"):
+                return
+            if kind == FIN:
+                state["fins"].add(sender)
+                return
+            state["delivered"] += 1
+            state["t_last"] = time.monotonic()
+            if sender == pid and seq == state.get("waiting"):
+                state["rtts"].append(time.perf_counter_ns() - t_ns)
+                state["waiting"] = None
+
+        for line in reader:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "quit":
+                break
+            case, nsend, size = cmd["case"], cmd["senders"], cmd["size"]
+            sending = cmd["send"]
+            pad = bytes(max(0, size - _HDR.size))
+            state.update(case=case, fins=set(), delivered=0, t_last=None, rtts=[], waiting=None)
+            t0 = time.monotonic()
+            end = t0 + CASE_TIMEOUT_S
+            sent = 0
+            if sending and cmd["mode"] == "throughput":
+                stop_at = t0 + cmd["seconds"]
+                while time.monotonic() < stop_at:
+                    while (event := cpg.next_event(0.0)) is not None:
+                        take(event)
+                    send(case, DATA, sent, pad)
+                    sent += 1
+            elif sending:  # latency: one message at a time, paced
+                for seq in range(cmd["count"]):
+                    slot = t0 + seq / LATENCY_RATE
+                    while (left := slot - time.monotonic()) > 0:
+                        take(cpg.next_event(left))
+                    state["waiting"] = seq
+                    send(case, DATA, seq, pad)
+                    sent += 1
+                    while state["waiting"] is not None and time.monotonic() < end:
+                        take(cpg.next_event(0.5))
+            if sending:
+                send(case, FIN, sent, b"")
+            while len(state["fins"]) < nsend and time.monotonic() < end:
+                take(cpg.next_event(0.1))
+            reply({"delivered": state["delivered"], "sent": sent, "seconds": (state["t_last"] or t0) - t0,
+                   "rtts": state["rtts"], "complete": len(state["fins"]) >= nsend})
+    return 0
+
+
+class _Handle:
+    def __init__(self, run_dir: str) -> None:
+        from pycorosync.demo import fork_child
+
+        cmd_r, self.cmd_w = os.pipe()
+        self.out_r, out_w = os.pipe()
+        self.pid = fork_child(lambda: _worker(run_dir, cmd_r, out_w))
+        os.close(cmd_r)
+        os.close(out_w)
+        self.reader = os.fdopen(self.out_r, "r")
+
+    def send(self, obj: dict[str, Any]) -> None:
+        os.write(self.cmd_w, (json.dumps(obj) + "\n").encode())
+
+    def recv(self) -> dict[str, Any]:
+        line = self.reader.readline()
+        if not line:
+            raise RuntimeError(f"bench worker {self.pid} died")
+        return dict(json.loads(line))
+
+    def stop(self) -> None:
+        from pycorosync.demo import stop_child
+
+        with contextlib.suppress(OSError):
+            self.send({"cmd": "quit"})
+        stop_child(self.pid, grace_s=5.0)
+        with contextlib.suppress(OSError):
+            os.close(self.cmd_w)
+        self.reader.close()
+
+
+def _idle_cpu(cluster: Any, seconds: float = 3.0) -> float:
+    """Mean CPU share of one node's processes (supervisor and children) while nothing is sent."""
+    import psutil
+
+    procs = []
+    for node in cluster.nodes.values():
+        procs += [psutil.Process(pid) for pid in node.pids().values()]
+
+    def total() -> float:
+        t = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                c = p.cpu_times()
+                t += c.user + c.system
+        return t
+
+    a, t0 = total(), time.monotonic()
+    time.sleep(seconds)
+    return (total() - a) / (time.monotonic() - t0) / len(cluster.nodes)
+
+
+def _percentile(values: list[int], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))] / 1000 if values else 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 KiB and 64 KiB, 1 sender (under 2 minutes)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="throughput sending time per case (default 3)")
+    ap.add_argument("--latency-count", type=int, default=60, help="timed round trips per sender and case")
+    args = ap.parse_args()
+
+    if shutil.which("corosync") is None:
+        print(json.dumps({"bench": "cpg", "impl": "corosync", "skipped": "no corosync binary installed"}),
+              flush=True)
+    else:
+        print(json.dumps({"bench": "cpg", "impl": "corosync",
+                          "skipped": "a corosync binary is installed but driving it is not implemented"}), flush=True)
+
+    from pycorosync import jitcache
+    from pycorosync.localcluster import SHM_DIR, Cluster
+
+    jitcache.configure()
+    from pycorosync.ipc import fastpath, ring_kernels, wakeup
+
+    ring_kernels.warm()
+    wakeup.warm()
+    fastpath.warm()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-cpg-"))
+    cluster = Cluster(base, 3, totem=TOTEM, test_services=(), name_prefix="bcpg")
+    workers: list[_Handle] = []
+    try:
+        cluster.start()
+        deadline = time.monotonic() + 120
+        while cluster.ring_of(cluster.nodes) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the ring did not form\n{cluster.logs(tail=15)}")
+            time.sleep(0.05)
+        workers = [_Handle(str(node.run_dir)) for node in cluster.nodes.values()]
+        for w in workers:
+            w.recv()  # ready: every worker sees the 3 members
+        idle = _idle_cpu(cluster)
+        sizes = QUICK_SIZES if args.quick else SIZES
+        sender_counts = (1,) if args.quick else (1, 3)
+        case = 0
+        for nsend in sender_counts:
+            for size in sizes:
+                results = {}
+                for mode in ("throughput", "latency"):
+                    case += 1
+                    count = max(10, args.latency_count // (4 if size >= 1 << 20 else 1))
+                    for i, w in enumerate(workers):
+                        w.send({"cmd": "run", "mode": mode, "case": case, "senders": nsend, "size": size,
+                                "send": i < nsend, "seconds": args.seconds, "count": count})
+                    results[mode] = [w.recv() for w in workers]
+                tput = results["throughput"]
+                rates = [r["delivered"] / r["seconds"] for r in tput if r["seconds"] > 0]
+                msgs_per_s = sum(rates) / len(rates) if rates else 0.0
+                rtts = [x for r in results["latency"] for x in r["rtts"]]
+                complete = all(r["complete"] for r in tput + results["latency"])
+                print(json.dumps({
+                    "bench": "cpg", "impl": "pycorosync", "senders": nsend, "size_bytes": size,
+                    "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
+                    "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
+                    "idle_cpu_per_node": round(idle, 4), "sent": sum(r["sent"] for r in tput),
+                    "complete": complete,
+                }), flush=True)
+    except KeyboardInterrupt:
+        print("bench/cpg.py: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for w in workers:
+            w.stop()
+        cluster.stop()
+        for path in SHM_DIR.glob(f"pcs-{cluster.name}-*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
