@@ -385,6 +385,10 @@ def test_paused_node_is_nodedown_then_nodeup_and_views_agree(
     assert {tuple(a[:2]) for a in w3_left["left"]} == {(1, ws[0].pid), (2, ws[1].pid)}
     w3_up = ws[2].wait(lambda e: e["ev"] == "confchg" and bool(e["joined"]), timeout=30)
     assert all(a[2] == CPG_REASON_NODEUP for a in w3_up["joined"])
+    # node 2's member must have seen the rejoin too before its view is compared
+    w2_up = ws[1].wait(lambda e: e["ev"] == "confchg" and bool(e["joined"]) and e["joined"][0][2] == CPG_REASON_NODEUP,
+                       timeout=30)
+    assert w2_up["joined"] == [[3, ws[2].pid, CPG_REASON_NODEUP]]
     for w in ws:
         w.command("members")
     views = [w.wait(lambda e: e["ev"] == "members")["members"] for w in ws]
