@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest bench sim-long warm clean
+.PHONY: demo test lint typecheck pytest bench sim-long warm clean sysdeps
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -34,7 +34,11 @@ pytest: warm
 	$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test: lint typecheck pytest
+# Prometheus and nftables for the monitoring and network-fault tests (as root with apt; otherwise they skip)
+sysdeps:
+	bash tools/sysdeps.sh
+
+test: sysdeps lint typecheck pytest
 
 bench: warm
 	for b in bench/*.py; do echo "# $$b" >&2; $(VPY) $$b || exit 1; done
