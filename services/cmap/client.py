@@ -342,12 +342,29 @@ class CmapClient(_CmapBase):
         self._conn.dispatch(flags, on_record, timeout)
         return ran
 
-    def reload_config(self) -> str:
-        """Re-reads corosync.conf into cmap (the cfg service's reload; needs ``engine=True``).
+    def reload(self) -> str:
+        """Re-reads corosync.conf into cmap (COROSYNC.md §7.4; what ``cfgtool -R`` runs on every node).
 
-        Returns the messages about keys that cannot change at run time (empty when none).
+        Needs ``engine=True`` (CS_ERR_ACCESS otherwise). Keys that may change at run time are applied
+        with their track notifications; keys that may not keep their old value, and each gets one line
+        "Modified entry 'KEY' in corosync.conf cannot be changed at run-time" in the returned text (and
+        the service's log); the return is empty when nothing was refused. A file that does not parse
+        changes nothing: CsError(CS_ERR_INVALID_PARAM) whose message, also left in
+        ``config.reload_error_message``, says what and where. CS_ERR_NOT_SUPPORTED from a service
+        started without a config file.
         """
-        return self._call(p.MSG_RELOAD_CONFIG, b"", "cmap reload").decode("utf-8", "replace")
+        try:
+            return self._call(p.MSG_RELOAD_CONFIG, b"", "cmap reload").decode("utf-8", "replace")
+        except CsError as exc:
+            if exc.code != CS_ERR_INVALID_PARAM:
+                raise
+            try:
+                reason = self.get_string(p.RELOAD_ERROR_KEY)
+            except CsError:
+                raise exc from None
+            raise CsError(exc.code, f"cmap reload: {reason}") from None
+
+    reload_config = reload  # the earlier name
 
 
 class AsyncCmapClient(_CmapBase):
@@ -443,6 +460,22 @@ class AsyncCmapClient(_CmapBase):
         await self._call(p.MSG_TRACK_DELETE, p.encode_u64(handle), f"cmap track_delete {handle}")
         context = self._handle_context.pop(handle, None)
         self._tracks.pop(context or 0, None)
+
+    async def reload(self) -> str:
+        """Re-reads corosync.conf into cmap (see ``CmapClient.reload``)."""
+        try:
+            body = await self._call(p.MSG_RELOAD_CONFIG, b"", "cmap reload")
+        except CsError as exc:
+            if exc.code != CS_ERR_INVALID_PARAM:
+                raise
+            try:
+                value, vtype = await self.get(p.RELOAD_ERROR_KEY)
+            except CsError:
+                raise exc from None
+            raise CsError(exc.code, f"cmap reload: {value}") from None
+        return body.decode("utf-8", "replace")
+
+    reload_config = reload
 
     async def notifications(self) -> AsyncIterator[CmapTrackEvent]:
         """Every notification of a callback-less tracker; ends when the client is closed."""

@@ -34,6 +34,9 @@ from pycorosync.services.cmap.engine import Entry
 SERVICE_NAME = "cmap"
 SERVICE_ID = 0
 
+# where a failed config reload leaves its reason (COROSYNC.md §7.4)
+RELOAD_ERROR_KEY = "config.reload_error_message"
+
 CMAP_MAP_DEFAULT = 0
 CMAP_MAP_ICMAP = 0
 CMAP_MAP_STATS = 1

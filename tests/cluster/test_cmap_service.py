@@ -368,7 +368,7 @@ def test_config_reload_applies_changes_with_notifications_and_refuses_unchangeab
         for prefix in ("totem.", "logging.", "runtime.config.totem.token", "config."):
             watcher.track_add(prefix, CMAP_TRACK_ADD | CMAP_TRACK_MODIFY | CMAP_TRACK_DELETE | CMAP_TRACK_PREFIX,
                               seen.append)
-        messages = cfg.reload_config()
+        messages = cfg.reload()
         assert "Modified entry 'totem.cluster_name' in corosync.conf cannot be changed at run-time" in messages
         assert watcher.get_u32("totem.token") == 2000
         assert watcher.get_u32("runtime.config.totem.token") == 2650
@@ -382,12 +382,13 @@ def test_config_reload_applies_changes_with_notifications_and_refuses_unchangeab
         assert flags == [(CMAP_TRACK_ADD, 1), (CMAP_TRACK_MODIFY, 0)]
         conf.write_text("totem {\n")
         with pytest.raises(CsError) as e:
-            cfg.reload_config()
+            cfg.reload()
         assert code(e) == CsErrorCode.CS_ERR_INVALID_PARAM
+        assert "Missing closing brace" in str(e.value)  # the reason reaches the caller (cfgtool -R prints it)
         assert "Missing closing brace" in watcher.get_string("config.reload_error_message")
         assert watcher.get_u32("totem.token") == 2000
         with pytest.raises(CsError) as e:
-            watcher.reload_config()  # not an engine connection
+            watcher.reload()  # not an engine connection
         assert code(e) == CsErrorCode.CS_ERR_ACCESS
 
 
@@ -458,3 +459,19 @@ def test_inside_a_node_the_service_reads_the_node_stats_table(tmp_path: Path) ->
     finally:
         table.close()
         table.unlink()
+
+
+def test_asyncio_engine_client_reloads_the_config(service: tuple[Path, Path]) -> None:
+    run_dir, conf = service
+    conf.write_text(CONF.replace("token: 1000", "token: 3000"))
+
+    async def scenario() -> None:
+        async with AsyncCmapClient(str(run_dir), engine=True) as cfg:
+            assert await cfg.reload() == ""
+            assert await cfg.get("totem.token") == (3000, ValueType.UINT32)
+        async with AsyncCmapClient(str(run_dir)) as plain:
+            with pytest.raises(CsError) as e:
+                await plain.reload()
+            assert code(e) == CsErrorCode.CS_ERR_ACCESS
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
