@@ -469,7 +469,7 @@ class AsyncCmapClient(_CmapBase):
             if exc.code != CS_ERR_INVALID_PARAM:
                 raise
             try:
-                value, vtype = await self.get(p.RELOAD_ERROR_KEY)
+                value, _ = await self.get(p.RELOAD_ERROR_KEY)
             except CsError:
                 raise exc from None
             raise CsError(exc.code, f"cmap reload: {value}") from None
