@@ -195,6 +195,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 KiB and 64 KiB, 1 sender (under 2 minutes)")
     ap.add_argument("--seconds", type=float, default=3.0, help="throughput sending time per case (default 3)")
     ap.add_argument("--latency-count", type=int, default=60, help="timed round trips per sender and case")
+    ap.add_argument("--sizes", type=str, default="", help="comma-separated message sizes (overrides the matrix)")
+    ap.add_argument("--senders", type=str, default="", help="comma-separated sender counts (1, 3)")
     args = ap.parse_args()
 
     if shutil.which("corosync") is None:
@@ -230,6 +232,10 @@ def main() -> int:
         idle = _idle_cpu(cluster)
         sizes = QUICK_SIZES if args.quick else SIZES
         sender_counts = (1,) if args.quick else (1, 3)
+        if args.sizes:
+            sizes = tuple(int(x) for x in args.sizes.split(","))
+        if args.senders:
+            sender_counts = tuple(int(x) for x in args.senders.split(","))
         case = 0
         for nsend in sender_counts:
             for size in sizes:

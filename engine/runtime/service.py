@@ -330,6 +330,8 @@ def service_main(cls: type[ServiceProcess], argv: list[str] | None = None) -> in
     except (ConfigError, ValueError, OSError) as exc:
         log.error("cannot start service '%s': %s", cls.name, exc)
         return 1
+    from pycorosync.engine.runtime.profiling import run_profiled
     from pycorosync.engine.supervisor.child import notify_ready
 
-    return cls(node, keys).run(on_ready=notify_ready)
+    service = cls(node, keys)
+    return run_profiled(cls.name, node.nodeid, lambda: service.run(on_ready=notify_ready))

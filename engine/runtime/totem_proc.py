@@ -565,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("totem of node %d starting: ring seq %d, incarnation %d, services %s", node.nodeid,
              rt.core.max_ring_seq, rt.core.incarnation, ", ".join(node.services) or "none")
     try:
-        return serve(rt, node.bells["totem"], on_ready=notify_ready)
+        from pycorosync.engine.runtime.profiling import run_profiled
+
+        return run_profiled("totem", node.nodeid, lambda: serve(rt, node.bells["totem"], on_ready=notify_ready))
     finally:
         rt.rings.close()
 

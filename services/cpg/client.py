@@ -73,6 +73,10 @@ DEFAULT_TIMEOUT_S = 10.0
 #: how long a large message's last piece is retried on CS_ERR_TRY_AGAIN before the error is raised
 LAST_PIECE_RETRY_S = 2.0
 _PIECE_HEADER = 8
+# record types as plain ints: numba types an IntEnum member on a slow path (~0.2 ms per ring push)
+_MCAST = int(p.CpgMsg.MCAST)
+_ITER_NEXT = int(p.CpgMsg.ITER_NEXT)
+_ITER_FINALIZE = int(p.CpgMsg.ITER_FINALIZE)
 
 CpgAddress = p.Address
 
@@ -284,7 +288,7 @@ class CpgClient(_CpgBase):
         self.close()
 
     def _call(self, msg: int, payload: bytes, what: str) -> bytes:
-        _, response = self._conn.request(msg, payload, self.timeout)
+        _, response = self._conn.request(int(msg), payload, self.timeout)
         return _check(response, what)
 
     # -- membership ------------------------------------------------------------------------------------
@@ -310,7 +314,7 @@ class CpgClient(_CpgBase):
             self._call(p.CpgMsg.MCAST, payload, "cpg_mcast_joined")
         deadline = time.monotonic() + (LAST_PIECE_RETRY_S if len(pieces) > 1 else 0.0)
         while True:
-            _, response = self._conn.request(p.CpgMsg.MCAST, pieces[-1], self.timeout)
+            _, response = self._conn.request(_MCAST, pieces[-1], self.timeout)
             code, _ = decode_response(response)
             if code == CS_OK:
                 return
@@ -340,7 +344,7 @@ class CpgClient(_CpgBase):
         handle = p.encode_u64(p.decode_u64(body))
         try:
             while True:
-                _, response = self._conn.request(p.CpgMsg.ITER_NEXT, handle, self.timeout)
+                _, response = self._conn.request(_ITER_NEXT, handle, self.timeout)
                 code, body = decode_response(response)
                 if code == CS_ERR_NO_SECTIONS:
                     return
@@ -350,7 +354,7 @@ class CpgClient(_CpgBase):
                     yield CpgIterationDescription(g, nodeid, pid)
         finally:
             if not self._conn.closed and not self._conn.server_gone:
-                self._conn.request(p.CpgMsg.ITER_FINALIZE, handle, self.timeout)
+                self._conn.request(_ITER_FINALIZE, handle, self.timeout)
 
     # -- events ----------------------------------------------------------------------------------------
     def _run_callback(self, event: CpgEvent) -> bool:
@@ -435,7 +439,7 @@ class AsyncCpgClient(_CpgBase):
         self.close()
 
     async def _call(self, msg: int, payload: bytes, what: str) -> bytes:
-        _, response = await self._conn.request_async(msg, payload, self.timeout)
+        _, response = await self._conn.request_async(int(msg), payload, self.timeout)
         return _check(response, what)
 
     async def join(self, group: bytes | str) -> None:
@@ -459,7 +463,7 @@ class AsyncCpgClient(_CpgBase):
             await self._call(p.CpgMsg.MCAST, payload, "cpg_mcast_joined")
         deadline = time.monotonic() + (LAST_PIECE_RETRY_S if len(pieces) > 1 else 0.0)
         while True:
-            _, response = await self._conn.request_async(p.CpgMsg.MCAST, pieces[-1], self.timeout)
+            _, response = await self._conn.request_async(_MCAST, pieces[-1], self.timeout)
             code, _ = decode_response(response)
             if code == CS_OK:
                 return
@@ -491,7 +495,7 @@ class AsyncCpgClient(_CpgBase):
         out: list[CpgIterationDescription] = []
         try:
             while True:
-                _, response = await self._conn.request_async(p.CpgMsg.ITER_NEXT, handle, self.timeout)
+                _, response = await self._conn.request_async(_ITER_NEXT, handle, self.timeout)
                 code, body = decode_response(response)
                 if code == CS_ERR_NO_SECTIONS:
                     return out
@@ -500,7 +504,7 @@ class AsyncCpgClient(_CpgBase):
                 out += [CpgIterationDescription(g, n, pid) for g, n, pid in p.decode_iter_items(body)]
         finally:
             if not self._conn.closed and not self._conn.server_gone:
-                await self._conn.request_async(p.CpgMsg.ITER_FINALIZE, handle, self.timeout)
+                await self._conn.request_async(_ITER_FINALIZE, handle, self.timeout)
 
     async def events(self) -> AsyncIterator[CpgEvent]:
         """Every event, in order; ends when the client is closed (CS_ERR_LIBRARY if the service goes)."""

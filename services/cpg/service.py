@@ -37,6 +37,10 @@ FLUSH_RETRY_S = 0.002
 MAX_ITERATORS = 64
 
 _INVALID = int(CsErrorCode.CS_ERR_INVALID_PARAM)
+# event record types as plain ints: numba types an IntEnum member on a slow path (~0.2 ms per ring push)
+_EV_DELIVER = int(p.CpgMsg.EV_DELIVER)
+_EV_CONFCHG = int(p.CpgMsg.EV_CONFCHG)
+_EV_TOTEM_CONFCHG = int(p.CpgMsg.EV_TOTEM_CONFCHG)
 
 
 @dataclass
@@ -81,18 +85,18 @@ def encode_event(event: Event) -> list[tuple[int, bytes]]:
         total = len(data)
         if total <= DELIVER_PIECE_BYTES:
             head = p.encode_deliver_head(event.nodeid, event.pid, p.PIECE_WHOLE, event.guarantee, total, event.group)
-            return [(p.CpgMsg.EV_DELIVER, head + data)]
+            return [(_EV_DELIVER, head + data)]
         records: list[tuple[int, bytes]] = []
         for start in range(0, total, DELIVER_PIECE_BYTES):
             piece = (p.PIECE_FIRST if start == 0 else 0) | (p.PIECE_LAST if start + DELIVER_PIECE_BYTES >= total else 0)
             head = p.encode_deliver_head(event.nodeid, event.pid, piece, event.guarantee, total, event.group)
-            records.append((p.CpgMsg.EV_DELIVER, head + data[start:start + DELIVER_PIECE_BYTES]))
+            records.append((_EV_DELIVER, head + data[start:start + DELIVER_PIECE_BYTES]))
         return records
     if isinstance(event, ConfchgEvent):
-        return [(p.CpgMsg.EV_CONFCHG, p.encode_confchg(event.group, list(event.members), list(event.left),
+        return [(_EV_CONFCHG, p.encode_confchg(event.group, list(event.members), list(event.left),
                                                         list(event.joined)))]
     assert isinstance(event, TotemConfchgEvent)
-    return [(p.CpgMsg.EV_TOTEM_CONFCHG, p.encode_totem_confchg(event.ring_id[0], event.ring_id[1], event.members))]
+    return [(_EV_TOTEM_CONFCHG, p.encode_totem_confchg(event.ring_id[0], event.ring_id[1], event.members))]
 
 
 class CpgService(ServiceProcess):
