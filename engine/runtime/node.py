@@ -4,9 +4,10 @@ child reads back from ``PYCOROSYNC_NODE`` (PROTOCOL.md §1).
     plan, resources = build_node(config_path, config, nodeid, run_dir, keys)   # in the supervisor
     node = NodeInfo.from_env()                                                  # in a child
 
-Children start in this order: transport -> totem -> the services present in this build (id order)
--> the exporter. A service module that is not part of the build is skipped with a debug log; every
-node of a cluster must run the same build (sync waits for every member's barrier of every service).
+Children start in dependency order: transport (and the exporter, which depends on nothing) -> totem ->
+the services present in this build, all together (they need totem, not each other). A service module
+that is not part of the build is skipped with a debug log; every node of a cluster must run the same
+build (sync waits for every member's barrier of every service).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ NODE_ENV = "PYCOROSYNC_NODE"
 SEGMENT_FD_ENV = "PYCOROSYNC_NODE_SEGMENT_FD"
 #: comma-separated names from ``TEST_SERVICES`` to run as well (tests only; never set in production)
 TEST_SERVICES_ENV = "PYCOROSYNC_TEST_SERVICES"
+#: "1": each service waits for the previous one to be ready (the start before services started together);
+#: the baseline of bench/node_timings.py, never set in production
+SERIAL_START_ENV = "PYCOROSYNC_SERIAL_START"
 DEFAULT_RING_CAPACITY = 4 << 20
 #: rings of a service that must pass a 16 MiB message as one record (records are at most half a ring)
 LARGE_RING_CAPACITY = 64 << 20
@@ -54,6 +58,8 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("cmap", 0, "pycorosync.services.cmap.server", rings=False, sync=False),
     ServiceEntry("cfg", 1, "pycorosync.services.cfg.server", rings=True, sync=False),
     ServiceEntry("cpg", 2, "pycorosync.services.cpg.server", ring_capacity=LARGE_RING_CAPACITY),
+    # quorum (3) also serves votequorum (5): one process, one socket quorum.sock, votequorum's cluster
+    # messages travel as service 3's and its sync is quorum's
     ServiceEntry("quorum", 3, "pycorosync.services.quorum.server"),
 )
 
@@ -206,7 +212,10 @@ def build_node(
         ("transport", "pycorosync.engine.runtime.transport_proc", RestartRule.IN_PLACE, ()),
         ("totem", "pycorosync.engine.runtime.totem_proc", RestartRule.NODE, ("transport",)),
     ]
+    # services need totem, not each other: they start together once totem is ready
     rows += [(e.name, e.module, RestartRule.REJOIN, ("totem",)) for e in services]
+    if os.environ.get(SERIAL_START_ENV) == "1":
+        rows = [(n, m, r, d if i < 3 else (rows[i - 1][0],)) for i, (n, m, r, d) in enumerate(rows)]
     if keys.get("monitoring.prometheus") and _available("pycorosync.monitoring.exporter"):
         rows.append(("exporter", "pycorosync.monitoring.exporter", RestartRule.IN_PLACE, ()))
     with_rings = ring_services(services)
