@@ -72,6 +72,9 @@ def _g(name: str, unit: str, help: str, type: MetricType = "u64") -> Metric:
     return Metric(name, "gauge", type, unit, help)
 
 
+#: upper bounds of the ``totem.token_rotation_le_*`` buckets (ms), in order; above the last: only in the count
+TOKEN_ROTATION_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
 # The registry. Add a subsystem's metrics in its group; names are those cmap shows under "stats."
 # where corosync has one (srp.*, pg.*, ipcs.*).
 METRICS: list[Metric] = [
@@ -140,7 +143,28 @@ METRICS: list[Metric] = [
     _g("srp.avg_backlog_calc", "messages", "Mean send backlog", "f64"),
     _g("pg.msg_queue_avail", "frames", "Free frames in the send queue"),
     _g("pg.msg_reserved", "frames", "Reserved frames in the send queue"),
+    # --- monitoring: what the exporter needs and no other source has (monitoring/README.md says who fills it)
+    # service.*: each service process's own row (engine/runtime/service.py), per message it multicasts/receives
+    _c("service.mcast_tx_bytes", "bytes", "Body bytes this service multicast through totem"),
+    _c("service.delivered_bytes", "bytes", "Body bytes totem delivered to this service"),
+    _c("service.flow_control_waits", "events", "Client requests answered CS_ERR_TRY_AGAIN because totem was full"),
+    # ipc.ring_*: each IPC server's housekeeping tick, summed over its client connections' rings
+    _g("ipc.ring_used_bytes", "bytes", "Bytes waiting in this process's client rings"),
+    _g("ipc.ring_capacity_bytes", "bytes", "Capacity of this process's client rings"),
+    # totem.token_rotation_*: the totem process, once per token received (a histogram as fixed buckets;
+    # bucket i counts rotations <= TOKEN_ROTATION_BUCKETS_MS[i]; +Inf is the count)
+    *(
+        _c(f"totem.token_rotation_le_{ms}ms", "tokens", f"Token rotations that took at most {ms} ms")
+        for ms in TOKEN_ROTATION_BUCKETS_MS
+    ),
+    _c("totem.token_rotation_count", "tokens", "Token rotations measured"),
+    Metric("totem.token_rotation_seconds", "counter", "f64", "seconds", "Sum of the measured token rotations"),
+    # sam.*: the SAM service's row
+    _g("sam.instances", "instances", "SAM instances registered on this node"),
+    _c("sam.restarts", "restarts", "SAM instances restarted by their policy"),
+    _c("sam.failures", "events", "SAM instance failures (missed healthcheck, error reported, exit)"),
 ]
+
 
 
 def registry_hash(metrics: Sequence[Metric]) -> int:
