@@ -1,6 +1,6 @@
 """Restart policy: restart a failed process after a growing backoff, give up on a restart storm.
 
-Pure (every call carries ``now_s``) so that the node supervisor, SAM and the tests share one
+Pure (every call carries ``now_s``) so that the node supervisor, SAM (services/sam) and the tests share one
 decision function. A storm is ``max_restarts`` restarts within ``window_s``: the next failure in
 that window gives up, with a log line that says so, instead of burning a core forever.
 """
@@ -27,6 +27,22 @@ class RestartPolicy:
         if self.max_restarts < 0 or self.window_s <= 0 or self.backoff_initial_s < 0:
             raise ValueError(f"invalid restart policy {self}")
 
+    @classmethod
+    def parse_limit(cls, text: str, *, backoff_initial_s: float = 0.05, backoff_max_s: float = 2.0) -> RestartPolicy:
+        """A policy from ``N/SECONDS`` (``5/60``: at most 5 restarts within 60 s), as a command line gives it.
+
+        Raises ValueError with a message that quotes ``text`` when it is not of that form.
+        """
+        count, sep, window = text.partition("/")
+        try:
+            max_restarts = int(count)
+            window_s = float(window)
+        except ValueError:
+            max_restarts, window_s = -1, 0.0
+        if not sep or max_restarts < 0 or not window_s > 0:
+            raise ValueError(f"restart limit must be N/SECONDS with N >= 0 and SECONDS > 0 (e.g. 5/60), got {text!r}")
+        return cls(max_restarts, window_s, backoff_initial_s, backoff_max_s)
+
 
 @dataclass(frozen=True)
 class Restart:
@@ -45,9 +61,10 @@ class GiveUp:
     failures: int
     window_s: float
 
-    def message(self, name: str) -> str:
+    def message(self, name: str, what: str = "child") -> str:
+        """The log line: ``child 'cpg' failed 6 times within 60 s (restart storm); giving up on it``."""
         return (
-            f"child '{name}' failed {self.failures} times within {self.window_s:g} s "
+            f"{what} '{name}' failed {self.failures} times within {self.window_s:g} s "
             "(restart storm); giving up on it"
         )
 

@@ -1,0 +1,56 @@
+"""``pycorosync.sam``: the Simple Availability Manager client library (corosync's libsam). See ``services/sam/library.py``."""
+
+from pycorosync.ipc.errors import CsError, CsErrorCode
+from pycorosync.services.sam.library import (
+    Sam,
+    SamState,
+    data_getsize,
+    data_restore,
+    data_store,
+    finalize,
+    hc_callback_register,
+    hc_send,
+    initialize,
+    instance_id,
+    mark_failed,
+    register,
+    start,
+    stop,
+    warn_signal_set,
+)
+from pycorosync.services.sam.protocol import (
+    SAM_RECOVERY_POLICY_CMAP,
+    SAM_RECOVERY_POLICY_CONFDB,
+    SAM_RECOVERY_POLICY_QUIT,
+    SAM_RECOVERY_POLICY_QUORUM,
+    SAM_RECOVERY_POLICY_QUORUM_QUIT,
+    SAM_RECOVERY_POLICY_QUORUM_RESTART,
+    SAM_RECOVERY_POLICY_RESTART,
+)
+
+__all__ = [
+    "SAM_RECOVERY_POLICY_CMAP",
+    "SAM_RECOVERY_POLICY_CONFDB",
+    "SAM_RECOVERY_POLICY_QUIT",
+    "SAM_RECOVERY_POLICY_QUORUM",
+    "SAM_RECOVERY_POLICY_QUORUM_QUIT",
+    "SAM_RECOVERY_POLICY_QUORUM_RESTART",
+    "SAM_RECOVERY_POLICY_RESTART",
+    "CsError",
+    "CsErrorCode",
+    "Sam",
+    "SamState",
+    "data_getsize",
+    "data_restore",
+    "data_store",
+    "finalize",
+    "hc_callback_register",
+    "hc_send",
+    "initialize",
+    "instance_id",
+    "mark_failed",
+    "register",
+    "start",
+    "stop",
+    "warn_signal_set",
+]
