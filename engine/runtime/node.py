@@ -216,7 +216,7 @@ def build_node(
     rows += [(e.name, e.module, RestartRule.REJOIN, ("totem",)) for e in services]
     if os.environ.get(SERIAL_START_ENV) == "1":
         rows = [(n, m, r, d if i < 3 else (rows[i - 1][0],)) for i, (n, m, r, d) in enumerate(rows)]
-    if keys.get("monitoring.prometheus") and _available("pycorosync.monitoring.exporter"):
+    if keys.get("monitoring.prometheus") not in (None, "", "off") and _available("pycorosync.monitoring.exporter"):
         rows.append(("exporter", "pycorosync.monitoring.exporter", RestartRule.IN_PLACE, ()))
     with_rings = ring_services(services)
     layout = node_layout(with_rings, ring_capacity)
