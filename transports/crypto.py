@@ -285,6 +285,36 @@ class FrameCodec:
             return payload_len + self.overhead
         return payload_len + HEADER_BYTES
 
+    def stamp_header(self, buf: memoryview | Any, off: int) -> int:
+        """Writes the next frame's header at ``buf[off : off + 32]`` (the counter advances); returns the counter.
+
+        For transports that send the header and the payload from different buffers (verbs scatter/gather).
+        """
+        self._counter += 1
+        HEADER.pack_into(
+            buf, off, MAGIC, VERSION, self.mode, self.cluster_hash, self.node_id, 0, self.boot_id, self._counter
+        )
+        return self._counter
+
+    def mac(self, *parts: bytes | memoryview) -> bytes:
+        """HMAC-``crypto_hash`` over the parts in order (header, then payload): an HMAC frame's trailer."""
+        h = hmac.new(self._hmac_key, digestmod=self._digest)
+        for part in parts:
+            h.update(part)
+        return h.digest()
+
+    def seal_from(self, payload: memoryview, buf: memoryview, off: int) -> int:
+        """AES-GCM: header at ``buf[off]``, then ``payload`` encrypted (read where it lies) and the tag;
+        returns the datagram length."""
+        assert self.mode == MODE_AEAD and self._tx_aead is not None
+        counter = self.stamp_header(buf, off)
+        body = off + HEADER_BYTES
+        n = len(payload)
+        self._tx_aead.encrypt_into(
+            _nonce(self.boot_id, counter), payload, buf[off:body], buf[body : body + n + GCM_TAG_BYTES]
+        )
+        return n + self.overhead
+
     def seal(self, payload: bytes) -> bytes:
         """One frame as a datagram (convenience for tests and tools; the transport seals in place)."""
         out = bytearray(HEADER_BYTES + len(payload) + self.trailer)

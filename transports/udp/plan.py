@@ -19,7 +19,7 @@ DEFAULT_TOKEN_MS = 3000
 class TransportPlan:
     """A node's link: transport kind, its own and its peers' addresses, MTU, crypto."""
 
-    transport: str  # "udpu" or "udp"
+    transport: str  # "udpu", "udp", or "iba" (verbs over IPoIB addresses: transports/iba, same frames)
     node_id: int
     nodes: tuple[tuple[int, str], ...]  # (nodeid, ring0 address), every nodelist member
     crypto: CryptoSettings
@@ -72,8 +72,8 @@ def make_plan(
     ip_version: str = "ipv6-4", **kw: Any,
 ) -> TransportPlan:
     """Resolves every address (one family for the whole link, as corosync requires) and builds the plan."""
-    if transport not in ("udpu", "udp"):
-        raise ValueError(f"totem.transport: the UDP transport serves udpu and udp, not '{transport}'")
+    if transport not in ("udpu", "udp", "iba"):
+        raise ValueError(f"totem.transport: the plan serves udpu, udp and iba, not '{transport}'")
     if transport == "udp" and ip_version == "ipv6-4":
         ip_version = "ipv4"  # corosync's default for multicast
     resolved = []
@@ -93,7 +93,8 @@ def make_plan(
 def plan_from_config(config: Any, node_id: int) -> TransportPlan:
     """Builds the plan from a parsed ``engine.config.CorosyncConfig`` (``.totem``, ``.nodes``).
 
-    ``knet`` is served as udpu on link 0 (ARCHITECTURE.md §5). The authkey is read (and its file mode
+    ``knet`` is served as udpu on link 0 (ARCHITECTURE.md §5); ``iba`` keeps its name (its nodelist
+    addresses are IPoIB addresses, resolved like udpu's, and its frame limit is the same). The authkey is read (and its file mode
     checked) only when crypto is on.
     """
     totem = config.totem

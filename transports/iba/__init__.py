@@ -1,0 +1,1 @@
+"""InfiniBand verbs transport (corosync's ``iba``): Totem frames over one RC queue pair per peer."""
