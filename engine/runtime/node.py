@@ -63,6 +63,14 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("quorum", 3, "pycorosync.services.quorum.server"),
 )
 
+#: the transport process of each ``totem.transport`` (same rings, doorbells and readiness protocol)
+TRANSPORT_MODULES: dict[str, str] = {
+    "udpu": "pycorosync.engine.runtime.transport_proc",
+    "udp": "pycorosync.engine.runtime.transport_proc",
+    "knet": "pycorosync.engine.runtime.transport_proc",
+    "iba": "pycorosync.transports.iba.proc",
+}
+
 TEST_SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("testecho", 200, "pycorosync.engine.runtime.testservice", ring_capacity=LARGE_RING_CAPACITY),
 )
@@ -201,15 +209,15 @@ def build_node(
     from pycorosync.engine.supervisor.shm import node_prefix
 
     transport = str(keys.get("totem.transport") or "udpu")
-    if transport not in ("udpu", "udp", "knet"):
-        raise ValueError(f"totem.transport '{transport}' is not supported by this build (udpu, udp, knet)")
+    if transport not in TRANSPORT_MODULES:
+        raise ValueError(f"totem.transport '{transport}' is not supported by this build (udpu, udp, knet, iba)")
     if test_services is None:
         test_services = [s for s in os.environ.get(TEST_SERVICES_ENV, "").split(",") if s]
     services = service_table(test_services)
     cluster = str(keys.get("totem.cluster_name") or "cluster")
     prefix = node_prefix(cluster, nodeid)
     rows: list[tuple[str, str, RestartRule, tuple[str, ...]]] = [
-        ("transport", "pycorosync.engine.runtime.transport_proc", RestartRule.IN_PLACE, ()),
+        ("transport", TRANSPORT_MODULES[transport], RestartRule.IN_PLACE, ()),
         ("totem", "pycorosync.engine.runtime.totem_proc", RestartRule.NODE, ("transport",)),
     ]
     # services need totem, not each other: they start together once totem is ready
