@@ -215,6 +215,24 @@ class SamSupervisor:
         self._begin_instance(child, hc_r, None, started=True)
         return child
 
+    def run_program(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+        """``pycorosync sam run``: starts ``argv``, restarts it per policy, returns the exit code to exit with."""
+        while True:
+            if self.quorum is not None and not self.wait_for_quorum():
+                return self.finish(InstanceEnd(False, 0, "stopped while waiting for quorum"))
+            self.next_instance()
+            try:
+                self.spawn(argv, env)
+            except OSError as exc:
+                log.error("%s", exc)
+                return self.finish(InstanceEnd(False, 127, str(exc), failed=self.instance_id > 1))
+            end = self.run_instance()
+            if end.restart and self.wait(end.delay_s):
+                continue
+            if end.restart:
+                end = InstanceEnd(False, 0, "stopped before the restart")
+            return self.finish(end)
+
     def run_instance(self) -> InstanceEnd:
         """Runs until the current child is gone; returns what to do next (it has been reaped)."""
         assert self.child is not None, "run_instance without a child"
