@@ -3,8 +3,16 @@
 Prints one JSON object per line:
     {"bench": "cmap", "op": "get"|"set"|"track_notify"|"unix_socket_rtt", "clients": N,
      "ops_per_s": ..., "p50_us": ..., "p99_us": ...}
+    {"bench": "cmap", "op": "ratio", "clients": N, "of": OP, "ops_per_s_ratio": OP/baseline, "p50_ratio": ...}
 The baseline ("op": "unix_socket_rtt") is one Python AF_UNIX SOCK_SEQPACKET request/response
-between two processes, measured in the same run: compare ratios, not absolute figures.
+between two processes, measured in the same run (before and after the cases; ratios use their
+mean): compare ratios, not absolute figures.
+
+"get" is the client as applications get it (served from the service's shared read view, with its
+cache); "get_rpc" forces a round trip per get (``local_reads=False``); "get_while_set" is "get"
+while one more client sets another key as fast as it can, so the view changes between most gets
+and the client's cache answers less often; "get_nocache" probes the view on every get (no client
+cache: the cost of a get right after any change in the key space).
 
     python bench/cmap.py [--ops 20000] [--seconds-per-case ...]
 """
@@ -55,8 +63,10 @@ def worker(kind: str, run_dir: str, ops: int, out: str) -> None:
 
     lat = np.zeros(ops, np.int64)
     clock = time.perf_counter_ns
-    with CmapClient(run_dir) as cmap:
-        if kind == "get":
+    with CmapClient(run_dir, local_reads=kind != "get_rpc") as cmap:
+        if kind == "get_nocache" and cmap._view is not None:
+            cmap._view.use_cache = False
+        if kind in ("get", "get_rpc", "get_nocache"):
             cmap.set(KEY, 1, ValueType.UINT64)
             _wait_go()
             t0 = clock()
@@ -86,6 +96,13 @@ def worker(kind: str, run_dir: str, ops: int, out: str) -> None:
             t0 = clock()
             while got < ops:
                 cmap.dispatch(CS_DISPATCH_ONE, timeout=30)
+        elif kind == "churn":  # sets until told to stop (stdin closed)
+            _wait_go()
+            t0 = clock()
+            i = 0
+            while not select.select([sys.stdin], [], [], 0)[0]:
+                cmap.set(f"{KEY}.churn", i, ValueType.UINT64)
+                i += 1
         elif kind == "setter":
             _wait_go()
             t0 = clock()
@@ -122,27 +139,54 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     return proc
 
 
+RESULTS: list[dict[str, object]] = []
+
+
 def _report(op: str, clients: int, lat_ns: np.ndarray, ops_per_s: float) -> None:
-    print(json.dumps({
+    row: dict[str, object] = {
         "bench": "cmap", "op": op, "clients": clients, "ops_per_s": round(ops_per_s),
         "p50_us": round(float(np.percentile(lat_ns, 50)) / 1e3, 2),
         "p99_us": round(float(np.percentile(lat_ns, 99)) / 1e3, 2),
-    }), flush=True)
+    }
+    RESULTS.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def _ratios() -> None:
+    base = [r for r in RESULTS if r["op"] == "unix_socket_rtt"]
+    base_rate = sum(float(r["ops_per_s"]) for r in base) / len(base)  # type: ignore[arg-type]
+    base_p50 = sum(float(r["p50_us"]) for r in base) / len(base)  # type: ignore[arg-type]
+    for r in RESULTS:
+        if r["op"] == "unix_socket_rtt":
+            continue
+        print(json.dumps({
+            "bench": "cmap", "op": "ratio", "of": r["op"], "clients": r["clients"],
+            "ops_per_s_ratio": round(float(r["ops_per_s"]) / base_rate, 2),  # type: ignore[arg-type]
+            "p50_ratio": round(float(r["p50_us"]) / base_p50, 3),  # type: ignore[arg-type]
+        }), flush=True)
 
 
 def run_case(run_dir: str, tmp: Path, kind: str, clients: int, ops: int, op: str) -> None:
+    churn = None
     if kind == "watch":
         procs = [_spawn("--worker", "watch", run_dir, str(ops), str(tmp / f"w{i}.npy")) for i in range(clients)]
         procs.append(_spawn("--worker", "setter", run_dir, str(ops), str(tmp / "setter.npy")))
+    elif kind == "get_while_set":
+        procs = [_spawn("--worker", "get", run_dir, str(ops), str(tmp / f"w{i}.npy")) for i in range(clients)]
+        churn = _spawn("--worker", "churn", run_dir, "1", str(tmp / "churn.npy"))
     else:
         procs = [_spawn("--worker", kind, run_dir, str(ops), str(tmp / f"w{i}.npy")) for i in range(clients)]
     t0 = time.perf_counter()
-    for proc in procs:
+    for proc in [*procs, *([churn] if churn else [])]:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
     for proc in procs:
         proc.wait(300)
+    if churn is not None:
+        assert churn.stdin is not None
+        churn.stdin.close()
+        churn.wait(60)
     wall = time.perf_counter() - t0
     lat = np.concatenate([np.load(tmp / f"w{i}.npy") for i in range(clients)])
     elapsed = [json.loads(p.stdout.read() or "{}").get("elapsed_ns", 0) for p in procs[:clients]]  # type: ignore[union-attr]
@@ -198,9 +242,13 @@ def main() -> int:
         baseline(tmp, args.ops)
         for clients in (1, 4):
             run_case(run_dir, tmp, "get", clients, args.ops, "get")
+            run_case(run_dir, tmp, "get_rpc", clients, args.ops, "get_rpc")
+            run_case(run_dir, tmp, "get_while_set", clients, args.ops, "get_while_set")
+            run_case(run_dir, tmp, "get_nocache", clients, args.ops, "get_nocache")
             run_case(run_dir, tmp, "set", clients, args.ops, "set")
             run_case(run_dir, tmp, "watch", clients, max(1000, args.ops // 4), "track_notify")
         baseline(tmp, args.ops)
+        _ratios()
     finally:
         os.close(ready_r)
         service.send_signal(signal.SIGTERM)

@@ -21,14 +21,17 @@ key, ``CS_ERR_ACCESS`` for a read-only one...). A lost service is ``CS_ERR_LIBRA
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pycorosync.engine.config.types import Value, ValueType
 from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect
-from pycorosync.ipc.errors import CS_ERR_INVALID_PARAM, CS_ERR_NO_SECTIONS, CS_OK, CsError
+from pycorosync.ipc.errors import CS_ERR_INVALID_PARAM, CS_ERR_NO_SECTIONS, CS_ERR_NOT_EXIST, CS_OK, CsError
 from pycorosync.ipc.framing import decode_response
 from pycorosync.services.cmap import protocol as p
 from pycorosync.services.cmap.engine import (
@@ -38,6 +41,7 @@ from pycorosync.services.cmap.engine import (
     CMAP_TRACK_PREFIX,
     Entry,
 )
+from pycorosync.services.cmap.view import ASK_SERVICE, IcmapViewReader
 
 __all__ = [
     "CMAP_MAP_DEFAULT", "CMAP_MAP_ICMAP", "CMAP_MAP_STATS", "CMAP_TRACK_ADD", "CMAP_TRACK_DELETE",
@@ -98,17 +102,73 @@ class _CmapBase:
 
     _conn: Connection
 
-    def __init__(self, run_dir: str | None, cmap_map: int, engine: bool, timeout: float) -> None:
+    def __init__(self, run_dir: str | None, cmap_map: int, engine: bool, timeout: float, local_reads: bool) -> None:
         self.timeout = timeout
         self.cmap_map = cmap_map
         self._contexts = itertools.count(1)
         self._tracks: dict[int, tuple[TrackCallback | None, Any]] = {}  # context -> (callback, user_data)
         self._handle_context: dict[int, int] = {}
+        self._view: IcmapViewReader | None = None
         self._conn = connect(run_dir, p.SERVICE_NAME, timeout=min(timeout, 5.0))
         self._init_payload = (
             p.encode_initialize_map(cmap_map, p.INIT_FLAG_ENGINE if engine else 0)
             if cmap_map != CMAP_MAP_DEFAULT or engine else None
         )
+        if local_reads and cmap_map == CMAP_MAP_DEFAULT:
+            try:
+                self._view = self._open_view()
+            except BaseException:
+                self.close()
+                raise
+
+    def _open_view(self) -> IcmapViewReader | None:
+        """Asks the service for its read view (view.py); None when it has none (gets are requests then).
+
+        Runs before anything else uses the connection: the descriptor comes as a message on the
+        connection's socket, which must be read here before the response is waited for (waiting
+        reads and discards whatever the socket holds).
+        """
+        conn = self._conn
+        sock = getattr(conn, "_sock", None)  # ipc.client.Connection has no public accessor for its socket
+        if not isinstance(sock, socket.socket):
+            return None
+        conn.send(p.MSG_VIEW, b"")
+        fds: list[int] = []
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 16, 1)
+        except OSError:  # TimeoutError included: a service without views never sends the message
+            msg = b""
+        view = None
+        try:
+            if msg == b"V" and len(fds) == 1:
+                with contextlib.suppress(ValueError, OSError):
+                    view = IcmapViewReader(fds[0])
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            _, response = conn.read_response(self.timeout, "cmap view")
+        except CsError:
+            if view is not None:
+                view.close()
+            raise
+        if decode_response(response)[0] != CS_OK and view is not None:
+            view.close()
+            view = None
+        return view
+
+    def _local_get(self, key: str) -> tuple[Value, ValueType] | None:
+        """A get answered from the view, or None when the service must be asked."""
+        view = self._view
+        if view is None:
+            return None
+        entry = view.lookup(key)
+        if entry is ASK_SERVICE:
+            return None
+        if entry is None:
+            raise CsError(CS_ERR_NOT_EXIST, f"cmap get {key!r}")
+        vtype, value = entry  # type: ignore[misc]
+        return value, vtype
 
     @staticmethod
     def _value_of(key: str, entry: Entry, vtype: ValueType | None) -> Value:
@@ -144,6 +204,9 @@ class _CmapBase:
 
     def close(self) -> None:
         """cmap_finalize: closes the connection (the service drops this handle's iterators and trackers)."""
+        view, self._view = self._view, None
+        if view is not None:
+            view.close()
         self._conn.close()
 
 
@@ -152,7 +215,9 @@ class CmapClient(_CmapBase):
 
     ``cmap_map``: CMAP_MAP_DEFAULT (icmap) or CMAP_MAP_STATS. ``engine=True`` is for the node's own
     service processes: it lets them write read-only keys (``runtime.services.*``...), and needs the
-    service's own uid (or root).
+    service's own uid (or root). ``local_reads`` (default): icmap gets are answered from the service's
+    shared read-only view of the key space without a round trip whenever it can answer for certain
+    (services/cmap/view.py), with the same results; False makes every get a request.
     """
 
     def __init__(
@@ -162,8 +227,9 @@ class CmapClient(_CmapBase):
         *,
         engine: bool = False,
         timeout: float = DEFAULT_TIMEOUT_S,
+        local_reads: bool = True,
     ) -> None:
-        super().__init__(run_dir, cmap_map, engine, timeout)
+        super().__init__(run_dir, cmap_map, engine, timeout, local_reads)
         try:
             if self._init_payload is not None:
                 self._call(p.MSG_INITIALIZE_MAP, self._init_payload, "cmap initialize_map")
@@ -184,6 +250,9 @@ class CmapClient(_CmapBase):
     # -- get -------------------------------------------------------------------------------------
     def get(self, key: str) -> tuple[Value, ValueType]:
         """cmap_get: ``(value, type)``; CS_ERR_NOT_EXIST when the key is missing."""
+        local = self._local_get(key)
+        if local is not None:
+            return local
         vtype, value = p.decode_entry(self._call(p.MSG_GET, p.encode_key(key), f"cmap get {key!r}"))
         return value, vtype
 
@@ -374,9 +443,9 @@ class AsyncCmapClient(_CmapBase):
 
     def __init__(
         self, run_dir: str | None = None, cmap_map: int = CMAP_MAP_DEFAULT, *, engine: bool = False,
-        timeout: float = DEFAULT_TIMEOUT_S,
+        timeout: float = DEFAULT_TIMEOUT_S, local_reads: bool = True,
     ) -> None:
-        super().__init__(run_dir, cmap_map, engine, timeout)
+        super().__init__(run_dir, cmap_map, engine, timeout, local_reads)
 
     async def __aenter__(self) -> AsyncCmapClient:
         try:
@@ -396,6 +465,9 @@ class AsyncCmapClient(_CmapBase):
 
     async def get(self, key: str) -> tuple[Value, ValueType]:
         """cmap_get: ``(value, type)``."""
+        local = self._local_get(key)
+        if local is not None:
+            return local
         vtype, value = p.decode_entry(await self._call(p.MSG_GET, p.encode_key(key), f"cmap get {key!r}"))
         return value, vtype
 

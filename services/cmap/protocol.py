@@ -16,6 +16,8 @@ has an empty body. Track notifications are records of type ``MSG_NOTIFY`` on the
     TRACK_DELETE   u64 track_handle                 -> (empty)
     INITIALIZE_MAP u32 map | u32 flags              -> (empty)
     RELOAD_CONFIG  (empty)                          -> utf-8 messages, one a line
+    VIEW           (empty)                          -> (empty); before the response, one message on the
+                   connection's socket: b"V" + a read-only descriptor of the icmap view (view.py), or b"N"
     NOTIFY (event) u64 track_handle | u64 context | u32 event | u16 key_len | key
                    | u8 new_type | u32 new_len | new | u8 old_type | u32 old_len | old   (type 0 = absent)
 
@@ -60,16 +62,17 @@ class CmapMsg(enum.IntEnum):
     TRACK_DELETE = 10
     INITIALIZE_MAP = 11
     RELOAD_CONFIG = 12
+    VIEW = 13
     NOTIFY = 100
 
 
 # plain ints of the ids for the hot paths: an IntEnum costs numba a slow type lookup on every ring push
 MSG_GET, MSG_SET, MSG_DELETE, MSG_INC, MSG_DEC = 1, 2, 3, 4, 5
 MSG_ITER_INIT, MSG_ITER_NEXT, MSG_ITER_FINALIZE, MSG_TRACK_ADD, MSG_TRACK_DELETE = 6, 7, 8, 9, 10
-MSG_INITIALIZE_MAP, MSG_RELOAD_CONFIG, MSG_NOTIFY = 11, 12, 100
+MSG_INITIALIZE_MAP, MSG_RELOAD_CONFIG, MSG_VIEW, MSG_NOTIFY = 11, 12, 13, 100
 assert [int(m) for m in CmapMsg] == [MSG_GET, MSG_SET, MSG_DELETE, MSG_INC, MSG_DEC, MSG_ITER_INIT, MSG_ITER_NEXT,
                                      MSG_ITER_FINALIZE, MSG_TRACK_ADD, MSG_TRACK_DELETE, MSG_INITIALIZE_MAP,
-                                     MSG_RELOAD_CONFIG, MSG_NOTIFY]
+                                     MSG_RELOAD_CONFIG, MSG_VIEW, MSG_NOTIFY]
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
@@ -93,6 +96,7 @@ _NUMERIC: dict[ValueType, struct.Struct] = {
     ValueType.FLOAT: struct.Struct("<f"),
     ValueType.DOUBLE: struct.Struct("<d"),
 }
+NUMERIC_FORMATS = _NUMERIC  # the C layouts of the numeric types (the read view decodes with them)
 _VALID_TYPES = frozenset(int(t) for t in ValueType)
 
 

@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -41,10 +42,12 @@ from pycorosync.services.cmap.engine import (
     CMAP_TRACK_DELETE,
     CMAP_TRACK_MODIFY,
     CMAP_TRACK_PREFIX,
+    CmapNotification,
     Icmap,
 )
 from pycorosync.services.cmap.node_stats import StatsTableLink, attach_node_stats
 from pycorosync.services.cmap.stats_map import POLL_INTERVAL_S, StatsMap
+from pycorosync.services.cmap.view import HEARTBEAT_INTERVAL_NS, IcmapViewWriter
 
 log = logging.getLogger("CMAP")
 
@@ -83,6 +86,49 @@ class CmapService:
                              self._uidgid_changed, _ENGINE_OWNER)
         self.stats.register("stats.ipcs.", self._ipc_stats)
         self.stats.register_clear("ipc", self._clear_ipc_stats)
+        self.view: IcmapViewWriter | None = None
+
+    # -- the shared read view (view.py) ----------------------------------------------------------
+    def open_view(self) -> IcmapViewWriter:
+        """Starts mirroring icmap into a read-only view that clients map for local gets."""
+        self.view = IcmapViewWriter(lambda: self.icmap.items())
+        self.icmap.track_add("", CMAP_TRACK_ADD | CMAP_TRACK_DELETE | CMAP_TRACK_MODIFY | CMAP_TRACK_PREFIX,
+                             self._mirror, _ENGINE_OWNER)
+        return self.view
+
+    def close_view(self) -> None:
+        """Marks the view closed (its readers turn to requests, which then fail) and frees it."""
+        view, self.view = self.view, None
+        if view is not None:
+            view.close()
+
+    def _mirror(self, n: CmapNotification) -> None:
+        # runs inside the icmap change, before the request that made it is answered
+        view = self.view
+        if view is None:
+            return
+        try:
+            if n.event == CMAP_TRACK_DELETE:
+                view.remove(n.key)
+            else:
+                assert n.new is not None
+                view.put(n.key, n.new)
+        except Exception:
+            # a view that may be stale must not be read: close it, clients fall back to requests
+            log.exception("cmap view: cannot mirror %r; clients read through the service from now on", n.key)
+            self.close_view()
+
+    def _send_view(self, conn: ServerConnection) -> tuple[int, bytes]:
+        """MSG_VIEW: one socket message to the client (b"V" with the view's descriptor, or b"N"), then
+        the response; the client reads the socket message before the response."""
+        fds = [self.view.reader_fd()] if self.view is not None else []
+        try:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                socket.send_fds(sock, [b"V" if fds else b"N"], fds)
+        except OSError as exc:
+            log.warning("cmap view: cannot send it to pid %d: %s", conn.pid, exc)
+            return p.MSG_VIEW, encode_response(int(CsErrorCode.CS_ERR_LIBRARY), b"")
+        return p.MSG_VIEW, encode_response(int(CS_OK) if fds else int(CsErrorCode.CS_ERR_NOT_SUPPORTED), b"")
 
     # -- access list from uidgid.* -------------------------------------------------------------
     def _uidgid_changed(self, _n: object) -> None:
@@ -114,6 +160,8 @@ class CmapService:
         return None
 
     def on_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes]:
+        if rtype == p.MSG_VIEW:
+            return self._send_view(conn)
         session: CmapSession = conn.context
         code, body = self.dispatcher.handle(session, rtype, payload)
         if code == CS_ERR_INVALID_PARAM:
@@ -212,6 +260,10 @@ def run_cmap_service(
         ep.close()
         raise
     service.server = server
+    try:
+        service.open_view()
+    except OSError as exc:  # no memfd or /proc: clients simply use requests
+        log.warning("cmap view unavailable, every get is a request: %s", exc)
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     stopping = False
 
@@ -231,7 +283,7 @@ def run_cmap_service(
         with contextlib.suppress(OSError):
             os.write(ready_fd, b"R")
         os.close(ready_fd)
-    next_tick = next_stats_poll = time.monotonic()
+    next_tick = next_stats_poll = next_beat = time.monotonic()
     try:
         while not stopping:
             try:
@@ -247,6 +299,9 @@ def run_cmap_service(
                 else:
                     server.handle(fd, events)
             now = time.monotonic()
+            if service.view is not None and now >= next_beat:
+                service.view.beat()
+                next_beat = now + HEARTBEAT_INTERVAL_NS / 1e9
             if now >= next_tick:
                 server.tick()
                 next_tick = now + 0.25
@@ -256,6 +311,7 @@ def run_cmap_service(
                     service.table_link.write_own_row(server)
                 next_stats_poll = now + POLL_INTERVAL_S
     finally:
+        service.close_view()
         server.close()
         ep.close()
         if in_main:
