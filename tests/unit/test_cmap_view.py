@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import random
@@ -203,9 +204,7 @@ def test_a_reader_beside_a_busy_writer_process_only_sees_values_that_were_curren
         assert local > 0
     finally:
         os.close(r)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         os.waitpid(pid, 0)
         m.close()
