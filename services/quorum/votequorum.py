@@ -270,9 +270,10 @@ class Votequorum:
         """Sync is over: every member's NodeInfo was delivered. Recalculate quorum and notify."""
         left = [nodeid for nodeid in self.previous_members if nodeid not in self.members]
         actions: list[Action] = [NodelistNotification(self.ring_id, self.members)]
-        if self.settings.allow_downscale:
-            actions += self._downscale(left)
-        actions += self._recalculate(allow_decrease=False, by_current_nodes=False, force_notify=True)
+        downscaled = self._downscale(left) if self.settings.allow_downscale else []
+        actions += downscaled
+        # quorum never decreases, except down with expected votes that allow_downscale lowered
+        actions += self._recalculate(allow_decrease=bool(downscaled), by_current_nodes=False, force_notify=True)
         if self.settings.last_man_standing and (
             (left and len(self.members) >= self.quorum)
             or (
@@ -393,7 +394,10 @@ class Votequorum:
             return []
         for nodeid in left:
             self.nodes[nodeid].flags &= ~NODE_FLAG_LEAVING
-        lowered = max(self.us.expected_votes - leaving_votes, self.total_votes(), 1)
+        # never below the configured expected votes: from there on quorum works as usual
+        lowered = max(self.us.expected_votes - leaving_votes, self.settings.expected_votes, self.total_votes(), 1)
+        if lowered == self.us.expected_votes:
+            return []
         for node in self._members():
             node.expected_votes = lowered
         return [ExpectedVotesNotification(lowered)]

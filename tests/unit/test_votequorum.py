@@ -275,14 +275,36 @@ def test_expected_votes_tracking_barrier_is_a_floor_at_start() -> None:
     assert vq.expected_votes == 5 and vq.quorum == 3
 
 
-def test_allow_downscale_lowers_expected_votes_for_a_cleanly_leaving_node() -> None:
-    sim = cluster(3, allow_downscale=True)
-    sim._handle(3, [sim.nodes[3].prepare_leave()])
-    sim.down(3)
-    assert sim.nodes[1].expected_votes == 2
-    assert sim.nodes[1].quorate
-    sim.down(2)  # failure, not a leave: expected votes stay
-    assert sim.nodes[1].expected_votes == 2 and not sim.nodes[1].quorate
+def leave_cleanly(sim: SimCluster, nodeid: int) -> None:
+    sim._handle(nodeid, [sim.nodes[nodeid].prepare_leave()])
+    sim.down(nodeid)
+
+
+def test_allow_downscale_lowers_expected_votes_and_quorum_down_to_the_configured_value() -> None:
+    # man votequorum: expected_votes 3 configured, the cluster grew to 5, ordered shutdowns bring it back to 3
+    sim = SimCluster(lambda nodeid: QuorumSettings.build(3, node_count=5, allow_downscale=True))
+    for nodeid in range(1, 6):
+        sim.up(nodeid)
+    assert (sim.nodes[1].expected_votes, sim.nodes[1].quorum) == (5, 3)
+    leave_cleanly(sim, 5)
+    assert (sim.nodes[1].expected_votes, sim.nodes[1].quorum) == (4, 3)
+    leave_cleanly(sim, 4)
+    assert (sim.nodes[1].expected_votes, sim.nodes[1].quorum) == (3, 2)
+    assert ExpectedVotesNotification(3) in sim.actions[1]
+    leave_cleanly(sim, 3)  # at the configured value: no lower
+    assert (sim.nodes[1].expected_votes, sim.nodes[1].quorum) == (3, 2)
+    assert quorate(sim) == {1: True, 2: True}
+    sim.down(2)
+    assert not sim.nodes[1].quorate
+
+
+def test_allow_downscale_keeps_expected_votes_when_a_node_fails() -> None:
+    sim = SimCluster(lambda nodeid: QuorumSettings.build(3, node_count=5, allow_downscale=True))
+    for nodeid in range(1, 6):
+        sim.up(nodeid)
+    sim.down(5)  # a failure, not a leave
+    assert (sim.nodes[1].expected_votes, sim.nodes[1].quorum) == (5, 3)
+    assert sim.nodes[1].info_flags() & InfoFlag.ALLOW_DOWNSCALE
 
 
 def test_quorum_notification_after_every_sync_carries_ring_and_members() -> None:
