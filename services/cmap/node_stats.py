@@ -5,9 +5,15 @@ counters in ``engine.totem.stats.COUNTER_NAMES`` order (-> ``stats.srp.*``), and
 table (ipc/stats.py), a row per process (-> node-wide ``stats.ipcs.global.*``; this process also
 writes its own ``ipcs.*`` row there for the exporter).
 
-Not available from either source yet, so not shown: ``stats.pg.*``,
+A third: the transport's link table (``transports/links.py``, segment ``<prefix>links``) gives
+``stats.knet.node<id>.link0.{enabled,connected,tx_total_packets,tx_total_bytes,rx_total_packets,
+rx_total_bytes}`` (pycorosync's udp transport has one link; its counters are every datagram, so
+only corosync's ``*_total_*`` names are shown).
+
+Not available from any source yet, so not shown: ``stats.pg.*``,
 ``stats.srp.{continuous_sendmsg_failures,time_since_token_last_received}``, other services'
-per-connection ``stats.ipcs.service<id>.*`` keys, ``stats.schedmiss.*``, ``stats.knet.*``.
+per-connection ``stats.ipcs.service<id>.*`` keys, ``stats.schedmiss.*``, the rest of ``stats.knet.*``
+(mtu, latency, up/down counts, ping/pong/pmtu split, ``stats.knet.handle.*``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ _COROSYNC_SRP_COUNT = 27
 _FIREWALL_GATHERS = 3  # corosync: firewall_enabled_or_nic_failure = continuous_gather > 3
 
 Row = tuple[str, ValueType, Value]
+LINK_TABLE_LAYOUT_VERSION = 1  # transports.udp.node.LAYOUT_VERSION, the segment the link table lives in
 
 
 def srp_provider(block: Any, names: Iterable[str]) -> Callable[[], list[Row]]:
@@ -90,6 +97,51 @@ class StatsTableLink:
             row.set("process.heartbeat_ns", time.monotonic_ns())
 
 
+def link_rows(rows: Any) -> list[Row]:
+    """``stats.knet.node<id>.link0.*`` from the rows of a link table (int64[n, 8], transports/links.py)."""
+    from pycorosync.transports import links
+
+    u8, u64 = ValueType.UINT8, ValueType.UINT64
+    out: list[Row] = []
+    for row in rows:
+        base = f"stats.knet.node{int(row[links.COL_NODEID])}.link0."
+        out += [
+            (base + "enabled", u8, 1),
+            (base + "connected", u8, int(bool(row[links.COL_CONNECTED]))),
+            (base + "rx_total_packets", u64, max(0, int(row[links.COL_RX_PACKETS]))),
+            (base + "rx_total_bytes", u64, max(0, int(row[links.COL_RX_BYTES]))),
+            (base + "tx_total_packets", u64, max(0, int(row[links.COL_TX_PACKETS]))),
+            (base + "tx_total_bytes", u64, max(0, int(row[links.COL_TX_BYTES]))),
+        ]
+    return out
+
+
+def knet_provider(segment_name: str) -> Callable[[], list[Row]]:
+    """``stats.knet.*`` read from the transport's shared link table, mapped afresh on every read (a
+    restarted transport makes a new table; an old mapping would keep a dead process's numbers)."""
+
+    def rows() -> list[Row]:
+        from pycorosync.ipc.segment import Segment, SegmentKind
+        from pycorosync.transports import links
+
+        try:
+            seg = Segment.attach(segment_name, SegmentKind.RAW, LINK_TABLE_LAYOUT_VERSION)
+        except (OSError, ValueError):
+            return []  # no transport running (yet): no keys
+        try:
+            table = links.LinkTable.attach(seg.array())
+            snapshot = table.table.copy()
+            del table
+        except ValueError:
+            return []
+        finally:
+            with contextlib.suppress(BufferError):
+                seg.close()
+        return link_rows(snapshot)
+
+    return rows
+
+
 def attach_node_stats(stats: StatsMap, node: Any) -> tuple[StatsTableLink | None, list[Any]]:
     """Registers the providers a node offers; returns (table link or None, objects to close at exit).
 
@@ -107,6 +159,10 @@ def attach_node_stats(stats: StatsMap, node: Any) -> tuple[StatsTableLink | None
             stats.register("stats.srp.", srp_provider(rings.stats, COUNTER_NAMES))
         except Exception as exc:  # the node segment is the supervisor's; its absence must not stop cmap
             log.warning("stats.srp.* unavailable: cannot attach node segment %s: %s", node.segment, exc)
+    if getattr(node, "cluster", None) and getattr(node, "nodeid", None) is not None:
+        from pycorosync.ipc.segment import segment_name
+
+        stats.register("stats.knet.", knet_provider(segment_name(node.cluster, node.nodeid, "links")))
     if node.stats:
         try:
             from pycorosync.ipc.stats import StatsTable

@@ -45,6 +45,7 @@ from pycorosync.services.cmap.engine import (
     CmapNotification,
     Icmap,
 )
+from pycorosync.services.cmap.members import MembershipKeys
 from pycorosync.services.cmap.node_stats import StatsTableLink, attach_node_stats
 from pycorosync.services.cmap.stats_map import POLL_INTERVAL_S, StatsMap
 from pycorosync.services.cmap.view import HEARTBEAT_INTERVAL_NS, IcmapViewWriter
@@ -87,6 +88,7 @@ class CmapService:
         self.stats.register("stats.ipcs.", self._ipc_stats)
         self.stats.register_clear("ipc", self._clear_ipc_stats)
         self.view: IcmapViewWriter | None = None
+        self.members = MembershipKeys(self.icmap, node_id)
 
     # -- the shared read view (view.py) ----------------------------------------------------------
     def open_view(self) -> IcmapViewWriter:
@@ -304,6 +306,7 @@ def run_cmap_service(
                 next_beat = now + HEARTBEAT_INTERVAL_NS / 1e9
             if now >= next_tick:
                 server.tick()
+                service.members.poll_status_file(run_dir)
                 next_tick = now + 0.25
             if now >= next_stats_poll:
                 service.stats.poll()

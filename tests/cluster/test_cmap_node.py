@@ -1,0 +1,41 @@
+"""cmap inside real nodes: membership keys, link stats and local reads on a running cluster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pycorosync.cmap import CMAP_MAP_STATS, CmapClient, CsError, ValueType
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = cond()
+        except CsError:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout}s")
+        time.sleep(0.05)
+
+
+def test_members_and_links_of_a_two_node_ring_show_in_cmap(make_cluster: Callable[..., Any]) -> None:
+    cluster = make_cluster(2)
+    node1 = cluster.nodes[1]
+    with CmapClient(str(node1.run_dir)) as cmap, CmapClient(str(node1.run_dir), CMAP_MAP_STATS) as stats:
+        assert cmap._view is not None  # local reads inside a node too
+        wait_until(lambda: cmap.get_string("runtime.members.2.status") == "joined", 10, "node 2 joined")
+        assert cmap.get_string("runtime.members.1.ip") == f"r(0) ip({node1.address}) "
+        assert cmap.get_u32("runtime.members.2.join_count") == 1
+        assert cmap.get("runtime.members.1.config_version") == (0, ValueType.UINT64)
+        wait_until(lambda: stats.get_u8("stats.knet.node2.link0.connected") == 1, 10, "link to node 2")
+        assert stats.get_u64("stats.knet.node2.link0.rx_total_packets") > 0
+        cluster.nodes[2].stop()
+        wait_until(lambda: cmap.get_string("runtime.members.2.status") == "left", 30, "node 2 left")
+        cluster.nodes[2].start()
+        wait_until(lambda: cmap.get_u32("runtime.members.2.join_count") == 2, 60, "node 2 rejoined")
+        assert cmap.get_string("runtime.members.2.status") == "joined"
