@@ -357,7 +357,7 @@ class TotemCore(Membership):
         store.free(tok.safe_seq)
         backlog_now = len(self.recovery_queue) if recovering else self.sendq.backlog_frames
         allowed = frames_allowed(self.cfg.window_size, self.cfg.max_messages, tok.fcc, tok.backlog, backlog_now,
-                                 self._backlog_prev)
+                                 self._backlog_prev, self._sent_prev)
         sent = 0
         if tok.rtr_list:
             keep = []
