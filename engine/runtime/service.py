@@ -37,6 +37,7 @@ from pycorosync.ipc.server import Server, ServerConnection, ServerLimits
 
 SERVER_TICK_S = 1.0  # handshake expiry and backlog retries: a safety net, the doorbells do the work
 SYNC_PROCESS_RETRY_S = 0.002
+HELD_RETRY_S = 0.01  # requests held for lack of submit room: a safety net, totem's producer wake-up does the work
 DELIVER_PER_ROUND = 256
 
 
@@ -86,6 +87,8 @@ class ServiceProcess:
         self._timer_ids = itertools.count()
         self._stopping = False
         self._bad_logged = False
+        self._ep: select.epoll | None = None
+        self._requests_held = False
 
     # -- hooks (corosync's service contract) -------------------------------------------------------
     def exec_init(self) -> None:
@@ -147,6 +150,38 @@ class ServiceProcess:
     def stop(self) -> None:
         """Asks the loop to return (as SIGTERM does)."""
         self._stopping = True
+
+    def hold_requests(self, nbytes: int = 0) -> None:
+        """Stops reading client requests (back-pressure: the clients' request rings fill and their sends
+        get CS_ERR_TRY_AGAIN) until ``release_requests``. Meanwhile ``retry_held`` is called on every
+        loop round, and totem rings this process when ``nbytes`` fit in the submit ring again."""
+        if self._submit is not None:
+            self._submit.arm_producer(nbytes)
+        if self._requests_held:
+            return
+        self._requests_held = True
+        if self._ep is not None and self.server is not None:
+            self._ep.modify(self.server.doorbell_fd, 0)
+
+    def release_requests(self) -> None:
+        """Reads client requests again (after ``hold_requests``)."""
+        if not self._requests_held:
+            return
+        self._requests_held = False
+        if self._ep is not None and self.server is not None:
+            fd = self.server.doorbell_fd
+            self._ep.modify(fd, select.EPOLLIN)
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.eventfd_write(fd, 1)  # requests may have come while held: read them on the next round
+
+    @property
+    def requests_held(self) -> bool:
+        """True between ``hold_requests`` and ``release_requests``."""
+        return self._requests_held
+
+    def retry_held(self) -> None:
+        """Called on every loop round while requests are held: send what waits, then ``release_requests``."""
+        self.release_requests()
 
     # -- IPC handler (ipc.server.ServiceHandler) ------------------------------------------------------
     def on_connect(self, conn: ServerConnection) -> int | None:
@@ -238,6 +273,7 @@ class ServiceProcess:
         from pycorosync.engine.supervisor.child import restart_count
 
         ep = select.epoll()
+        self._ep = ep
         sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         in_main = threading.current_thread() is threading.main_thread()
         old_wakeup = signal.set_wakeup_fd(sig_w, warn_on_full_buffer=False) if in_main else -1
@@ -265,6 +301,8 @@ class ServiceProcess:
                 did = self._read_deliver()
                 if self._sync_ring is not None or self._sync_done_pending is not None:
                     self._run_sync_process()
+                if self._requests_held:
+                    self.retry_held()
                 timer_left = self._run_timers()
                 if did:
                     continue
@@ -277,6 +315,8 @@ class ServiceProcess:
                     timeout = min(timeout, timer_left)
                 if self._sync_ring is not None or self._sync_done_pending is not None:
                     timeout = min(timeout, SYNC_PROCESS_RETRY_S)
+                if self._requests_held:
+                    timeout = min(timeout, HELD_RETRY_S)
                 if self._deliver is not None and not self._deliver.arm():
                     continue
                 try:
@@ -303,6 +343,7 @@ class ServiceProcess:
                 self._submit = self._deliver = None
                 self._rings.close()
             ep.close()
+            self._ep = None
             if in_main:
                 signal.set_wakeup_fd(old_wakeup)
                 for s, h in old.items():

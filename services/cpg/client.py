@@ -75,6 +75,7 @@ LAST_PIECE_RETRY_S = 2.0
 _PIECE_HEADER = 8
 # record types as plain ints: numba types an IntEnum member on a slow path (~0.2 ms per ring push)
 _MCAST = int(p.CpgMsg.MCAST)
+_MCAST_ASYNC = int(p.CpgMsg.MCAST_ASYNC)
 _ITER_NEXT = int(p.CpgMsg.ITER_NEXT)
 _ITER_FINALIZE = int(p.CpgMsg.ITER_FINALIZE)
 
@@ -194,7 +195,18 @@ class _CpgBase:
         self.context = context
         self.timeout = timeout
         self.group: bytes | None = None  # the group this handle joined (or is joining)
+        self._joined = False  # between a successful join and a successful leave: mcast is allowed
         self._assembler = _Assembler()
+
+    def _send_pipelined(self, pieces: list[bytes]) -> bool:
+        """A message that fits one request goes without waiting for the service (corosync's asynchronous
+        cpg_mcast_joined): True when sent that way; CS_ERR_TRY_AGAIN when the request ring is full."""
+        if len(pieces) != 1:
+            return False
+        if not self._joined:
+            raise CsError(CsErrorCode.CS_ERR_NOT_EXIST, "cpg_mcast_joined: this handle has not joined a group")
+        self._conn.send(_MCAST_ASYNC, pieces[0])
+        return True
 
     def _plan_mcast(self, data: bytes | memoryview, guarantee: int) -> list[bytes]:
         """The MCAST request payloads of one message: one, or pieces that fit the request ring."""
@@ -297,19 +309,25 @@ class CpgClient(_CpgBase):
         name = group_name(group)
         self._call(p.CpgMsg.JOIN, p.encode_join(name, self.flags), f"cpg_join {name!r}")
         self.group = name
+        self._joined = True
 
     def leave(self, group: bytes | str | None = None) -> None:
         """cpg_leave (the joined group by default): CS_ERR_NOT_EXIST, CS_ERR_BUSY (join pending)."""
         name = group_name(group) if group is not None else (self.group or b"")
         self._call(p.CpgMsg.LEAVE, p.encode_name(name), f"cpg_leave {name!r}")
+        self._joined = False
 
     def mcast_joined(
         self, msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
         guarantee: int = CPG_TYPE_AGREED,
     ) -> None:
-        """cpg_mcast_joined: returns once the node has taken the message; CS_ERR_TRY_AGAIN when it cannot
-        now (retry later), CS_ERR_NOT_EXIST when not joined, CS_ERR_TOO_BIG over max_atomic_msgsize_get()."""
+        """cpg_mcast_joined: returns once the node has taken the message (a message that fits one request
+        record, up to 2 MiB, is queued without waiting for the service, as corosync's asynchronous send);
+        CS_ERR_TRY_AGAIN when it cannot now (retry later), CS_ERR_NOT_EXIST when not joined,
+        CS_ERR_TOO_BIG over max_atomic_msgsize_get()."""
         pieces = self._plan_mcast(_join_iov(msg), guarantee)
+        if self._send_pipelined(pieces):
+            return
         for payload in pieces[:-1]:
             self._call(p.CpgMsg.MCAST, payload, "cpg_mcast_joined")
         deadline = time.monotonic() + (LAST_PIECE_RETRY_S if len(pieces) > 1 else 0.0)
@@ -447,11 +465,13 @@ class AsyncCpgClient(_CpgBase):
         name = group_name(group)
         await self._call(p.CpgMsg.JOIN, p.encode_join(name, self.flags), f"cpg_join {name!r}")
         self.group = name
+        self._joined = True
 
     async def leave(self, group: bytes | str | None = None) -> None:
         """cpg_leave."""
         name = group_name(group) if group is not None else (self.group or b"")
         await self._call(p.CpgMsg.LEAVE, p.encode_name(name), f"cpg_leave {name!r}")
+        self._joined = False
 
     async def mcast_joined(
         self, msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
@@ -459,6 +479,8 @@ class AsyncCpgClient(_CpgBase):
     ) -> None:
         """cpg_mcast_joined (see ``CpgClient.mcast_joined``)."""
         pieces = self._plan_mcast(_join_iov(msg), guarantee)
+        if self._send_pipelined(pieces):
+            return
         for payload in pieces[:-1]:
             await self._call(p.CpgMsg.MCAST, payload, "cpg_mcast_joined")
         deadline = time.monotonic() + (LAST_PIECE_RETRY_S if len(pieces) > 1 else 0.0)

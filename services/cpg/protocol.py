@@ -16,6 +16,8 @@ little endian; a group name is ``u16 length | bytes`` (arbitrary bytes, at most 
                                                                     (CS_ERR_NO_SECTIONS at the end)
     ITER_FINALIZE   u64 handle                                   -> (empty)
     FLOW_CONTROL_GET (empty)                                     -> u32 state (0 DISABLED, 1 ENABLED)
+    MCAST_ASYNC     as MCAST, one whole message                  -> no response (pipelined: the client
+                    does not wait; a full request ring is its CS_ERR_TRY_AGAIN, as libcpg's flow control)
 
     address = u32 nodeid | u32 pid | u32 reason
 
@@ -106,6 +108,7 @@ class CpgMsg(enum.IntEnum):
     ITER_NEXT = 7
     ITER_FINALIZE = 8
     FLOW_CONTROL_GET = 9
+    MCAST_ASYNC = 10
     EV_DELIVER = 100
     EV_CONFCHG = 101
     EV_TOTEM_CONFCHG = 102

@@ -9,6 +9,7 @@ larger than an event ring record goes out in consecutive pieces the client libra
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from pycorosync.services.cpg.engine import (
     TotemConfchgEvent,
 )
 
-REQUEST_RING_BYTES = 2 << 20
+REQUEST_RING_BYTES = 4 << 20  # a 1 MiB message is one record: pipelined, no round trip
 RESPONSE_RING_BYTES = 1 << 20
 EVENT_RING_BYTES = 4 << 20
 #: the data of one DELIVER event record; larger messages go in pieces (a record is at most half a ring)
@@ -41,6 +42,11 @@ _INVALID = int(CsErrorCode.CS_ERR_INVALID_PARAM)
 _EV_DELIVER = int(p.CpgMsg.EV_DELIVER)
 _EV_CONFCHG = int(p.CpgMsg.EV_CONFCHG)
 _EV_TOTEM_CONFCHG = int(p.CpgMsg.EV_TOTEM_CONFCHG)
+_MCAST_ASYNC = int(p.CpgMsg.MCAST_ASYNC)
+_TRY_AGAIN = int(CsErrorCode.CS_ERR_TRY_AGAIN)
+#: requests that change what the cluster sees: they stay in order behind held pipelined messages
+_ORDERED = frozenset({int(p.CpgMsg.JOIN), int(p.CpgMsg.LEAVE), int(p.CpgMsg.MCAST), _MCAST_ASYNC})
+_LIB_EXIT = -1  # a held entry: the client went away after requests that are still held
 
 
 @dataclass
@@ -115,6 +121,10 @@ class CpgService(ServiceProcess):
         self.engine = CpgEngine(self.nodeid, _Link(self))
         self._flush_timer: Any = None
         self.invalid_requests = 0
+        #: requests taken off client rings that cannot be carried out yet (submit ring full, sync running),
+        #: in arrival order; while any wait, client requests are not read (bounded by the request rings)
+        self._held: collections.deque[tuple[ServerConnection, _Session | None, int, bytes]] = collections.deque()
+        self.async_mcast_errors = 0
 
     # -- clients ---------------------------------------------------------------------------------------
     def lib_init(self, conn: ServerConnection) -> int | None:
@@ -126,13 +136,31 @@ class CpgService(ServiceProcess):
 
     def lib_exit(self, conn: ServerConnection) -> None:
         if isinstance(conn.context, _Session):
+            if any(entry[0] is conn for entry in self._held):
+                self._held.append((conn, None, _LIB_EXIT, b""))  # its accepted messages go first
+                return
             self.engine.lib_exit(conn.conn_id)
             self._flush_soon()
 
     def lib_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
         session = conn.context
         if not isinstance(session, _Session):
+            if rtype == _MCAST_ASYNC:
+                self._async_error(conn, "request before the connection was admitted")
+                return None
             return rtype, encode_response(CsErrorCode.CS_ERR_BAD_HANDLE)
+        if self._held and rtype in _ORDERED:
+            self._held.append((conn, session, rtype, bytes(payload)))
+            self.hold_requests()
+            return None  # answered (if it has an answer) when its turn comes
+        if rtype == _MCAST_ASYNC:
+            if not self._mcast_async(conn, session, payload):
+                self._held.append((conn, session, rtype, bytes(payload)))
+                self.hold_requests(len(payload) + 64)
+            return None
+        return self._answer(conn, session, rtype, payload)
+
+    def _answer(self, conn: ServerConnection, session: _Session, rtype: int, payload: bytes) -> tuple[int, bytes]:
         try:
             code, body = self._request(conn.conn_id, session, rtype, payload)
         except CsError as exc:
@@ -141,6 +169,49 @@ class CpgService(ServiceProcess):
             self.invalid_requests += 1
             conn.stats.invalid_request += 1
         return rtype, encode_response(code, body)
+
+    def _mcast_async(self, conn: ServerConnection, session: _Session, payload: bytes) -> bool:
+        """A pipelined cpg_mcast_joined; False = Totem cannot take it now (hold it). Errors have no client
+        to go to (as corosync's asynchronous mcast): they are counted and logged."""
+        try:
+            code = self._mcast(conn.conn_id, session, payload)
+        except CsError as exc:
+            code = int(exc.code)
+        if code == _TRY_AGAIN:
+            return False
+        if code != CS_OK:
+            self._async_error(conn, CsErrorCode(code).name)
+        return True
+
+    def _async_error(self, conn: ServerConnection, what: str) -> None:
+        self.async_mcast_errors += 1
+        conn.stats.invalid_request += 1
+        if self.async_mcast_errors == 1 or self.async_mcast_errors % 1000 == 0:
+            self.log.warning("dropped a pipelined message of pid %d: %s (%d so far)", conn.pid, what,
+                             self.async_mcast_errors)
+
+    def retry_held(self) -> None:
+        """Carries out held requests in order while Totem takes them; reads requests again once none wait."""
+        held = self._held
+        while held:
+            conn, session, rtype, payload = held[0]
+            if rtype == _LIB_EXIT:
+                held.popleft()
+                self.engine.lib_exit(conn.conn_id)
+                self._flush_soon()
+                continue
+            assert session is not None
+            if rtype == _MCAST_ASYNC:
+                if conn.conn_id in self.engine.cpds and not self._mcast_async(conn, session, payload):
+                    self.hold_requests(len(payload) + 64)
+                    return
+                held.popleft()
+                continue
+            held.popleft()
+            answer = self._answer(conn, session, rtype, payload)
+            if not conn.closed:
+                conn.send_response(*answer)
+        self.release_requests()
 
     def _request(self, conn_id: int, session: _Session, rtype: int, payload: bytes) -> tuple[int, bytes]:
         eng = self.engine
@@ -240,6 +311,8 @@ class CpgService(ServiceProcess):
     def sync_complete(self) -> None:
         self.engine.sync_complete()
         self._flush_soon()
+        if self._held:
+            self.retry_held()
 
     def _flush_soon(self) -> None:
         """Retries the engine's own messages (PROCDOWN of dead clients) until Totem has taken them all."""

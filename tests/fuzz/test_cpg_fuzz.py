@@ -101,7 +101,11 @@ def test_arbitrary_requests_get_an_error_code_never_an_exception(requests: list[
     svc, conn = _service()
     for (rtype, payload), accept in requests:
         svc.accept = accept
+        held = bool(svc._held)
         out = svc.lib_request(conn, rtype, payload)  # type: ignore[arg-type]
+        if rtype == p.CpgMsg.MCAST_ASYNC or (held and rtype in (p.CpgMsg.JOIN, p.CpgMsg.LEAVE, p.CpgMsg.MCAST)):
+            assert out is None  # pipelined (no answer), or held in order behind a held message
+            continue
         assert out is not None and out[0] == rtype
         code, _ = decode_response(out[1])
         assert code in {int(c) for c in CsErrorCode}

@@ -21,7 +21,6 @@ import pytest
 
 from pycorosync.cpg import (
     CPG_FLOW_CONTROL_DISABLED,
-    CPG_FLOW_CONTROL_ENABLED,
     CPG_ITERATION_ALL,
     CPG_ITERATION_NAME_ONLY,
     CPG_ITERATION_ONE_GROUP,
@@ -209,19 +208,44 @@ def test_join_and_leave_errors_come_back_as_cs_errors(cpg_node: Running) -> None
         cpg_node.call(release)
 
 
-def test_full_totem_queue_is_try_again_and_flow_control_enabled(cpg_node: Running) -> None:
+def test_full_totem_queue_holds_pipelined_messages_and_fills_the_request_ring_to_try_again(cpg_node: Running) -> None:
     with client(cpg_node) as a:
         a.join(b"g")
         wait_event(a, ConfChg)
         assert a.flow_control_state_get() == CPG_FLOW_CONTROL_DISABLED
         cpg_node.call(lambda: setattr(cpg_node.service, "refuse", True))
+        body = b"y" * 65536
+        sent = 0
         with pytest.raises(CsError) as exc:
-            a.mcast_joined(b"x")
+            for sent in range(1, 10_000):  # the service holds the first and stops reading: the ring fills
+                a.mcast_joined(b"%06d" % sent + body)
         assert exc.value.code == CsErrorCode.CS_ERR_TRY_AGAIN
-        assert a.flow_control_state_get() == CPG_FLOW_CONTROL_ENABLED
+        sent -= 1  # the last call was refused
+        assert 16 <= sent < 200  # a few MiB of request ring, then back-pressure (not unbounded buffering)
+        # while messages are held the service reads no request at all (libqb's rate limiting does the same)
         cpg_node.call(lambda: setattr(cpg_node.service, "refuse", False))
-        a.mcast_joined(b"x")
+        a.mcast_joined(b"last")
+        got = [wait_event(a, Deliver).msg for _ in range(sent + 1)]  # type: ignore[attr-defined]
+        assert [m[:6] for m in got[:-1]] == [b"%06d" % i for i in range(1, sent + 1)]  # none lost, in order
+        assert got[-1] == b"last"
         assert a.flow_control_state_get() == CPG_FLOW_CONTROL_DISABLED
+
+
+def test_leave_after_held_messages_waits_for_them(cpg_node: Running) -> None:
+    with client(cpg_node) as a:
+        a.join(b"g")
+        wait_event(a, ConfChg)
+        cpg_node.call(lambda: setattr(cpg_node.service, "refuse", True))
+        a.mcast_joined(b"held 1")
+        a.mcast_joined(b"held 2")
+        cpg_node.call(lambda: setattr(cpg_node.service, "refuse", False))
+        a.leave()  # pipelined messages accepted before the leave are multicast before it
+        events = [a.next_event(5.0) for _ in range(3)]
+        assert [type(e).__name__ for e in events] == ["Deliver", "Deliver", "ConfChg"]
+        assert [e.msg for e in events[:2]] == [b"held 1", b"held 2"]  # type: ignore[union-attr]
+        with pytest.raises(CsError) as exc:
+            a.mcast_joined(b"after leave")
+        assert exc.value.code == CsErrorCode.CS_ERR_NOT_EXIST
 
 
 def test_largest_atomic_message_goes_through_the_rings_in_pieces_and_arrives_whole(cpg_node: Running) -> None:
