@@ -54,7 +54,7 @@ sync_log = logging.getLogger("SYNC")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO + 5, "warning": logging.WARNING,
            "error": logging.ERROR}
-SUBMITS_PER_ROUND = 64  # per service ring and round: one busy service cannot starve the others
+SUBMITS_PER_ROUND = 512  # records taken off one submit ring per round: one busy service cannot starve the others
 RX_PER_ROUND = 256
 TX_BACKLOG_FRAMES = 16384  # frames kept while tx is full; past it the oldest go (Totem retransmits them)
 DELIVER_PAUSE_BYTES = 32 << 20  # a deliver backlog this big stops local submits until it drains
@@ -95,6 +95,10 @@ class TotemRuntime:
         self.status_path = status_path
         self.on_ring = on_ring
         self.tx_backlog: collections.deque[tuple[int, bytes]] = collections.deque()
+        # submit records taken off their ring that the core did not accept yet (at most one batch per service)
+        self.pending_submits: dict[str, collections.deque[tuple[int, bytes]]] = {
+            s: collections.deque() for s in self.service_ids}
+        self._svc_headers = {s: rec.service_header(sid) for s, sid in self.service_ids.items()}
         self.deliver_backlog: dict[str, collections.deque[tuple[int, bytes]]] = {
             s: collections.deque() for s in self.service_ids}
         self.deliver_backlog_bytes = dict.fromkeys(self.service_ids, 0)
@@ -197,7 +201,7 @@ class TotemRuntime:
             self._bad(f"service {service_id}", rec.RecordError(f"message for service {service_id}, not run here"))
             return
         header = rec.encode_message_header(d.sender, d.ring_id, int(d.guarantee))
-        self._to_service(name, rec.DELIVER_MESSAGE, header + bytes(body))
+        self._to_service(name, rec.DELIVER_MESSAGE, header + body)
 
     def _confchg(self, now_ns: int, change: ConfigChange) -> None:
         record = rec.ConfchgRecord(change.type, change.ring_id, change.members, change.left, change.joined)
@@ -299,40 +303,39 @@ class TotemRuntime:
         return True
 
     def _read_submits(self, now_ns: int) -> bool:
+        """Takes a batch off every submit ring (one publish each) and hands it to the core in order; what
+        the core refuses (QueueFull) waits in ``pending_submits`` and no more is read from that ring."""
         did = False
         self.submit_blocked = False
         if max(self.deliver_backlog_bytes.values(), default=0) > DELIVER_PAUSE_BYTES:
             self.submit_blocked = True  # a service is slow: stop feeding the ring from this node
             return False
         for name, ring in self.rings.submit.items():
-            sid = self.service_ids[name]
-            taken = 0
-            for _ in range(SUBMITS_PER_ROUND):
-                item = ring.peek()
-                if item is None:
-                    break
-                rtype, view = item
-                try:
-                    consumed = self._submit_record(now_ns, name, sid, rtype, view)
-                finally:
-                    del view
-                if not consumed:
-                    self.submit_blocked = True
-                    break
-                ring.release()
-                taken += 1
-            if taken:
+            pending = self.pending_submits[name]
+            if not pending:
+                items = ring.pop_batch(SUBMITS_PER_ROUND)
+                if not items:
+                    continue
                 did = True
                 if ring.producer_needs_wake():
                     self._wake_producer.add(name)
+                pending.extend(items)
+            sid = self.service_ids[name]
+            while pending:
+                rtype, data = pending[0]
+                if not self._submit_record(now_ns, name, sid, rtype, data):
+                    self.submit_blocked = True
+                    break
+                pending.popleft()
+                did = True
         return did
 
-    def _submit_record(self, now_ns: int, name: str, sid: int, rtype: int, view: memoryview) -> bool:
-        """Hands one submit record on; False = the core's queue is full (leave the record unread)."""
+    def _submit_record(self, now_ns: int, name: str, sid: int, rtype: int, data: bytes) -> bool:
+        """Hands one submit record on; False = the core's queue is full (keep the record for later)."""
         try:
             if rtype == rec.SUBMIT_MCAST:
-                guarantee, body = rec.decode_submit_mcast(view)
-                payload = rec.service_header(sid) + bytes(body)
+                guarantee, body = rec.decode_submit_mcast(data)
+                payload = self._svc_headers[name] + body  # one copy: header and body in one bytes
                 try:
                     actions = self.core.submit(now_ns, payload, guarantee)
                 except QueueFull:
@@ -342,9 +345,10 @@ class TotemRuntime:
                     self._bad(f"submit.{name}", exc)
                     return True
                 self.counters["submits"] += 1
-                self.apply(now_ns, actions)
+                if actions:
+                    self.apply(now_ns, actions)
             elif rtype == rec.SUBMIT_SYNC_DONE:
-                self._sync_outputs(now_ns, self.sync.on_sync_done(sid, rec.decode_ring(view, "SUBMIT_SYNC_DONE")))
+                self._sync_outputs(now_ns, self.sync.on_sync_done(sid, rec.decode_ring(data, "SUBMIT_SYNC_DONE")))
             elif rtype == rec.SUBMIT_HELLO:
                 self._hello(name)
             else:
