@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pycorosync.ipc.errors import CS_ERR_LIBRARY, CS_ERR_NOT_SUPPORTED, CsError
+from pycorosync.ipc.errors import CS_ERR_LIBRARY, CsError
 
 
 class QuorumSource(Protocol):
@@ -34,27 +34,24 @@ class QuorumSource(Protocol):
 
 
 class ClientQuorumSource:
-    """``QuorumSource`` over ``pycorosync.quorum.QuorumClient``: getquorate once, then tracked changes."""
+    """``QuorumSource`` over ``pycorosync.quorum.QuorumClient``: getquorate once, then tracked changes.
 
-    def __init__(self, run_dir: str | None = None) -> None:
+    Raises CsError from the client when the quorum service cannot be reached.
+    """
+
+    def __init__(self, run_dir: str | None = None, timeout: float = 10.0) -> None:
+        from pycorosync import quorum as quorum_lib
+
+        self._client: Any = quorum_lib.QuorumClient(run_dir, notify=self._on_notify, timeout=timeout)
         try:
-            from pycorosync import quorum as quorum_lib
-        except ImportError as exc:
-            raise CsError(
-                CS_ERR_NOT_SUPPORTED, f"SAM QUORUM policy: the quorum client library is not available ({exc})"
-            ) from None
-        self._lib: Any = quorum_lib
-        self._client: Any = quorum_lib.QuorumClient(run_dir, callback=self._on_notify)
-        self._quorate = bool(self._client.getquorate())
-        self._client.trackstart(quorum_lib.CS_TRACK_CHANGES)
+            self._quorate = bool(self._client.getquorate())
+            self._client.trackstart(quorum_lib.CS_TRACK_CHANGES)
+        except BaseException:
+            self._client.close()
+            raise
 
-    def _on_notify(self, *args: Any) -> None:
-        event = args[0] if args else None
-        quorate = getattr(event, "quorate", None)
-        if quorate is None and len(args) >= 2:
-            quorate = args[1]  # corosync's (handle, quorate, ring_id, ...) order
-        if quorate is not None:
-            self._quorate = bool(quorate)
+    def _on_notify(self, event: Any) -> None:
+        self._quorate = bool(event.quorate)
 
     @property
     def quorate(self) -> bool:
@@ -71,9 +68,14 @@ class ClientQuorumSource:
         except CsError:
             self._quorate = False
             raise
-        if hasattr(self._client, "service_alive") and not self._client.service_alive():
-            self._quorate = False
-            raise CsError(CS_ERR_LIBRARY, "the quorum service hung up")
+        # DISPATCH_ALL reads what waits and never reports a hang-up; without this check a dead service's
+        # ever-readable fd would spin the supervisor's loop
+        conn = getattr(self._client, "_conn", None)
+        if conn is not None:
+            conn.wait_event(0)
+            if conn.server_gone:
+                self._quorate = False
+                raise CsError(CS_ERR_LIBRARY, "the quorum service hung up")
 
     def close(self) -> None:
         self._client.close()

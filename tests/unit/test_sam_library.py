@@ -195,6 +195,18 @@ def test_calls_in_the_wrong_state_or_with_bad_arguments_fail_with_corosyncs_code
     ]
 
 
+def test_cmap_flag_without_a_cmap_service_raises_a_clear_cs_error(proc_trees: list[ProcTree], tmp_path: Path) -> None:
+    app = start_app(proc_trees, tmp_path, """
+        sam.initialize(0, sam.SAM_RECOVERY_POLICY_RESTART | sam.SAM_RECOVERY_POLICY_CMAP, run_dir=sys.argv[0] + ".d")
+        try:
+            sam.register()
+        except CsError as exc:
+            say("error", exc.name, str(exc))
+    """)
+    assert app.wait() == 0
+    assert app.lines[0].startswith("error CS_ERR_LIBRARY ") and "no 'cmap' service is running there" in app.lines[0]
+
+
 @pytest.mark.parametrize("policy", [0, 3, 8, 0x10, 0x20 | 1])
 def test_initialize_refuses_an_invalid_recovery_policy(policy: int) -> None:
     handle = Sam()
