@@ -1,0 +1,153 @@
+"""SAM with the CMAP flag against a real node: resources.process.<pid>.* keys appear, change and end as corosync's do."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycorosync.cmap import CmapClient, ValueType
+from pycorosync.localcluster import Cluster, wait_for
+from tests.unit import test_sam_support as support
+from tests.unit.test_sam_support import ProcTree, start_app
+
+proc_trees = support.proc_trees  # the fixture
+
+# A SAM application driven through a fifo: one command a line, one "ok <command>" line back.
+DRIVER = """
+sam.initialize(300, sam.SAM_RECOVERY_POLICY_RESTART | sam.SAM_RECOVERY_POLICY_CMAP,
+               run_dir=os.environ["RUN_DIR"], sample_period_ms=100)
+iid = sam.register()
+say("child", iid, os.getpid())
+fifo = open(os.environ["CONTROL"], "rb", buffering=0)
+buf = b""
+while True:
+    while b"\\n" not in buf:
+        chunk = fifo.read(256)
+        if not chunk:
+            time.sleep(0.01)
+        buf += chunk
+    line, buf = buf.split(b"\\n", 1)
+    cmd, *arg = line.decode().split()
+    if cmd == "start":
+        sam.hc_callback_register(lambda: 0)
+        sam.start()
+    elif cmd == "stop":
+        sam.stop()
+    elif cmd == "fail":
+        sam.mark_failed()
+    elif cmd == "exit":
+        sam.finalize()
+        sys.exit(int(arg[0]))
+    say("ok", cmd, iid)
+"""
+
+
+@pytest.fixture
+def node(make_cluster: Callable[..., Cluster]) -> Any:
+    return make_cluster(1).nodes[1]
+
+
+@pytest.fixture
+def control(tmp_path: Path) -> Iterator[tuple[Path, Callable[[str], None]]]:
+    path = tmp_path / "control.fifo"
+    os.mkfifo(path)
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    yield path, lambda line: os.write(fd, line.encode() + b"\n") and None
+    os.close(fd)
+
+
+def keys_of(run_dir: Path, prefix: str) -> dict[str, tuple[object, ValueType]]:
+    with CmapClient(str(run_dir)) as cmap:
+        return {key[len(prefix):]: (value, vtype) for key, vtype, value in cmap.iter(prefix)}
+
+
+def wait_key(run_dir: Path, prefix: str, name: str, pred: Callable[[object], bool], what: str) -> object:
+    def check() -> object:
+        value = keys_of(run_dir, prefix).get(name)
+        return value if value is not None and pred(value[0]) else None
+    return wait_for(check, 10, what)
+
+
+def start_driver(trees: list[ProcTree], tmp_path: Path, node: Any, control_path: Path) -> ProcTree:
+    return start_app(trees, tmp_path, DRIVER, env={"RUN_DIR": str(node.run_dir), "CONTROL": str(control_path)})
+
+
+def test_resources_keys_appear_follow_the_child_and_are_removed_on_a_clean_exit(
+    proc_trees: list[ProcTree], tmp_path: Path, node: Any, control: tuple[Path, Callable[[str], None]]
+) -> None:
+    path, send = control
+    app = start_driver(proc_trees, tmp_path, node, path)
+    pid1 = int(app.expect("child 1 ").split()[2])
+    prefix = f"resources.process.{app.pid}."
+    keys = keys_of(node.run_dir, prefix)
+    assert keys["recovery"] == ("restart", ValueType.STRING)
+    assert keys["poll_period"] == (300, ValueType.UINT64)
+    assert keys["state"] == ("stopped", ValueType.STRING)
+    assert keys["pid"] == (pid1, ValueType.UINT32) and keys["restarts"] == (0, ValueType.UINT32)
+
+    send("start")
+    app.expect("ok start 1")
+    assert keys_of(node.run_dir, prefix)["state"][0] == "running"
+    first = wait_key(node.run_dir, prefix, "last_updated", lambda v: isinstance(v, int) and v > 0, "last_updated")
+    wait_key(node.run_dir, prefix, "last_updated", lambda v: v != first[0], "last_updated to move")  # type: ignore[index]
+    wait_key(node.run_dir, prefix, "rss", lambda v: isinstance(v, int) and v > 1 << 20, "rss of the child")
+    keys = keys_of(node.run_dir, prefix)
+    assert keys["threads"][0] >= 2 and keys["threads"][1] == ValueType.UINT32  # type: ignore[operator]
+    assert keys["cpu"][1] == ValueType.DOUBLE
+
+    os.kill(pid1, signal.SIGKILL)
+    pid2 = int(app.expect("child 2 ").split()[2])
+    wait_key(node.run_dir, prefix, "restarts", lambda v: v == 1, "restarts = 1")
+    keys = keys_of(node.run_dir, prefix)
+    assert keys["pid"][0] == pid2 and keys["state"][0] == "stopped"
+
+    send("exit 0")
+    assert app.wait() == 0
+    assert keys_of(node.run_dir, prefix) == {}
+
+
+def test_recovery_policy_changed_in_cmap_takes_effect_and_a_quit_recovery_leaves_state_failed(
+    proc_trees: list[ProcTree], tmp_path: Path, node: Any, control: tuple[Path, Callable[[str], None]]
+) -> None:
+    path, send = control
+    app = start_driver(proc_trees, tmp_path, node, path)
+    pid1 = int(app.expect("child 1 ").split()[2])
+    prefix = f"resources.process.{app.pid}."
+    send("start")
+    app.expect("ok start 1")
+    with CmapClient(str(node.run_dir)) as cmap:
+        cmap.set(prefix + "recovery", "sometimes")  # refused: written back
+        wait_key(node.run_dir, prefix, "recovery", lambda v: v == "restart", "bad value written back")
+        cmap.set(prefix + "recovery", "quit")
+    wait_key(node.run_dir, prefix, "recovery", lambda v: v == "quit", "recovery = quit")
+    os.kill(pid1, signal.SIGKILL)
+    assert app.wait() == 128 + signal.SIGKILL
+    assert not [line for line in app.lines if line.startswith("child 2")]
+    keys = keys_of(node.run_dir, prefix)
+    assert keys["state"][0] == "failed" and keys["recovery"][0] == "quit"
+    with CmapClient(str(node.run_dir)) as cmap:
+        for key in list(keys):
+            cmap.delete(prefix + key)
+
+
+def test_mark_failed_kills_the_child_and_ends_supervision_with_state_failed(
+    proc_trees: list[ProcTree], tmp_path: Path, node: Any, control: tuple[Path, Callable[[str], None]]
+) -> None:
+    path, send = control
+    app = start_driver(proc_trees, tmp_path, node, path)
+    app.expect("child 1 ")
+    prefix = f"resources.process.{app.pid}."
+    send("start")
+    app.expect("ok start 1")
+    send("fail")
+    assert app.wait() == 128 + signal.SIGKILL
+    assert keys_of(node.run_dir, prefix)["state"][0] == "failed"
+    with CmapClient(str(node.run_dir)) as cmap:
+        for key in cmap.keys(prefix):
+            cmap.delete(key)
+
