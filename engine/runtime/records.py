@@ -80,6 +80,12 @@ def decode_ring(data: bytes | memoryview, what: str = "ring id") -> RingId:
     return RingId(rep, seq)
 
 
+def resync_payload(service_id: int, ring_id: RingId) -> bytes:
+    """The whole Totem payload of a SERVICE_BUILD: ``service_id`` restarted in ring ``ring_id`` and asks
+    every member to run the sync sequence of that ring again (delivered in total order everywhere)."""
+    return service_header(service_id, KIND_SERVICE_BUILD) + encode_ring(ring_id)
+
+
 def barrier_payload(service_id: int, ring_id: RingId) -> bytes:
     """The whole Totem payload of a sync BARRIER for ``service_id`` in ring ``ring_id``."""
     return service_header(service_id, KIND_BARRIER) + encode_ring(ring_id)

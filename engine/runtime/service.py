@@ -375,4 +375,5 @@ def service_main(cls: type[ServiceProcess], argv: list[str] | None = None) -> in
     from pycorosync.engine.supervisor.child import notify_ready
 
     service = cls(node, keys)
-    return run_profiled(cls.name, node.nodeid, lambda: service.run(on_ready=notify_ready))
+    rc: int = run_profiled(cls.name, node.nodeid, lambda: service.run(on_ready=notify_ready))
+    return rc

@@ -6,10 +6,16 @@ service and ring from every member of R were delivered, it gets SYNC_ACTIVATE(R)
 starts; after the last, every service gets SYNC_COMPLETE(R). A change in the middle aborts the
 service being synchronized and restarts the whole sequence for the new ring.
 
+A restarted service lost its state but not its ring: a SERVICE_BUILD(R) it asked for (delivered in
+total order to every member) runs the whole sequence for R once more, every member transitional. If a
+round is running then, the new one starts right after it completes (at the same point of the total
+order on every member), so no round is aborted and no barrier can be counted in the wrong round.
+
     sync = SyncCoordinator(my_nodeid=1, service_ids=[0, 2, 3], all_service_ids=[0, 2, 3, 200])
     outs = sync.on_confchg(change)                 # ConfigChange from the core
     outs = sync.on_sync_done(service_id, ring_id)  # SUBMIT_SYNC_DONE from a service
     outs = sync.on_barrier(sender, service_id, ring_id)
+    outs = sync.on_resync(ring_id)                 # a SERVICE_BUILD delivered
     # outs: ToService(service_id, record) to push into deliver.<svc>, SendBarrier(service_id, ring_id)
     # to multicast, SyncLog(level, text)
 """
@@ -73,6 +79,8 @@ class SyncCoordinator:
         self._barriers: dict[int, set[int]] = {}
         self.completed: RingId | None = None  # the last ring whose sync completed
         self.aborted = 0
+        self.resyncs = 0
+        self._resync_pending = False
 
     @property
     def active_service(self) -> int | None:
@@ -101,10 +109,31 @@ class SyncCoordinator:
             self.transitional = tuple(n for n in self.transitional if n in change.members)
         self._barriers = {}
         self._index = -1
+        self._resync_pending = False
         out.append(SyncLog("debug", f"Starting service synchronization for ring {change.ring_id}, "
                                     f"members {list(change.members)}"))
         self._start_next(out)
         return out
+
+    def on_resync(self, ring_id: RingId) -> list[SyncOutput]:
+        """A SERVICE_BUILD for ``ring_id`` was delivered: run the sequence again (after the running one)."""
+        out: list[SyncOutput] = []
+        if ring_id != self.ring_id:
+            return out  # another ring: its own configuration change runs a full sync anyway
+        if self.in_progress:
+            self._resync_pending = True
+            return out
+        self._restart(out)
+        return out
+
+    def _restart(self, out: list[SyncOutput]) -> None:
+        self.resyncs += 1
+        self._resync_pending = False
+        self.transitional = self.members
+        self._barriers = {}
+        self._index = -1
+        out.append(SyncLog("notice", f"A service restarted: synchronizing ring {self.ring_id} again"))
+        self._start_next(out)
 
     def on_sync_done(self, service_id: int, ring_id: RingId) -> list[SyncOutput]:
         """A service finished ``sync_process`` for ``ring_id`` (stale reports are ignored)."""
@@ -151,3 +180,12 @@ class SyncCoordinator:
         for svc in self.all_service_ids:
             out.append(ToService(svc, SyncRecord(DELIVER_SYNC_COMPLETE, self.ring_id)))
         out.append(SyncLog("notice", "Completed service synchronization, ready to provide service."))
+        if self._resync_pending:
+            self._restart(out)
+
+    def current_init(self, service_id: int) -> SyncInitRecord | None:
+        """The SYNC_INIT of the round in progress when ``service_id`` is the one being synchronized and
+        has not reported SYNC_DONE (a restarted service must be told again, or the round waits forever)."""
+        if self.active_service != service_id or self._done_sent or self.ring_id is None:
+            return None
+        return SyncInitRecord(self.ring_id, self.members, self.transitional)

@@ -44,6 +44,7 @@ from pycorosync.engine.totem.api import (
     LogEvent,
     MessageTooBig,
     QueueFull,
+    RingId,
     SendFrame,
 )
 from pycorosync.engine.totem.core import TotemCore
@@ -102,7 +103,8 @@ class TotemRuntime:
         self.deliver_backlog: dict[str, collections.deque[tuple[int, bytes]]] = {
             s: collections.deque() for s in self.service_ids}
         self.deliver_backlog_bytes = dict.fromkeys(self.service_ids, 0)
-        self.pending_barriers: list[SendBarrier] = []
+        # sync control messages to multicast (BARRIER, SERVICE_BUILD) as (ring they belong to, payload)
+        self.pending_barriers: list[tuple[RingId, bytes]] = []
         self.counters = dict.fromkeys(RUNTIME_COUNTERS, 0)
         self.last_regular: ConfigChange | None = None
         self.submit_blocked = False
@@ -191,6 +193,9 @@ class TotemRuntime:
             if kind == rec.KIND_BARRIER:
                 self._sync_outputs(now_ns, self.sync.on_barrier(d.sender, service_id, rec.decode_ring(body)))
                 return
+            if kind == rec.KIND_SERVICE_BUILD:
+                self._sync_outputs(now_ns, self.sync.on_resync(rec.decode_ring(body, "SERVICE_BUILD")))
+                return
             if kind != rec.KIND_MESSAGE:
                 return
         except rec.RecordError as exc:
@@ -229,7 +234,7 @@ class TotemRuntime:
                     self.counters["sync_completed"] += 1
                     self.write_status()
             elif isinstance(out, SendBarrier):
-                self.pending_barriers.append(out)
+                self.pending_barriers.append((out.ring_id, rec.barrier_payload(out.service_id, out.ring_id)))
                 self._retry_barriers(now_ns)
             elif isinstance(out, SyncLog):
                 sync_log.log(_LEVELS.get(out.level, logging.INFO), "%s", out.text)
@@ -238,12 +243,12 @@ class TotemRuntime:
     def _retry_barriers(self, now_ns: int) -> bool:
         did = False
         while self.pending_barriers:
-            b = self.pending_barriers[0]
-            if b.ring_id != self.sync.ring_id:
+            ring_id, payload = self.pending_barriers[0]
+            if ring_id != self.sync.ring_id:
                 self.pending_barriers.pop(0)
                 continue
             try:
-                actions = self.core.submit(now_ns, rec.barrier_payload(b.service_id, b.ring_id))
+                actions = self.core.submit(now_ns, payload)
             except QueueFull:
                 return did
             self.pending_barriers.pop(0)
@@ -350,21 +355,32 @@ class TotemRuntime:
             elif rtype == rec.SUBMIT_SYNC_DONE:
                 self._sync_outputs(now_ns, self.sync.on_sync_done(sid, rec.decode_ring(data, "SUBMIT_SYNC_DONE")))
             elif rtype == rec.SUBMIT_HELLO:
-                self._hello(name)
+                self._hello(name, now_ns)
             else:
                 raise rec.RecordError(f"unknown submit record type {rtype}")
         except rec.RecordError as exc:
             self._bad(f"submit.{name}", exc)
         return True
 
-    def _hello(self, name: str) -> None:
-        """A (re)started service: tell it the configuration in force, and that sync is done if it is."""
+    def _hello(self, name: str, now_ns: int) -> None:
+        """A restarted service: tell it the configuration in force. A sync-capable one lost its state, so
+        every member runs the sync of this ring again (SERVICE_BUILD, PROTOCOL.md §7); if it is the one a
+        running round waits for, it gets that round's SYNC_INIT again. Others hear that sync is done."""
         change = self.last_regular
         if change is None:
             return
         record = rec.ConfchgRecord(change.type, change.ring_id, change.members, change.left, change.joined)
         self._to_service(name, *rec.encode_deliver(record))
-        if self.sync.completed == change.ring_id:
+        sid = self.service_ids[name]
+        if sid in self.sync.service_ids and self.sync.ring_id == change.ring_id:
+            init = self.sync.current_init(sid)
+            if init is not None:
+                self._to_service(name, *rec.encode_deliver(init))
+            self.pending_barriers.append((change.ring_id, rec.resync_payload(sid, change.ring_id)))
+            self._retry_barriers(now_ns)
+            log.info("service '%s' restarted: asking every member to synchronize ring %s again", name,
+                     change.ring_id)
+        elif self.sync.completed == change.ring_id:
             self._to_service(name, *rec.encode_deliver(rec.SyncRecord(rec.DELIVER_SYNC_COMPLETE, change.ring_id)))
 
     def _ring_bells(self) -> None:
@@ -571,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from pycorosync.engine.runtime.profiling import run_profiled
 
-        return run_profiled("totem", node.nodeid, lambda: serve(rt, node.bells["totem"], on_ready=notify_ready))
+        rc: int = run_profiled("totem", node.nodeid, lambda: serve(rt, node.bells["totem"], on_ready=notify_ready))
+        return rc
     finally:
         rt.rings.close()
 

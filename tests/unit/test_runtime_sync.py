@@ -125,3 +125,38 @@ def test_short_service_payloads_are_record_errors() -> None:
         rec.split_service_payload(b"\x01")
     sid, kind, body = rec.split_service_payload(rec.barrier_payload(2, R1))
     assert (sid, kind, rec.decode_ring(body)) == (2, rec.KIND_BARRIER, R1)
+
+
+def _run_round(sync: SyncCoordinator, ring: RingId, members: tuple[int, ...], services: tuple[int, ...]) -> list[object]:
+    outs: list[object] = []
+    for svc in services:
+        sync.on_sync_done(svc, ring)
+        for n in members:
+            outs += sync.on_barrier(n, svc, ring)
+    return outs
+
+
+def test_service_build_of_the_current_ring_runs_its_sync_again_every_member_transitional() -> None:
+    sync = SyncCoordinator(1, [0, 2])
+    sync.on_confchg(ConfigChange(ConfigType.TRANSITIONAL, R1, (1,), (2,), ()))
+    sync.on_confchg(_regular(R1, (1, 2)))
+    _run_round(sync, R1, (1, 2), (0, 2))
+    assert sync.completed == R1
+    assert sync.on_resync(R2) == []  # another ring: ignored
+    outs = sync.on_resync(R1)
+    inits = [o.record for o in outs if isinstance(o, ToService)]
+    assert len(inits) == 1 and isinstance(inits[0], rec.SyncInitRecord)
+    assert inits[0].ring_id == R1 and inits[0].transitional == (1, 2) and sync.resyncs == 1
+    outs = _run_round(sync, R1, (1, 2), (0, 2))
+    assert (2, rec.DELIVER_SYNC_COMPLETE) in _records(outs) and not sync.in_progress
+
+
+def test_service_build_during_a_round_starts_the_next_round_when_it_completes() -> None:
+    sync = SyncCoordinator(1, [0, 2])
+    sync.on_confchg(_regular(R1, (1, 2)))
+    assert sync.current_init(0) is not None and sync.current_init(2) is None
+    assert sync.on_resync(R1) == []  # not now: the running round is not aborted
+    outs = _run_round(sync, R1, (1, 2), (0, 2))
+    assert _records(outs)[-3:] == [(0, rec.DELIVER_SYNC_COMPLETE), (2, rec.DELIVER_SYNC_COMPLETE),
+                                   (0, rec.DELIVER_SYNC_INIT)]
+    assert sync.in_progress and sync.resyncs == 1
