@@ -1,17 +1,22 @@
-"""Node timings on loopback: start to a synchronized 3-node ring, failure detection (SIGKILL of a
-node's totem), clean leave (SIGTERM of a node's totem), rejoin. One JSON object per line.
+"""Node timings on loopback: one node's start until every service is ready, start to a synchronized
+3-node ring, failure detection (SIGKILL of a node's totem), clean leave (SIGTERM of a node's totem),
+rejoin. One JSON object per line.
 
 Baselines measured in the same run: a bare interpreter start (``python -c pass``) and one with the
-imports every node process pays (numpy + numba); the configured token and consensus timeouts are
-printed next to the detection times.
+imports every node process pays (numpy + numba); for the node start, the same node with its services
+started one after the other (``PYCOROSYNC_SERIAL_START=1``, the start before they started together),
+alternated with the normal start; the configured token and consensus timeouts are printed next to the
+detection times.
 
-    .venv/bin/python bench/node_timings.py [--token 400] [--rounds 3]
+    .venv/bin/python bench/node_timings.py [--token 400] [--rounds 3] [--start-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,14 +40,54 @@ def _wait_regular(client: EchoClient, members: list[int], timeout: float) -> flo
     return time.monotonic()
 
 
+_READY = re.compile(r"node ready: (\d+) processes running \(started in (\d+) ms\)")
+
+
+def _node_start(base: Path, serial: bool) -> tuple[float, float, int]:
+    """(s from the daemon's launch to its "node ready" line, s the supervisor spent starting children,
+    processes) for a one-node cluster of the production services."""
+    env = {"PYCOROSYNC_SERIAL_START": "1"} if serial else {}
+    cluster = Cluster(base, 1, env={1: env}, test_services=())
+    node = cluster.nodes[1]
+    try:
+        t0 = time.monotonic()
+        node.start()
+        match = wait_for(lambda: _READY.search(node.log_path.read_text(errors="replace"))
+                         if node.log_path.exists() else None, 120, "the node ready line", 0.005)
+        wall_s = time.monotonic() - t0
+        return wall_s, int(match.group(2)) / 1000, int(match.group(1))
+    finally:
+        cluster.stop()
+
+
+def bench_node_start(base: Path, rounds: int) -> None:
+    results: dict[str, list[tuple[float, float, int]]] = {"serial": [], "parallel": []}
+    _node_start(base, False)  # a first start pays for cold file caches; not counted
+    for _ in range(rounds):
+        for mode in ("serial", "parallel"):
+            results[mode].append(_node_start(base, mode == "serial"))
+    med = {m: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for m, rs in results.items()}
+    print(json.dumps({
+        "bench": "node_start", "rounds": rounds, "processes": results["parallel"][0][2],
+        "serial_launch_to_ready_s": round(med["serial"][0], 3), "serial_children_s": round(med["serial"][1], 3),
+        "parallel_launch_to_ready_s": round(med["parallel"][0], 3),
+        "parallel_children_s": round(med["parallel"][1], 3),
+        "ratio_parallel_to_serial": round(med["parallel"][0] / med["serial"][0], 3),
+        "all_launch_to_ready_s": {m: [round(r[0], 3) for r in rs] for m, rs in results.items()}}))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--token", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--start-only", action="store_true", help="only the one-node start (serial vs parallel)")
     args = ap.parse_args()
     print(json.dumps({"bench": "baseline", "python_start_s": round(_interp_s("pass"), 3),
                       "python_numpy_numba_import_s": round(_interp_s("import numpy, numba"), 3)}))
     base = Path(tempfile.mkdtemp(prefix="pcs-bench-"))
+    bench_node_start(base, args.rounds)
+    if args.start_only:
+        return 0
     for r in range(args.rounds):
         cluster = Cluster(base, 3, totem={"token": args.token})
         try:

@@ -35,6 +35,9 @@ TEST_SERVICES_ENV = "PYCOROSYNC_TEST_SERVICES"
 #: the baseline of bench/node_timings.py, never set in production
 SERIAL_START_ENV = "PYCOROSYNC_SERIAL_START"
 DEFAULT_RING_CAPACITY = 4 << 20
+#: a child not ready by then is hung; the services start together, so on a busy 2-core machine each one
+#: takes several times its 0.6 s alone (the bound is for hangs, not for speed)
+READY_TIMEOUT_S = 30.0
 #: rings of a service that must pass a 16 MiB message as one record (records are at most half a ring)
 LARGE_RING_CAPACITY = 64 << 20
 
@@ -244,7 +247,7 @@ def build_node(
             "--ready-fd", READY_FD_PLACEHOLDER,
         )
         specs.append(ChildSpec(name, argv, env=dict(env), restart=rule, depends_on=deps,
-                               pass_fds=pass_fds, stop_timeout_s=5.0))
+                               pass_fds=pass_fds, stop_timeout_s=5.0, ready_timeout_s=READY_TIMEOUT_S))
 
     def create_segments() -> None:
         name = resources.segment_name

@@ -15,7 +15,7 @@ import collections
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +135,9 @@ class NodeSupervisor:
         return self.exit_code
 
     def start(self) -> None:
-        """Starts every child in plan order, each only once the previous ones are ready.
+        """Starts every child once its dependencies are ready: children that do not depend on each
+        other start together (the services, once totem is ready), which is what keeps a node's start
+        short on a machine where each interpreter spends most of a second loading its imports.
 
         Raises ``StartError`` (after stopping what was started) when one fails. Returns early,
         leaving the stop to the caller, if a stop was requested meanwhile.
@@ -152,15 +154,16 @@ class NodeSupervisor:
                 self.stop()
                 raise StartError(f"cannot create the node's shared-memory segments: {exc}") from exc
         self._start_sampling()
-        for spec in self.plan.children:
-            error = self._start_one(spec)
-            if self.stop_reason is not None:
-                return
-            if error is not None:
-                self.stop()
-                raise StartError(error)
+        t0 = time.monotonic()
+        failures, _blocked = self._start_children(self.plan.children, fail_fast=True)
+        if self.stop_reason is not None:
+            return
+        if failures:
+            self.stop()
+            raise StartError(failures[0][1])
         self.phase = "running"
-        _log.log(NOTICE, "node ready: %d processes running", len(self.plan.children))
+        _log.log(NOTICE, "node ready: %d processes running (started in %.0f ms)", len(self.plan.children),
+                 (time.monotonic() - t0) * 1000)
 
     def run(self, until: Callable[[], bool] | None = None, timeout_s: float | None = None) -> int:
         """Watches the node until a stop is requested (or ``until()`` holds, or ``timeout_s`` passes)."""
@@ -194,22 +197,7 @@ class NodeSupervisor:
             timer.cancel()
         self._restart_timers.clear()
         self._waiting.clear()
-        for spec in reversed(self.plan.children):
-            child = self._current.get(spec.name)
-            if child is None or not child.alive:
-                continue
-            _log.info("stopping child '%s' (pid %d)", spec.name, child.pid)
-            status = self.watch.stop(child)
-            if status is None:
-                _log.error("child '%s' (pid %d) survived SIGKILL; leaving it", spec.name, child.pid)
-            elif status.signal == signal.SIGKILL:
-                _log.warning(
-                    "child '%s' (pid %d) did not exit within %g s of %s; killed it",
-                    spec.name,
-                    child.pid,
-                    spec.stop_timeout_s,
-                    signal.Signals(spec.warn_signal).name,
-                )
+        self._stop_in_reverse_order([spec.name for spec in self.plan.children])
         if self._stop_sampling is not None:
             self._stop_sampling()
             self._stop_sampling = None
@@ -240,8 +228,8 @@ class NodeSupervisor:
         return dict(self._samples)
 
     # -- starting --------------------------------------------------------------------------
-    def _start_one(self, spec: ChildSpec) -> str | None:
-        """Starts one child and waits for its ready byte; returns None, or an error naming it."""
+    def _spawn(self, spec: ChildSpec) -> ChildProcess | str:
+        """Spawns one child; returns it, or an error naming it."""
         restart_count = self._start_counts[spec.name]
         self._start_counts[spec.name] += 1
         try:
@@ -250,17 +238,17 @@ class NodeSupervisor:
             return f"child '{spec.name}' failed to start: {exc.strerror or exc}"
         self._current[spec.name] = child
         _log.info("started child '%s' (pid %d)%s", spec.name, child.pid, f", restart {restart_count}" if restart_count else "")
-        self.loop.run_until(
-            lambda: child.ready or not child.alive or self.stop_reason is not None, spec.ready_timeout_s
-        )
-        if child.ready:
-            _log.info("child '%s' ready in %.0f ms", spec.name, ((child.ready_s or 0.0) - child.started_s) * 1000)
-            return None
-        if self.stop_reason is not None:
-            return None
-        child.expected_exit = True  # this failure is handled here, not again as a death
+        return child
+
+    def _start_failure(self, child: ChildProcess) -> str | None:
+        """Why a starting child is not ready (None while it may still become ready); kills it on timeout."""
+        spec = child.spec
         if not child.alive:
+            child.expected_exit = True  # this failure is handled by the starter, not again as a death
             return f"child '{spec.name}' failed to start: it {child.describe_failure()}"
+        if time.monotonic() < child.started_s + spec.ready_timeout_s:
+            return None
+        child.expected_exit = True
         self.watch.stop(child)
         tail = child.last_stderr()
         return (
@@ -268,20 +256,106 @@ class NodeSupervisor:
             + (f"; last stderr: {tail}" if tail else "")
         )
 
-    def _start_waiting(self) -> None:
-        """Starts, in plan order, every waiting child whose restart is due and whose dependencies are ready."""
-        for spec in self.plan.children:
+    def _start_children(
+        self, specs: Sequence[ChildSpec], *, fail_fast: bool
+    ) -> tuple[list[tuple[str, str]], list[str]]:
+        """Starts ``specs`` (in plan order) in dependency waves: each as soon as all its dependencies are
+        ready, so children that do not depend on each other start together.
+
+        Returns ``(failures, blocked)``: ``(name, error)`` of the children that failed to start, and the
+        names never started because a dependency is neither up nor in ``specs`` (or failed). With
+        ``fail_fast`` the first failure ends the start (the caller stops the node). Returns at once,
+        leaving the children as they are, when a stop is requested.
+        """
+        pending = list(specs)
+        starting: dict[str, ChildProcess] = {}
+        failures: list[tuple[str, str]] = []
+        blocked: list[str] = []
+        while pending or starting:
             if self.stop_reason is not None:
-                return
-            if spec.name not in self._waiting or spec.name in self._restart_timers:
+                return failures, blocked
+            coming = {s.name for s in pending} | set(starting)
+            for spec in list(pending):
+                if all(self._is_up(dep) for dep in spec.depends_on):
+                    pending.remove(spec)
+                    spawned = self._spawn(spec)
+                    if isinstance(spawned, str):
+                        failures.append((spec.name, spawned))
+                        if fail_fast:
+                            return failures, blocked
+                    else:
+                        starting[spec.name] = spawned
+                elif any(not self._is_up(dep) and dep not in coming for dep in spec.depends_on):
+                    pending.remove(spec)  # its dependency is down and not being started: it waits
+                    blocked.append(spec.name)
+                    coming.discard(spec.name)
+            if not starting:
                 continue
-            if not all(self._is_up(dep) for dep in spec.depends_on):
-                continue
+            first_deadline = min(c.started_s + c.spec.ready_timeout_s for c in starting.values())
+            self.loop.run_until(
+                lambda: self.stop_reason is not None or any(c.ready or not c.alive for c in starting.values()),
+                max(0.0, first_deadline - time.monotonic()),
+            )
+            if self.stop_reason is not None:
+                return failures, blocked
+            for name, child in list(starting.items()):
+                if child.ready and child.alive:
+                    del starting[name]
+                    _log.info("child '%s' ready in %.0f ms", name, ((child.ready_s or 0.0) - child.started_s) * 1000)
+                    continue
+                error = self._start_failure(child)
+                if error is None:
+                    continue
+                del starting[name]
+                failures.append((name, error))
+                if fail_fast:
+                    return failures, blocked
+        return failures, blocked
+
+    def _start_waiting(self) -> None:
+        """Starts every waiting child whose restart is due, each once its dependencies are ready."""
+        due = [s for s in self.plan.children if s.name in self._waiting and s.name not in self._restart_timers]
+        if not due or self.stop_reason is not None:
+            return
+        for spec in due:
             self._waiting.discard(spec.name)
-            error = self._start_one(spec)
-            if error is not None and self.stop_reason is None:
+        failures, blocked = self._start_children(due, fail_fast=False)
+        self._waiting.update(blocked)
+        for name, error in failures:
+            if self.stop_reason is None:
                 _log.error("%s", error)
-                self._on_failure(spec.name)
+                self._on_failure(name)
+
+    def _stop_in_reverse_order(self, names: Sequence[str]) -> None:
+        """Stops the live children among ``names`` in reverse dependency order: a child is stopped once
+        every child that depends on it is down; children that do not depend on each other stop together."""
+        live = [s for s in self.plan.children if s.name in names and self._live(s.name)]
+        while live:
+            wave = [s for s in live if not any(s.name in o.depends_on for o in live if o is not s)]
+            if not wave:  # cannot happen in a validated plan; stop them all rather than loop
+                wave = list(live)
+            children = [self._current[s.name] for s in reversed(wave)]
+            for child in children:
+                _log.info("stopping child '%s' (pid %d)", child.name, child.pid)
+            self.watch.stop_all(children)
+            for child in children:
+                status = child.exit_status
+                if status is None:
+                    _log.error("child '%s' (pid %d) survived SIGKILL; leaving it", child.name, child.pid)
+                elif status.signal == signal.SIGKILL:
+                    _log.warning(
+                        "child '%s' (pid %d) did not exit within %g s of %s; killed it",
+                        child.name,
+                        child.pid,
+                        child.spec.stop_timeout_s,
+                        signal.Signals(child.spec.warn_signal).name,
+                    )
+            stopped = {s.name for s in wave}
+            live = [s for s in live if s.name not in stopped and self._live(s.name)]
+
+    def _live(self, name: str) -> bool:
+        child = self._current.get(name)
+        return child is not None and child.alive
 
     def _is_up(self, name: str) -> bool:
         child = self._current.get(name)
@@ -328,18 +402,18 @@ class NodeSupervisor:
             self.request_stop(decision.message(name), 1)
             return
         if spec.restart is RestartRule.NODE:
-            for dep in reversed(self.plan.dependents(name)):
-                dep_child = self._current.get(dep)
+            dependents = self.plan.dependents(name)
+            for dep in dependents:
                 timer = self._restart_timers.pop(dep, None)
                 if timer is not None:
                     timer.cancel()
                 self._waiting.add(dep)
-                if dep_child is not None and dep_child.alive:
+                if self._live(dep):
                     _log.log(
                         NOTICE,
                         "stopping child '%s': '%s' restarts, the node leaves and rejoins the ring", dep, name
                     )
-                    self.watch.stop(dep_child)
+            self._stop_in_reverse_order(dependents)
         _log.warning(
             "restarting child '%s' (rule %s) in %.2f s: restart %d of at most %d within %g s",
             name,

@@ -8,7 +8,8 @@ child became ready or died. What to do about a death is the owner's business (se
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from pycorosync.engine.supervisor.loop import EventLoop
 from pycorosync.engine.supervisor.process import ChildProcess, ChildSpec, ExitStatus
@@ -58,14 +59,35 @@ class ChildWatch:
         Runs the loop meanwhile (other children's events are recorded, not lost). Returns the
         exit status, or None if even SIGKILL did not end it within KILL_WAIT_S.
         """
-        child.expected_exit = True
-        wait_s = child.spec.stop_timeout_s if timeout_s is None else timeout_s
-        if child.alive and child.send_signal(child.spec.warn_signal) and wait_s > 0:
-            self.loop.run_until(lambda: not child.alive, wait_s)
-        if child.alive:
-            child.send_signal(signal.SIGKILL)
-            self.loop.run_until(lambda: not child.alive, KILL_WAIT_S)
+        self.stop_all((child,), timeout_s)
         return child.exit_status
+
+    def stop_all(self, children: Iterable[ChildProcess], timeout_s: float | None = None) -> None:
+        """Stops several children at once: each gets its warn signal now and SIGKILL once its own
+        ``stop_timeout_s`` (or ``timeout_s``) has passed; returns when all are gone or KILL_WAIT_S after
+        the last SIGKILL. Their exit statuses are on the children (None: even SIGKILL did not end it)."""
+        now = time.monotonic()
+        deadlines: dict[int, float] = {}
+        batch = list(children)
+        for child in batch:
+            child.expected_exit = True
+            wait_s = child.spec.stop_timeout_s if timeout_s is None else timeout_s
+            if child.alive and child.send_signal(child.spec.warn_signal) and wait_s > 0:
+                deadlines[child.pid] = now + wait_s
+            elif child.alive:
+                child.send_signal(signal.SIGKILL)
+        while True:
+            waiting = [c for c in batch if c.alive and c.pid in deadlines]
+            if not waiting:
+                break
+            first = min(deadlines[c.pid] for c in waiting)
+            self.loop.run_until(_all_gone(waiting), max(0.0, first - time.monotonic()))
+            now = time.monotonic()
+            for c in waiting:
+                if c.alive and deadlines[c.pid] <= now:
+                    c.send_signal(signal.SIGKILL)
+                    del deadlines[c.pid]
+        self.loop.run_until(_all_gone(batch), KILL_WAIT_S)
 
     def kill_all(self) -> None:
         """SIGKILL to every live child and reap them (last resort, e.g. in a test's teardown)."""
@@ -103,3 +125,7 @@ class ChildWatch:
         self.live.pop(child.pid, None)
         if self._on_exit is not None:
             self._on_exit(child, status)
+
+
+def _all_gone(children: list[ChildProcess]) -> Callable[[], bool]:
+    return lambda: not any(c.alive for c in children)

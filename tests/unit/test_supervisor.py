@@ -68,9 +68,30 @@ def test_children_start_in_plan_order_each_only_after_the_previous_is_ready(tmp_
     assert all(sup.child(n).ready for n in "ABC")
 
 
+def test_children_that_do_not_depend_on_each_other_start_together_once_their_dependency_is_ready(
+    tmp_path: Path, make_node
+) -> None:
+    ev = tmp_path / "events"
+    sup = make_node(
+        spec("totem", ev, "--ready-delay", "0.2"),
+        *(spec(name, ev, "--ready-delay", "0.4", depends_on=("totem",)) for name in ("cmap", "cpg", "quorum")),
+    )
+    t0 = time.monotonic()
+    sup.start()
+    took = time.monotonic() - t0
+    seq = [(what, name) for what, name, _ in events(ev)]
+    assert seq[:2] == [("start", "totem"), ("ready", "totem")]
+    services = seq[2:]
+    assert sorted(services[:3]) == [("start", "cmap"), ("start", "cpg"), ("start", "quorum")], (
+        f"every service starts before the first one is ready: {services}"
+    )
+    assert all(sup.child(n).ready for n in ("totem", "cmap", "cpg", "quorum"))
+    assert took < 0.2 + 3 * 0.4, f"the services started one after the other ({took:.2f} s)"
+
+
 def test_stop_terminates_children_in_reverse_order_and_exits_cleanly(tmp_path: Path, make_node) -> None:
     ev = tmp_path / "events"
-    sup = make_node(spec("A", ev), spec("B", ev), spec("C", ev))
+    sup = make_node(spec("A", ev), spec("B", ev, depends_on=("A",)), spec("C", ev, depends_on=("B",)))
     sup.start()
     sup.stop()
     terms = [name for what, name, _ in events(ev) if what == "term"]
@@ -78,12 +99,32 @@ def test_stop_terminates_children_in_reverse_order_and_exits_cleanly(tmp_path: P
     assert all(sup.child(n).exit_status.returncode == 0 for n in "ABC")
 
 
+def test_stop_stops_independent_children_together_then_what_they_depend_on(tmp_path: Path, make_node) -> None:
+    ev = tmp_path / "events"
+    sup = make_node(
+        spec("transport", ev),
+        spec("totem", ev, depends_on=("transport",)),
+        spec("cpg", ev, "--ignore-term", depends_on=("totem",), stop_timeout_s=0.5),
+        spec("cmap", ev, "--ignore-term", depends_on=("totem",), stop_timeout_s=0.5),
+    )
+    sup.start()
+    t0 = time.monotonic()
+    sup.stop()
+    took = time.monotonic() - t0
+    terms = [name for what, name, _ in events(ev) if what == "term"]
+    assert terms == ["totem", "transport"], "the two services ignore SIGTERM: killed, no term event"
+    assert sup.child("cpg").exit_status.signal == signal.SIGKILL
+    assert sup.child("cmap").exit_status.signal == signal.SIGKILL
+    assert 0.5 <= took < 0.5 + 0.5 + 1.0, f"the services' stop timeouts ran one after the other ({took:.2f} s)"
+
+
 def test_child_that_exits_before_ready_fails_the_start_naming_it_with_status_and_stderr(tmp_path: Path, make_node) -> None:
     ev = tmp_path / "events"
     sup = make_node(
         spec("A", ev),
-        spec("B", ev, "--exit-after", "0", "--exit-before-ready", "--exit-code", "3", "--stderr", "boom: bad ring0_addr"),
-        spec("C", ev),
+        spec("B", ev, "--exit-after", "0", "--exit-before-ready", "--exit-code", "3", "--stderr", "boom: bad ring0_addr",
+             depends_on=("A",)),
+        spec("C", ev, depends_on=("B",)),
     )
     with pytest.raises(StartError) as err:
         sup.start()
@@ -139,16 +180,14 @@ def test_totem_loss_restarts_it_and_every_process_that_depends_on_it_in_order(tm
     assert after["transport"] == before["transport"]
     assert all(after[n] != before[n] for n in ("totem", "cpg", "cmap"))
     seq = [(what, name) for what, name, pid in events(ev) if pid not in before.values() or what == "term"]
-    assert seq == [
-        ("term", "cmap"),
-        ("term", "cpg"),
-        ("start", "totem"),
-        ("ready", "totem"),
-        ("start", "cpg"),
-        ("ready", "cpg"),
-        ("start", "cmap"),
-        ("ready", "cmap"),
-    ]
+    assert sorted(seq[:2]) == [("term", "cmap"), ("term", "cpg")]
+    assert seq[2:4] == [("start", "totem"), ("ready", "totem")]
+    assert sorted(seq[4:]) == [("ready", "cmap"), ("ready", "cpg"), ("start", "cmap"), ("start", "cpg")]
+    cpg, cmap, totem = sup.child("cpg"), sup.child("cmap"), sup.child("totem")
+    assert min(cpg.started_s, cmap.started_s) >= (totem.ready_s or 0.0)
+    assert max(cpg.started_s, cmap.started_s) < min(cpg.ready_s or 0.0, cmap.ready_s or 0.0), (
+        "the services start together after totem"
+    )
 
 
 def test_restart_storm_gives_up_after_max_restarts_in_the_window_and_stops_the_node(

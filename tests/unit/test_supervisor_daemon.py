@@ -111,7 +111,11 @@ def ready_count(ev: Path) -> int:
 
 def test_sigterm_stops_children_in_reverse_order_killing_one_that_ignores_sigterm(tmp_path: Path, nodes: Nodes) -> None:
     ev = tmp_path / "events"
-    plan = nodes.plan(child("A", ev), child("stubborn", ev, "--ignore-term", stop_timeout_s=0.5), child("C", ev))
+    plan = nodes.plan(
+        child("A", ev),
+        child("stubborn", ev, "--ignore-term", stop_timeout_s=0.5, depends_on=["A"]),
+        child("C", ev, depends_on=["stubborn"]),
+    )
     proc = nodes.launch(plan, tmp_path / "run")
     wait_for(lambda: ready_count(ev) == 3, 20.0, "the node to be ready")
     nodes.remember_tree(proc.pid)
