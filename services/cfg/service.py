@@ -94,10 +94,15 @@ class CfgService(ServiceProcess):
 
     @property
     def shutdown_timeout_ms(self) -> int:
-        value = self.keys.get("cfg.shutdown_timeout")
+        """``cfg.shutdown_timeout`` (ms) as cmap holds it now (corosync reads the live map, so that an
+        admin can change it with cmapctl), else the default."""
+        from pycorosync.services.cmap.client import CmapClient
+
         try:
-            return int(str(value)) if value is not None else p.DEFAULT_SHUTDOWN_TIMEOUT_MS
-        except ValueError:
+            with CmapClient(self.node.run_dir, timeout=2.0) as cmap:
+                value, _vtype = cmap.get("cfg.shutdown_timeout")
+            return max(0, int(str(value)))
+        except (CsError, ValueError):
             return p.DEFAULT_SHUTDOWN_TIMEOUT_MS
 
     # -- clients ---------------------------------------------------------------------------------------
@@ -229,7 +234,7 @@ class CfgService(ServiceProcess):
 
     def _shutdown_timer_fired(self) -> None:
         self._shutdown_timer = None
-        self.log.info("not every tracker answered the shutdown request within %d ms", self.shutdown_timeout_ms)
+        self.log.info("not every tracker answered the shutdown request within cfg.shutdown_timeout")
         self._run(self.tracker.timer_expired())
 
     # -- cluster messages ------------------------------------------------------------------------------
