@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pycorosync.engine.config.types import ValueType
 from pycorosync.engine.supervisor.node import ChildSample
-from pycorosync.ipc.client import CS_DISPATCH_ALL
 from pycorosync.ipc.errors import CsError
-from pycorosync.services.cmap.client import CMAP_TRACK_ADD, CMAP_TRACK_MODIFY, CmapClient, CmapTrackEvent
-from pycorosync.services.cmap.publisher import CmapPublisher
+
+if TYPE_CHECKING:  # the cmap client pulls numpy and numba: a SAM without the CMAP flag never imports it
+    from pycorosync.services.cmap.client import CmapClient, CmapTrackEvent
 
 log = logging.getLogger("SAM")
 
@@ -54,6 +55,9 @@ class SamCmapKeys:
         self.prefix = process_prefix(supervisor_pid)
         self.on_recovery_change = on_recovery_change  # called with "quit" or "restart"
         self._recovery = ""
+        from pycorosync.services.cmap.client import CmapClient
+        from pycorosync.services.cmap.publisher import CmapPublisher
+
         self._tracker: CmapClient | None = CmapClient(run_dir)
         self._publisher = CmapPublisher(run_dir)
         try:
@@ -94,6 +98,8 @@ class SamCmapKeys:
 
     # -- tracking the recovery key ---------------------------------------------------------------
     def _track(self, client: CmapClient) -> None:
+        from pycorosync.services.cmap.client import CMAP_TRACK_ADD, CMAP_TRACK_MODIFY
+
         client.track_add(self.prefix + "recovery", CMAP_TRACK_ADD | CMAP_TRACK_MODIFY, self._on_event)
 
     def _on_event(self, event: CmapTrackEvent) -> None:
@@ -119,6 +125,8 @@ class SamCmapKeys:
         """Runs waiting notifications; False when the service went away (stop watching ``fileno``)."""
         if self._tracker is None:
             return False
+        from pycorosync.ipc.client import CS_DISPATCH_ALL
+
         try:
             self._tracker.dispatch(CS_DISPATCH_ALL)
             if self._tracker.service_alive():
@@ -134,6 +142,8 @@ class SamCmapKeys:
         """After a cmap restart: writes the keys again and tracks ``recovery`` again; True when tracking."""
         self._publisher.resync()
         if self._tracker is None:
+            from pycorosync.services.cmap.client import CmapClient
+
             try:
                 client = CmapClient(self.run_dir, timeout=2.0)
             except CsError:

@@ -125,3 +125,15 @@ def test_a_sample_over_a_resource_limit_says_which_limit() -> None:
 def test_exit_status_of_a_killed_child_follows_the_shell() -> None:
     assert exit_code_of(ExitStatus(1, 7)) == 7
     assert exit_code_of(ExitStatus(1, -9)) == 137
+
+
+def test_the_sam_library_imports_neither_numpy_nor_numba() -> None:
+    # a supervisor that forks a small process restarts its child in milliseconds; numba's heap would cost more
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, pycorosync.sam, pycorosync.services.sam.cli; "
+         "print(sorted(m for m in ('numpy', 'numba') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

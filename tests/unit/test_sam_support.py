@@ -129,11 +129,11 @@ def proc_trees() -> Iterator[list[ProcTree]]:
 
 
 def start_app(trees: list[ProcTree], tmp_path: Path, body: str, env: dict[str, str] | None = None,
-              name: str = "samapp.py") -> ProcTree:
+              name: str = "samapp.py", args: Sequence[str] = ()) -> ProcTree:
     """Runs ``APP_HEADER + body`` as a Python program (``say(...)`` prints one line, unbuffered)."""
     path = tmp_path / name
     path.write_text(APP_HEADER + textwrap.dedent(body))
-    tree = ProcTree([sys.executable, str(path)], env)
+    tree = ProcTree([sys.executable, str(path), *args], env)
     trees.append(tree)
     return tree
 
