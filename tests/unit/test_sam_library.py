@@ -286,3 +286,22 @@ time.sleep(60)
     app.expect("started 1")
     set_quorate(False)  # type: ignore[operator]
     assert app.wait() == 128 + signal.SIGTERM
+
+
+def test_sigterm_to_the_supervisor_stops_the_child_without_restart_and_exits_with_its_status(
+    proc_trees: list[ProcTree], tmp_path: Path
+) -> None:
+    app = start_app(proc_trees, tmp_path, """
+        sam.initialize(0, sam.SAM_RECOVERY_POLICY_RESTART)
+        iid = sam.register()
+        signal.signal(signal.SIGTERM, lambda *_: (say("term", iid), sys.exit(11)))
+        sam.start()
+        say("started", iid, os.getpid())
+        while True:
+            time.sleep(60)
+    """)
+    child = int(app.expect("started 1").split()[2])
+    os.kill(app.pid, signal.SIGTERM)
+    assert app.wait() == 11
+    assert "term 1" in app.lines and not [line for line in app.lines if line.startswith("started 2")]
+    assert not pid_alive(child)
