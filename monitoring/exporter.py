@@ -13,6 +13,7 @@ the token rotation histogram.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -24,6 +25,7 @@ log = logging.getLogger("MON")
 ADDRESS_ENV = "PYCOROSYNC_PROMETHEUS"
 TOKEN_SAMPLE_S = 0.1
 SLOW_EVERY = 10  # token samples per slow refresh (1 s)
+NICE = 10
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -35,24 +37,27 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 class Exporter:
-    """An HTTP server with the node collector, and the sampling tick (``run`` until ``stop``)."""
+    """An HTTP server with the node collector, and the sampling tick (``run`` until ``stop``).
 
-    def __init__(self, reader: Any, address: str, port: int) -> None:
+    The server answers from the moment it is made; until ``run`` gets its reader a scrape is empty
+    (so the process can say it is ready before it pays for numpy and the segment mappings)."""
+
+    def __init__(self, address: str, port: int, reader: Any = None) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
-
-        from pycorosync.monitoring.collector import NodeCollector
 
         self.reader = reader
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(NodeCollector(reader.read))  # type: ignore[arg-type]
-        self.reader.refresh_slow()
+        self.registry.register(_LazyCollector(self))  # type: ignore[arg-type]
         result = start_http_server(port, address, registry=self.registry)
         self._server = result[0] if isinstance(result, tuple) else None
         self.port = port if self._server is None else int(self._server.server_address[1])
         self._stop = threading.Event()
 
-    def run(self) -> None:
+    def run(self, reader: Any = None) -> None:
         """Samples until ``stop()``: the token counter every 100 ms, the slow sources every second."""
+        if reader is not None:
+            reader.refresh_slow()
+            self.reader = reader
         n = 0
         while not self._stop.wait(TOKEN_SAMPLE_S):
             self.reader.sample_token()
@@ -70,7 +75,29 @@ class Exporter:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-        self.reader.close()
+        if self.reader is not None:
+            self.reader.close()
+
+
+class _LazyCollector:
+    """The node collector once the exporter has its reader; nothing before."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+        self._collector: Any = None
+
+    def collect(self) -> Any:
+        reader = self.exporter.reader
+        if reader is None:
+            return []
+        if self._collector is None:
+            from pycorosync.monitoring.collector import NodeCollector
+
+            self._collector = NodeCollector(reader.read)
+        return self._collector.collect()
+
+    def describe(self) -> Any:
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     node = NodeInfo.from_env()
     from pycorosync.engine.config import ConfigError, load
     from pycorosync.engine.supervisor.child import notify_ready
-    from pycorosync.monitoring.sources import NodeReader, NodeSpec
 
     try:
         config = load(node.config)
@@ -102,22 +128,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         address, port = parse_address(text)
-        exporter = Exporter(NodeReader(NodeSpec.from_node_info(node, config)), address, port)
+        exporter = Exporter(address, port)
     except (OSError, ValueError) as exc:
         log.error("exporter: cannot serve %s: %s", text, exc)
         return 1
-    log.info("exporter of node %d serving http://%s/metrics", node.nodeid, text)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: exporter.stop())
     if stop.is_set():
+        exporter.close()
         return 0
+    log.info("exporter of node %d serving http://%s/metrics", node.nodeid, text)
     notify_ready()
+    # below the data path from here on: on a busy machine the node's own processes come first
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     try:
-        exporter.run()
+        from pycorosync.monitoring.sources import NodeReader, NodeSpec
+
+        exporter.run(NodeReader(NodeSpec.from_node_info(node, config)))
     finally:
         exporter.close()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

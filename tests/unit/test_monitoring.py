@@ -199,7 +199,7 @@ def test_exporter_serves_the_collector_on_http() -> None:
     from pycorosync.monitoring.exporter import Exporter
 
     reader = _FixedReader(NodeReading(nodeid=4, runtime={"members": 5}))
-    exporter = Exporter(reader, "127.0.0.1", 0)
+    exporter = Exporter("127.0.0.1", 0, reader)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
