@@ -4,6 +4,7 @@ log reopening, and the shutdown protocol with a tracker that refuses."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import select
 import threading
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 from pycorosync.localcluster import Cluster, Node, wait_for
 from pycorosync.services.cfg import cfgtool
-from pycorosync.services.cfg.client import COROSYNC_CFG_SHUTDOWN_FLAG_NO, CfgClient
+from pycorosync.services.cfg.client import COROSYNC_CFG_SHUTDOWN_FLAG_NO, AsyncCfgClient, CfgClient
 
 BUSY = 10  # CS_ERR_BUSY, printed as a number by corosync-cfgtool -H
 
@@ -43,6 +44,12 @@ def test_cfgtool_shows_all_nodes_connected_then_a_killed_one_disconnected(cluste
     assert tool(n1, "-s", "-b")[1].endswith("\tstatus\t= n33\n")
     assert [tool(n1, "-a", str(i))[1] for i in (1, 2, 3)] == ["127.0.0.1\n", "127.0.0.2\n", "127.0.0.3\n"]
     assert tool(n1, "-a", "9") == (1, "", "Could not get node address for nodeid 9\n")
+
+    async def async_view() -> tuple[int, bool]:
+        async with AsyncCfgClient(str(n1.run_dir)) as cfg:
+            return await cfg.local_get(), (await cfg.node_status_get(2)).reachable
+
+    assert asyncio.run(async_view()) == (1, True)
 
     with CfgClient(str(n1.run_dir)) as cfg:
         cluster3.nodes[3].kill()
