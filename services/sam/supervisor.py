@@ -282,8 +282,14 @@ class SamSupervisor:
         self._release(close_sources=True)
 
     def close_in_child(self) -> None:
-        """In a freshly forked child: drops the parent's loop, pipes and connections without touching theirs."""
+        """In a freshly forked child: drops the parent's loop, pipes and connections without touching theirs.
+
+        The epoll instance is shared with the parent across fork: an ``epoll_ctl(DEL)`` here would stop
+        the parent from watching that fd. So the loop forgets its readers first and only closes its fd.
+        """
         self._closed = True
+        self.loop._readers.clear()  # adapter: EventLoop has no after-fork close of its own
+        self._cmd_fd = self._reply_fd = self._quorum_fd = self._cmap_fd = None
         self._release(close_sources=True)
 
     # -- instances -------------------------------------------------------------------------------
