@@ -224,7 +224,7 @@ class FakeEndpoint:
         self._cq_bell = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._cm_ep = select.epoll()
         self._cq_ep = select.epoll()
-        self._cm_ep.register(self.listener.fileno(), select.EPOLLIN)
+        self._wire.register(self.listener.fileno(), select.EPOLLIN)  # accepted only when one is waiting
         self._cm_ep.register(self._cm_bell, select.EPOLLIN)
         self._cm_ep.register(self._wire.fileno(), select.EPOLLIN)
         self._cq_ep.register(self._cq_bell, select.EPOLLIN)
@@ -321,18 +321,11 @@ class FakeEndpoint:
         """Moves what the wire allows: new connections, messages in, sends out."""
         if self._closed:
             return
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break
-            sock.setblocking(False)
-            conn = FakeConnection(self, sock, active=False)
-            self._conns[sock.fileno()] = conn
-            self._wire.register(sock.fileno(), select.EPOLLIN)
+        listener = self.listener.fileno()
         for fd, ev in self._wire.poll(0):
+            if fd == listener:
+                self._accept_all()
+                continue
             conn = self._conns.get(fd)
             if conn is None:
                 continue
@@ -345,6 +338,17 @@ class FakeEndpoint:
         for conn in list(self._dirty):
             self._dirty.discard(conn)
             self._send_queued(conn)
+
+    def _accept_all(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:  # BlockingIOError: none left
+                return
+            sock.setblocking(False)
+            conn = FakeConnection(self, sock, active=False)
+            self._conns[sock.fileno()] = conn
+            self._wire.register(sock.fileno(), select.EPOLLIN)
 
     def _read(self, conn: FakeConnection) -> None:
         while conn.sock is not None:

@@ -704,7 +704,8 @@ class IbaTransport:
                     if fd == stop_fd:
                         self.stop_requested = True
             self.housekeeping(time.monotonic())
-            log.info("iba transport node %d stopping", self.node_id)
+            log.info("iba transport node %d stopping; counters: %s", self.node_id,
+                     " ".join(f"{k}={v}" for k, v in self.counters().items() if v))
             return 0
         finally:
             ep.close()

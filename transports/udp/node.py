@@ -100,6 +100,9 @@ def plan_from_json(text: str) -> TransportPlan:
 class TransportProcess:
     """A ``python -m pycorosync.transports.udp`` child with its segment and doorbells (tests, bench).
 
+    ``module`` runs another transport with the same command line (``pycorosync.transports.iba``);
+    ``env`` is added to the child's environment.
+
     Without ``segment_name`` the segment is an anonymous memfd inherited by the child (preferred). With
     ``wait=False`` the constructor returns at once (start several in parallel, then ``wait_ready()``).
 
@@ -109,7 +112,8 @@ class TransportProcess:
 
     def __init__(self, plan: TransportPlan, segment_name: str | None = None, capacity: int = 1 << 22,
                  extra_args: list[str] | None = None, ready_timeout_s: float = 120.0,
-                 stderr: Any = None, wait: bool = True) -> None:
+                 stderr: Any = None, wait: bool = True, module: str = "pycorosync.transports.udp",
+                 env: dict[str, str] | None = None) -> None:
         import os
         import subprocess
         import sys
@@ -132,7 +136,7 @@ class TransportProcess:
         if not segment_name:
             fds = (*fds, self.seg.segment.fileno())
         cmd = [
-            sys.executable, "-m", "pycorosync.transports.udp", "--plan", plan_to_json(plan), *where,
+            sys.executable, "-m", module, "--plan", plan_to_json(plan), *where,
             "--capacity", str(capacity), "--tx-bell", str(fds[0]), "--rx-bell", str(fds[1]), "--stop-fd", str(stop_r),
             "--ready-fd", str(ready_w), *(extra_args or []),
         ]
@@ -140,7 +144,8 @@ class TransportProcess:
         self._ready_r = -1
         self.info: dict[str, Any] = {}
         try:
-            self.proc = subprocess.Popen(cmd, pass_fds=fds, stderr=stderr)
+            self.proc = subprocess.Popen(cmd, pass_fds=fds, stderr=stderr,
+                                         env=None if env is None else {**os.environ, **env})
         except BaseException:
             for fd in (stop_r, ready_w, ready_r):
                 os.close(fd)
