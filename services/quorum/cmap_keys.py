@@ -59,12 +59,17 @@ class RuntimeKeys:
         self.failures = 0
 
     def update(self) -> None:
-        """Writes the keys whose value changed since the last call."""
+        """Writes the keys whose value changed since the last call. One connection attempt at most: while cmap
+        is away the values are only remembered (``resync`` writes them when it is back)."""
+        reachable = True
         for key, (value, vtype) in runtime_keys(self.nodeid, self.vq).items():
             if self.publisher.owned.get(key) == (value, vtype):
                 continue
+            if not reachable:
+                self.publisher.owned[key] = (value, vtype)
+                continue
             try:
-                self.publisher.publish(key, value, vtype)
+                reachable = self.publisher.publish(key, value, vtype)
             except CsError:
                 self.failures += 1
 

@@ -116,8 +116,8 @@ class QuorumService(ServiceProcess):
         self._lms_timer: TimerHandle | None = None
         self._synthesized_ring: tuple[int, int] | None = None
         self.cmap_keys = RuntimeKeys(self.node.run_dir, self.nodeid, self.vq)
-        self.cmap_keys.update()
-        self.call_later(HOUSEKEEPING_S, self._housekeeping)
+        # not before the loop runs: cmap may still be starting, and the node waits for this service's readiness
+        self.call_later(0.0, self._housekeeping)
 
     def exec_exit(self) -> None:
         if self.vq is not None and self.vq.settings.allow_downscale and self._submit is not None:
@@ -304,6 +304,7 @@ class QuorumService(ServiceProcess):
 
     def _housekeeping(self) -> None:
         self.call_later(HOUSEKEEPING_S, self._housekeeping)
+        self.cmap_keys.update()
         self.cmap_keys.resync()
         if self.vq is not None and self.vq.wait_for_all_status and self.cmap_keys.cancel_wait_for_all():
             vlog.info("wait_for_all cancelled by quorum.cancel_wait_for_all")
