@@ -33,7 +33,8 @@ def quorate(run_dir: Path) -> bool | None:
 def test_quorum_loss_restarts_a_quorum_restart_child_that_waits_for_quorum_and_ends_a_quorum_quit_one(
     make_cluster: Callable[..., Cluster], proc_trees: list[ProcTree], tmp_path: Path
 ) -> None:
-    cluster = make_cluster(3, extra_config=VOTEQUORUM, test_services=())
+    # a long token: the ring must survive a loaded machine; only the two kills may change it
+    cluster = make_cluster(3, totem={"token": 3000}, extra_config=VOTEQUORUM, test_services=())
     node = cluster.nodes[1]
     wait_for(lambda: quorate(node.run_dir), 30, "node 1 quorate")
     app = start_app(proc_trees, tmp_path, """
