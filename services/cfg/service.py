@@ -194,7 +194,8 @@ class CfgService(ServiceProcess):
         return None
 
     def _mcast_now(self, msg: p.ClusterMessage) -> int:
-        """Multicasts a client-initiated message: CS_ERR_TRY_AGAIN while sync runs or the ring is full."""
+        """Multicasts a client-initiated message: CS_ERR_TRY_AGAIN before the node's first completed sync
+        or while the submit ring is full."""
         if not self.synced or not self.mcast(p.encode_cluster(msg), Guarantee.SAFE):
             return _TRY_AGAIN
         return CS_OK
@@ -289,7 +290,7 @@ class CfgService(ServiceProcess):
 
         try:
             with CmapClient(self.node.run_dir, engine=True, timeout=RELOAD_TIMEOUT_S) as cmap:
-                refused = cmap.reload_config()
+                refused = cmap.reload()
         except CsError as exc:
             self.log.error("config reload failed: %s", exc)
             return exc.code

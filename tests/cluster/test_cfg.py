@@ -70,6 +70,13 @@ def test_kill_reload_and_reopen_log_files(cluster3: Cluster) -> None:
     assert tool(n1, "-R") == (0, "Reloading corosync.conf...\nDone\n", "")
     for node in cluster3.nodes.values():
         wait_for(lambda node=node: _log_has(node, "Config reload requested by node 1"), 10, "reload on every node")
+    good = n1.config_path.read_text()
+    n1.config_path.write_text(good.replace("totem {", "totem {\n    token: soon", 1))
+    rc, out, err = tool(n1, "-R")
+    n1.config_path.write_text(good)
+    assert rc == 1 and out.startswith("Reloading corosync.conf...\nERROR from reload: ")
+    assert err == ("Could not reload configuration. Error CS_ERR_INVALID_PARAM\n"
+                   "Errors in applying config, corosync.conf might not match the running system\n")
 
     assert tool(n1, "-k", "3") == (0, "Killing node 3\n", "")
     assert n3.proc is not None
