@@ -2,7 +2,8 @@
 
 Prints one JSON object per line:
     {"bench": "cpg", "impl": "pycorosync", "senders": 1|3, "size_bytes": ..., "msgs_per_s": ... (per receiver),
-     "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ...}
+     "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ..., "netmtu": ...,
+     "load_avg_1m": ... (the machine's load when the case ended: other work on a shared machine skews it)}
 Throughput: each sender multicasts (CPG_TYPE_AGREED) as fast as flow control lets it for a few seconds,
 then a FIN; every receiver counts the messages it got until the FIN of every sender (msgs_per_s is the
 mean over the 3 receivers). Latency: each sender paces a few messages a second and times the round
@@ -197,6 +198,8 @@ def main() -> int:
     ap.add_argument("--latency-count", type=int, default=60, help="timed round trips per sender and case")
     ap.add_argument("--sizes", type=str, default="", help="comma-separated message sizes (overrides the matrix)")
     ap.add_argument("--senders", type=str, default="", help="comma-separated sender counts (1, 3)")
+    ap.add_argument("--netmtu", type=int, default=1500,
+                    help="totem.netmtu of the cluster (1500 as corosync udpu; up to 65535 on loopback, as knet)")
     args = ap.parse_args()
 
     if shutil.which("corosync") is None:
@@ -217,7 +220,7 @@ def main() -> int:
     fastpath.warm()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-cpg-"))
-    cluster = Cluster(base, 3, totem=TOTEM, test_services=(), name_prefix="bcpg")
+    cluster = Cluster(base, 3, totem={**TOTEM, "netmtu": args.netmtu}, test_services=(), name_prefix="bcpg")
     workers: list[_Handle] = []
     try:
         cluster.start()
@@ -257,7 +260,7 @@ def main() -> int:
                     "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
                     "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
                     "idle_cpu_per_node": round(idle, 4), "sent": sum(r["sent"] for r in tput),
-                    "complete": complete,
+                    "complete": complete, "netmtu": args.netmtu, "load_avg_1m": round(os.getloadavg()[0], 2),
                 }), flush=True)
     except KeyboardInterrupt:
         print("bench/cpg.py: interrupted", file=sys.stderr)

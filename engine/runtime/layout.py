@@ -32,7 +32,7 @@ STATS_BYTES = STATS_SLOTS * 8
 RUNTIME_BASE = 96
 RUNTIME_COUNTERS = (
     "frames_rx", "frames_tx", "tx_backlog", "deliver_backlog", "submits", "submit_queue_full",
-    "bad_records", "sync_completed", "sync_aborted", "ring_seq", "members",
+    "bad_records", "sync_completed", "sync_aborted", "ring_seq", "members", "deliver_throttled",
 )
 
 

@@ -179,6 +179,11 @@ class ServiceProcess:
         """True between ``hold_requests`` and ``release_requests``."""
         return self._requests_held
 
+    def deliveries_held(self) -> bool:
+        """Subclasses: True while deliveries must wait (their clients are behind). The deliver ring then
+        fills and totem slows the ring (PROTOCOL.md §5); asked again on every loop round."""
+        return False
+
     def retry_held(self) -> None:
         """Called on every loop round while requests are held: send what waits, then ``release_requests``."""
         self.release_requests()
@@ -205,7 +210,7 @@ class ServiceProcess:
                 os.eventfd_write(fd, 1)
 
     def _read_deliver(self) -> bool:
-        if self._deliver is None:
+        if self._deliver is None or self.deliveries_held():
             return False
         items = self._deliver.pop_batch(DELIVER_PER_ROUND)
         if not items:
@@ -317,14 +322,18 @@ class ServiceProcess:
                     timeout = min(timeout, SYNC_PROCESS_RETRY_S)
                 if self._requests_held:
                     timeout = min(timeout, HELD_RETRY_S)
-                if self._deliver is not None and not self._deliver.arm():
+                deliver = self._deliver
+                if deliver is not None and self.deliveries_held():
+                    deliver = None  # not armed: totem must not ring for records we will not read now
+                    timeout = min(timeout, HELD_RETRY_S)
+                if deliver is not None and not deliver.arm():
                     continue
                 try:
                     events = ep.poll(max(0.0, timeout))
                 except InterruptedError:
                     events = []
-                if self._deliver is not None:
-                    self._deliver.disarm()
+                if deliver is not None:
+                    deliver.disarm()
                 for fd, ev in events:
                     if fd in (bell, sig_r):
                         with contextlib.suppress(BlockingIOError, OSError):

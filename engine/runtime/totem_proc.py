@@ -312,7 +312,14 @@ class TotemRuntime:
         the core refuses (QueueFull) waits in ``pending_submits`` and no more is read from that ring."""
         did = False
         self.submit_blocked = False
-        if max(self.deliver_backlog_bytes.values(), default=0) > DELIVER_PAUSE_BYTES:
+        behind = max(self.deliver_backlog_bytes.values(), default=0) > DELIVER_PAUSE_BYTES
+        if behind != self.core.throttled:
+            self.core.throttled = behind  # slows the whole ring (PROTOCOL.md §5)
+            self.counters["deliver_throttled"] += int(behind)
+            log.log(logging.INFO if behind else logging.DEBUG,
+                    "deliveries to services %s: %s the ring", "behind" if behind else "caught up",
+                    "throttling" if behind else "no longer throttling")
+        if behind:
             self.submit_blocked = True  # a service is slow: stop feeding the ring from this node
             return False
         for name, ring in self.rings.submit.items():

@@ -60,7 +60,13 @@ class TotemCore(Membership):
 
     Accessors: ``state`` (corosync's state name), ``ring_id``, ``members``, ``my_aru``, ``high_seq``,
     ``stats`` (corosync's ``stats.srp.*`` names), ``queue_fill()``, ``msg_queue_avail``.
+
+    ``throttled`` (set by the driver while this node's services are behind on deliveries): each token
+    visit is held for a short while (a quarter of ``token_retransmit``, at most 20 ms) before it goes on,
+    which slows every sender of the ring instead of letting this node buffer without bound.
     """
+
+    throttled = False
 
     # -- public calls ----------------------------------------------------------------------------
 
@@ -85,7 +91,8 @@ class TotemCore(Membership):
         if self.state != OPERATIONAL or not was_empty:
             return out
         if self._held_token is not None:
-            self._release_hold(now_ns, out)
+            if not self.throttled:
+                self._release_hold(now_ns, out)
         elif (self.node_id != self.members[0] and self._seq_unchanged >= self.cfg.seqno_unchanged_const
               and not self._hold_cancel_sent):
             # the ring looked idle on my last visit: the representative probably holds the token
@@ -303,7 +310,7 @@ class TotemCore(Membership):
                 self._foreign(now_ns, c.sender, out)
         elif c.type == TOKEN_HOLD_CANCEL:
             self.stats["token_hold_cancel_rx"] += 1
-            if c.ring_id == self.ring_id and self._held_token is not None:
+            if c.ring_id == self.ring_id and self._held_token is not None and not self.throttled:
                 self._release_hold(now_ns, out)
 
     # -- the ORF token -----------------------------------------------------------------------------
@@ -405,6 +412,10 @@ class TotemCore(Membership):
                 self._held_token = tok
                 self._arm(T_HOLD, now_ns + self._ms(self.cfg.hold))
                 return
+        if self.throttled and not recovering and len(members) > 1:
+            self._held_token = tok  # my services cannot keep up: the ring waits a little for them
+            self._arm(T_HOLD, now_ns + self._ms(max(1, min(self.cfg.token_retransmit // 4, 20))))
+            return
         if len(members) == 1 and not recovering and not self.sendq:
             self._held_token = tok  # a one-node ring: nothing to do until a submit or the hold timer
             self._arm(T_HOLD, now_ns + self._ms(self.cfg.hold))

@@ -10,6 +10,7 @@ larger than an event ring record goes out in consecutive pieces the client libra
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,10 @@ EVENT_RING_BYTES = 4 << 20
 DELIVER_PIECE_BYTES = 1 << 20
 ITER_BATCH_BYTES = 64 << 10
 FLUSH_RETRY_S = 0.002
+#: events waiting for one client's full event ring before deliveries pause for everyone (flow control)
+SLOW_CLIENT_RECORDS = 64
+#: how long a client may leave that backlog unread before it is disconnected and deliveries go on
+SLOW_CLIENT_GRACE_S = 5.0
 MAX_ITERATORS = 64
 
 _INVALID = int(CsErrorCode.CS_ERR_INVALID_PARAM)
@@ -125,6 +130,34 @@ class CpgService(ServiceProcess):
         #: in arrival order; while any wait, client requests are not read (bounded by the request rings)
         self._held: collections.deque[tuple[ServerConnection, _Session | None, int, bytes]] = collections.deque()
         self.async_mcast_errors = 0
+        self._slow_since: dict[int, float] = {}  # conn_id -> when its backlog passed SLOW_CLIENT_RECORDS
+        self.slow_clients_dropped = 0
+
+    def deliveries_held(self) -> bool:
+        """A client whose event ring is full and backlog long pauses deliveries (the deliver ring fills and
+        Totem slows every sender); one that reads nothing for SLOW_CLIENT_GRACE_S is disconnected."""
+        server = self.server
+        if server is None or not (self._slow_since or any(
+                c.stats.queued > SLOW_CLIENT_RECORDS for c in server.connections.values())):
+            return False
+        slow = False
+        now = time.monotonic()
+        for conn in list(server.connections.values()):
+            if conn.stats.queued <= SLOW_CLIENT_RECORDS:
+                self._slow_since.pop(conn.conn_id, None)
+                continue
+            since = self._slow_since.setdefault(conn.conn_id, now)
+            if now - since > SLOW_CLIENT_GRACE_S:
+                self._slow_since.pop(conn.conn_id, None)
+                self.slow_clients_dropped += 1
+                self.log.warning("client pid %d read no event for %.0f s with %d waiting: disconnected", conn.pid,
+                                 now - since, conn.stats.queued)
+                conn.close("reads no events (flow control)")
+                continue
+            slow = True
+        for conn_id in [c for c in self._slow_since if c not in server.connections]:
+            del self._slow_since[conn_id]
+        return slow
 
     # -- clients ---------------------------------------------------------------------------------------
     def lib_init(self, conn: ServerConnection) -> int | None:

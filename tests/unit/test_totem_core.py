@@ -315,3 +315,19 @@ def test_lost_multicasts_are_recovered_through_the_retransmit_list() -> None:
     assert payloads(net, 3) == payloads(net, 1)
     assert sum(net.cores[n].stats["mcast_retx"] for n in nodes) >= len(lost)
     assert any(e.text.startswith("Retransmit List:") for e in net.logs[3])
+
+
+def test_a_throttled_member_slows_the_whole_ring_and_loses_nothing() -> None:
+    nodes = [1, 2, 3]
+    sizes = {}
+    for throttled in (False, True):
+        net = formed(nodes)
+        net.cores[3].throttled = throttled  # node 3's services are behind on deliveries
+        start = net.now_ns
+        for i in range(400):
+            net.submit(1, b"y" * 1000 + b"%d" % i)
+        wait_delivered(net, nodes, 400, within_ns=60 * S)
+        sizes[throttled] = net.now_ns - start
+        assert [p for _s, _m, p in payloads(net, 3)] == [b"y" * 1000 + b"%d" % i for i in range(400)]
+        assert all(c.state == "OPERATIONAL" and c.members == (1, 2, 3) for c in net.cores.values())
+    assert sizes[True] > 3 * sizes[False], sizes  # every rotation waited at node 3
