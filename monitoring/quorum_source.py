@@ -1,9 +1,9 @@
 """Quorate and votes from the node's quorum service (service 3 + votequorum 5, ``<run_dir>/quorum.sock``).
 
-The client libraries (``pycorosync.votequorum``, ``pycorosync.quorum``) are used when the build has them;
-otherwise the service's own wire protocol (``services/quorum/protocol.py``) is spoken over a plain IPC
-connection. One connection is kept open and reopened after the service restarts; every failure gives
-``None`` (the ``quorate`` metric is then absent, never guessed).
+Through the client libraries: ``pycorosync.votequorum`` (quorate, votes, expected votes, quorum) when the
+node's provider is votequorum, else ``pycorosync.quorum`` (quorate only). One handle is kept open and
+reopened after the service restarts; every failure gives ``None`` (the metrics are then absent, never
+guessed).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pycorosync.monitoring.reading import QuorumState
 
 log = logging.getLogger("MON")
 
-TIMEOUT_S = 0.5
+TIMEOUT_S = 2.0  # a busy node answers late; the tick waits, scrapes do not
 _QUORATE_FLAG = 2  # VOTEQUORUM_INFO_QUORATE
 
 
@@ -27,45 +27,13 @@ def _state_from_info(info: Any) -> QuorumState:
     )
 
 
-class _Wire:
-    """The quorum service's protocol on one IPC connection (votequorum getinfo; quorum getquorate if
-    the node's provider is not votequorum)."""
+class _Votequorum:
+    """``votequorum_getinfo`` of this node (the node's quorum.provider is corosync_votequorum)."""
 
     def __init__(self, run_dir: str) -> None:
-        from pycorosync.ipc.client import connect
-        from pycorosync.ipc.errors import CsError
-        from pycorosync.services.quorum import protocol as p
+        from pycorosync.votequorum import VotequorumClient
 
-        self.p = p
-        self.conn = connect(run_dir, p.SERVICE_NAME, timeout=TIMEOUT_S)
-        try:
-            self.conn.call(p.Msg.VQ_INITIALIZE, b"", timeout=TIMEOUT_S)
-            self.votequorum = True
-        except CsError:  # no votequorum provider: the quorum API alone
-            self.conn.close()
-            self.conn = connect(run_dir, p.SERVICE_NAME, timeout=TIMEOUT_S)
-            self.conn.call(p.Msg.Q_INITIALIZE, b"", timeout=TIMEOUT_S)
-            self.votequorum = False
-
-    def read(self) -> QuorumState:
-        p = self.p
-        if self.votequorum:
-            body = self.conn.call(p.Msg.VQ_GETINFO, p.encode_u32(0), timeout=TIMEOUT_S)
-            return _state_from_info(p.decode_info(body))
-        body = self.conn.call(p.Msg.Q_GETQUORATE, b"", timeout=TIMEOUT_S)
-        return QuorumState(quorate=bool(p.decode_u32(body, "quorate")))
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class _Client:
-    """The votequorum client library, when this build has it."""
-
-    def __init__(self, run_dir: str) -> None:
-        import pycorosync.votequorum as vq
-
-        self.handle = vq.VotequorumClient(run_dir)
+        self.handle = VotequorumClient(run_dir, timeout=TIMEOUT_S)
 
     def read(self) -> QuorumState:
         return _state_from_info(self.handle.getinfo(0))
@@ -74,11 +42,28 @@ class _Client:
         self.handle.close()
 
 
+class _Quorum:
+    """``quorum_getquorate`` alone (another provider, or none: QUORUM_FREE is always quorate)."""
+
+    def __init__(self, run_dir: str) -> None:
+        from pycorosync.quorum import QuorumClient
+
+        self.handle = QuorumClient(run_dir, timeout=TIMEOUT_S)
+
+    def read(self) -> QuorumState:
+        return QuorumState(quorate=bool(self.handle.getquorate()))
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 def _open(run_dir: str) -> Any:
+    from pycorosync.ipc.errors import CsError
+
     try:
-        return _Client(run_dir)
-    except (ImportError, AttributeError):
-        return _Wire(run_dir)
+        return _Votequorum(run_dir)
+    except CsError:  # not the votequorum provider (or no service: then the quorum API fails too)
+        return _Quorum(run_dir)
 
 
 class QuorumSource:
