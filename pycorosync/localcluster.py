@@ -10,6 +10,10 @@ need no setup on Linux). Used by ``pycorosync demo`` and bench/cpg.py.
 
 ``Node``: ``start()``, ``stop(timeout)``, ``kill()``, ``kill_child(name)``, ``child_pid(name)``, ``pids()``,
 ``status()`` (totem.status.json), ``connect(service)``, ``alive``, ``run_dir``, ``log_path``.
+
+Other networks (tests/netns): ``Cluster(..., addresses={1: "10.99.0.1", ...}, launcher=lambda nodeid: [...],
+port=5405)`` gives each node its own ring0 address and runs its daemon under a command prefix such as
+``ip netns exec <ns>`` (which execs, so the daemon keeps the pid the launcher started).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +116,7 @@ class Node:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.{self.nodeid}"
+        return self.cluster.address_of(self.nodeid)
 
     @property
     def alive(self) -> bool:
@@ -129,8 +133,8 @@ class Node:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pycorosync", "--run-dir", str(self.run_dir), "daemon", "-c",
-                 str(self.config_path), "-f", "--nodeid", str(self.nodeid)],
+                [*self.cluster.launcher(self.nodeid), sys.executable, "-m", "pycorosync", "--run-dir",
+                 str(self.run_dir), "daemon", "-c", str(self.config_path), "-f", "--nodeid", str(self.nodeid)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
         finally:
             log.close()
@@ -229,21 +233,27 @@ class Cluster:
 
     def __init__(self, base: Path, n: int, *, totem: Mapping[str, object] | None = None,
                  env: Mapping[int, Mapping[str, str]] | None = None, test_services: Iterable[str] = ("testecho",),
-                 extra_config: str = "", name_prefix: str = "t") -> None:
+                 extra_config: str = "", name_prefix: str = "t", addresses: Mapping[int, str] | None = None,
+                 launcher: Callable[[int], Sequence[str]] | None = None, port: int | None = None) -> None:
         self.name = f"{name_prefix}{os.getpid()}x{next(_counter)}"
         self.base = base / self.name
         self.test_services = tuple(test_services)
         self.totem = {**DEFAULT_TOTEM, **(totem or {})}
         ids = list(range(1, n + 1))
-        self.port = _free_port([f"127.0.0.{i}" for i in ids])
+        self.addresses = {i: (addresses or {}).get(i, f"127.0.0.{i}") for i in ids}
+        self.launcher: Callable[[int], Sequence[str]] = launcher or (lambda _nodeid: ())
+        self.port = port if port is not None else _free_port(self.addresses.values())
         self.nodes = {i: Node(self, i, self.base, (env or {}).get(i, {})) for i in ids}
         text = CONFIG_TEMPLATE.format(
             cluster=self.name, port=self.port, extra=extra_config,
             totem="\n".join(f"    {k}: {v}" for k, v in self.totem.items()),
-            nodes="\n".join(f"    node {{\n        ring0_addr: 127.0.0.{i}\n        nodeid: {i}\n    }}" for i in ids),
+            nodes="\n".join(f"    node {{\n        ring0_addr: {self.addresses[i]}\n        nodeid: {i}\n    }}" for i in ids),
         )
         for node in self.nodes.values():
             node.config_path.write_text(text)
+
+    def address_of(self, nodeid: int) -> str:
+        return self.addresses[nodeid]
 
     @property
     def token_ms(self) -> int:

@@ -37,7 +37,7 @@ SERIAL_START_ENV = "PYCOROSYNC_SERIAL_START"
 DEFAULT_RING_CAPACITY = 4 << 20
 #: a child not ready by then is hung; the services start together, so on a busy 2-core machine each one
 #: takes several times its 0.6 s alone (the bound is for hangs, not for speed)
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 60.0
 #: rings of a service that must pass a 16 MiB message as one record (records are at most half a ring)
 LARGE_RING_CAPACITY = 64 << 20
 

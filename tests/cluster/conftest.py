@@ -20,14 +20,19 @@ test failed: SIGTERM to each daemon, SIGKILL after a deadline to anything of it 
 
 ``Node``: ``start()``, ``stop(timeout)`` (SIGTERM; returns the exit code), ``kill()`` (SIGKILL of every
 process of the node, children first: a crash), ``kill_child(name)``, ``child_pid(name)``, ``pids()``,
-``status()``, ``connect(service)``, ``alive``. ``EchoClient(node)`` drives the ``testecho`` service.
+``status()``, ``connect(service)``, ``alive``. ``EchoClient(node)`` drives the ``testecho`` service;
+``order_chain(client.delivered)`` hashes what it delivered, in order (equal chains = same messages in the
+same order); ``wait_regular(clients, members, timeout)`` waits until every client saw the same regular
+configuration of exactly ``members``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +107,39 @@ class EchoClient:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def order_chain(delivered: list[tuple[int, list[int], bytes]]) -> str:
+    """A hash chain over (sender, body) in delivery order: equal chains = same messages, same order."""
+    h = hashlib.sha256()
+    for sender, _ring, body in delivered:
+        h.update(struct.pack("<I", sender) + hashlib.sha256(body).digest())
+    return h.hexdigest()
+
+
+def wait_regular(clients: Mapping[int, EchoClient], members: list[int], timeout: float) -> list[int]:
+    """Waits until every client saw a regular configuration of exactly ``members``; asserts that they all saw
+    the same ring id (the one they agree on) and returns it."""
+    want = sorted(members)
+
+    def ring_of(client: EchoClient) -> list[int] | None:
+        client.poll(0.0)
+        for event in reversed(client.confchgs):
+            if event["type"] == "regular":
+                return list(event["ring_id"]) if event["members"] == want else None
+        return None
+
+    def all_agree() -> bool:
+        return all(ring_of(c) is not None for c in clients.values())
+
+    try:
+        wait_for(all_agree, timeout, f"a regular configuration {want} on nodes {sorted(clients)}", interval=0.005)
+    except AssertionError:
+        seen = {i: [e for e in c.confchgs if e["type"] == "regular"][-1:] for i, c in clients.items()}
+        raise AssertionError(f"no agreement on {want} within {timeout:g} s; last regular configurations {seen}") from None
+    rings = {i: ring_of(c) for i, c in clients.items()}
+    assert len({tuple(r or ()) for r in rings.values()}) == 1, f"members agree, ring ids differ: {rings}"
+    return list(next(iter(rings.values())) or [])
 
 
 @pytest.fixture

@@ -236,3 +236,15 @@ def test_pid_file_lock_refuses_a_second_holder_and_is_released_on_release(tmp_pa
     assert running_pid(tmp_path) is None
     with PidFile(tmp_path) as again:
         assert again.held
+
+
+def test_children_keep_compiled_bytecode_in_the_cache_dir_when_the_environment_forbids_writing_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pycorosync.engine.supervisor.daemon import bytecode_env
+
+    monkeypatch.setenv("PYCOROSYNC_NUMBA_CACHE_ROOT", str(tmp_path / "numba"))
+    env = bytecode_env({"PYTHONDONTWRITEBYTECODE": "1"})
+    assert env == {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
+    assert bytecode_env({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": "/x"})["PYTHONPYCACHEPREFIX"] == "/x"
+    assert bytecode_env({}) == {}, "without the variable the children write bytecode as Python always does"
