@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +57,8 @@ class ServiceEntry:
 
 
 SERVICES: tuple[ServiceEntry, ...] = (
-    # cmap runs node-local for now (its own server loop, no rings): corosync's cmap sync only carries
-    # the ring seq and config_version, which nothing reads yet
-    ServiceEntry("cmap", 0, "pycorosync.services.cmap.server", rings=False, sync=False),
+    # cmap's sync carries the ring seq and each member's totem.config_version (runtime.members.*)
+    ServiceEntry("cmap", 0, "pycorosync.services.cmap.service"),
     ServiceEntry("cfg", 1, "pycorosync.services.cfg.server", rings=True, sync=False),
     ServiceEntry("cpg", 2, "pycorosync.services.cpg.server", ring_capacity=LARGE_RING_CAPACITY),
     # quorum (3) also serves votequorum (5): one process, one socket quorum.sock, votequorum's cluster
@@ -247,7 +247,8 @@ def build_node(
             "--ready-fd", READY_FD_PLACEHOLDER,
         )
         specs.append(ChildSpec(name, argv, env=dict(env), restart=rule, depends_on=deps,
-                               pass_fds=pass_fds, stop_timeout_s=5.0, ready_timeout_s=READY_TIMEOUT_S))
+                               pass_fds=pass_fds, stop_timeout_s=5.0, ready_timeout_s=READY_TIMEOUT_S,
+                               reload_signal=signal.SIGHUP))
 
     def create_segments() -> None:
         name = resources.segment_name
