@@ -1,4 +1,8 @@
-"""The cmap service process: icmap + stats map served on ``<run_dir>/cmap.sock``.
+"""The cmap service: icmap + stats map served on ``<run_dir>/cmap.sock``.
+
+``CmapService`` is what answers clients; inside a node it runs in ``service.py``'s ``CmapProcess``
+(rings, sync). ``run_cmap_service`` below is a standalone process of its own for tests and
+benchmarks (no rings: it follows the membership in ``totem.status.json`` if one is there).
 
     python -m pycorosync.services.cmap.server -c corosync.conf --run-dir DIR [--nodeid N]
 
