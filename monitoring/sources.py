@@ -50,7 +50,7 @@ class NodeSpec:
     segment: str = ""  # the node segment (rings + totem's stats block)
     stats: str = ""  # the stats table
     links: str = ""  # the transport's link table
-    services: tuple[str, ...] = ()
+    services: tuple[str, ...] | None = ()  # None: the ring list is unknown, read totem's block only
     ring_capacity: int = 4 << 20
     segment_fd: int | None = None
     supervisor_pid: int | None = None
@@ -128,6 +128,8 @@ class NodeReader:
     def _open_rings(self) -> Any:
         if not self.spec.segment:
             raise FileNotFoundError("no node segment named")
+        if self.spec.services is None:
+            return _StatsBlock(self.spec.segment)
         from pycorosync.engine.runtime.node import node_layout
 
         layout = node_layout(self.spec.services, self.spec.ring_capacity)
@@ -309,6 +311,24 @@ class NodeReader:
             for src in (self._rings, self._table, self._links):
                 src.drop()
         self._quorum.close()
+
+
+class _StatsBlock:
+    """Totem's stats block of the node segment alone (for a reader that does not know the ring layout)."""
+
+    def __init__(self, name: str) -> None:
+        import numpy as np
+
+        from pycorosync.engine.runtime.layout import LAYOUT_VERSION, STATS_BYTES
+        from pycorosync.ipc.segment import Segment, SegmentKind
+
+        self.segment = Segment.attach(name, SegmentKind.RINGS, LAYOUT_VERSION)
+        self.stats = self.segment.array()[:STATS_BYTES].view(np.int64)
+        self.rings: dict[str, Any] = {}
+
+    def close(self) -> None:
+        del self.stats
+        self.segment.close()
 
 
 class _LinkSegment:

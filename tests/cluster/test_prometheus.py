@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -130,8 +131,10 @@ def scrape(address: str) -> tuple[str, dict[str, float]]:
     return text, values
 
 
-def test_a_scrape_of_a_live_node_passes_promtool_check_metrics(monitored_cluster: tuple[Cluster, dict[int, str]]) -> None:
-    _, exporters = monitored_cluster
+def test_a_live_scrape_passes_promtool_and_pycorosync_status_shows_the_same_node(
+    monitored_cluster: tuple[Cluster, dict[int, str]]
+) -> None:
+    cluster, exporters = monitored_cluster
     last: list[str] = [""]
 
     def three_members() -> str | None:
@@ -150,6 +153,13 @@ def test_a_scrape_of_a_live_node_passes_promtool_check_metrics(monitored_cluster
     for name in ("pycorosync_srp_orf_token_rx_total", "pycorosync_process_cpu_seconds_total",
                  "pycorosync_service_messages_delivered_total", "pycorosync_ring_used_bytes"):
         assert name in text, f"{name} missing from a live scrape"
+
+    view = subprocess.run([sys.executable, "-m", "pycorosync", "--run-dir", str(cluster.nodes[1].run_dir), "status",
+                           "--interval", "0.5"], capture_output=True, timeout=120)
+    out = view.stdout.decode()
+    assert view.returncode == 0, out + view.stderr.decode()
+    assert f"pycorosync node 1 of cluster {cluster.name!r}" in out
+    assert "OPERATIONAL" in out and "members 3/3" in out and "quorate   votes 3  expected 3" in out, out
 
 
 def test_prometheus_sees_three_quorate_members_then_fires_node_down_when_one_is_killed(
