@@ -22,8 +22,10 @@ import json
 import logging
 import logging.handlers
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -361,8 +363,30 @@ def child_env(keys: Mapping[str, object]) -> dict[str, str]:
     return {LOGGING_ENV: json.dumps(flat, default=str)}
 
 
+def _reopen_in_thread(_signum: int, _frame: object) -> None:
+    # the handler runs between two bytecodes of the main thread, maybe inside a handler's emit: reopening
+    # here could swap the stream under that write; a thread waits for the handler's lock instead
+    threading.Thread(target=_reopen_and_say, name="log-reopen", daemon=True).start()
+
+
+def _reopen_and_say() -> None:
+    reopen_log_files()
+    if _current is not None and _current.config.logfile:
+        logging.getLogger("MAIN").info("log file %s reopened", _current.config.logfile)
+
+
+def reopen_on_signal(signum: int = signal.SIGHUP) -> bool:
+    """Makes ``signum`` reopen this process's log file (what the supervisor forwards after ``cfgtool -L``
+    or a SIGHUP); False when not called from the main thread (signals reach only that one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(signum, _reopen_in_thread)
+    return True
+
+
 def configure_from_env(**kwargs: Any) -> LogSetup:
-    """What a node process calls first: logging as its supervisor's config says (stderr only without one)."""
+    """What a node process calls first: logging as its supervisor's config says (stderr only without one),
+    and SIGHUP reopens the log file (the supervisor forwards its own SIGHUP to its ready children)."""
     raw = os.environ.get(LOGGING_ENV)
     keys: dict[str, object] = {"logging.to_syslog": "no"}
     if raw:
@@ -372,4 +396,6 @@ def configure_from_env(**kwargs: Any) -> LogSetup:
                 keys = loaded
         except ValueError:
             pass
-    return configure(keys, **kwargs)
+    setup = configure(keys, **kwargs)
+    reopen_on_signal(signal.SIGHUP)
+    return setup

@@ -434,7 +434,9 @@ class NodeSupervisor:
             self._on_reload()
         for spec in self.plan.children:
             child = self._current.get(spec.name)
-            if spec.reload_signal is not None and child is not None:
+            # a child still starting may not handle the signal yet (SIGHUP would kill it); it opens the
+            # log file afresh anyway
+            if spec.reload_signal is not None and child is not None and child.ready and child.alive:
                 child.send_signal(spec.reload_signal)
 
     # -- sampling ----------------------------------------------------------------------------
