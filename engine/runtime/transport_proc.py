@@ -14,7 +14,7 @@ Two things are shared with the rest of the node:
 - the transport counters, copied into the ``transport`` row of the node's stats table when the
   supervisor made one and gave this process a slot (else they stay local).
 
-SIGHUP reopens the process's log file (``corosync-cfgtool -L``).
+SIGHUP reopens the process's log file (``corosync-cfgtool -L``; installed by ``setup_child``'s logging).
 """
 
 from __future__ import annotations
@@ -48,12 +48,6 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_child()
     node = NodeInfo.from_env()
-    import signal
-
-    from pycorosync.engine.supervisor.logsetup import reopen_log_files
-
-    # corosync-cfgtool -L: the supervisor forwards SIGHUP to children that ask for it (after a logrotate)
-    signal.signal(signal.SIGHUP, lambda *_: reopen_log_files())
     from pycorosync.engine.config import ConfigError, load
     from pycorosync.engine.supervisor.child import notify_ready
     from pycorosync.transports.udp.node import shared_link_table

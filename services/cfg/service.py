@@ -178,10 +178,8 @@ class CfgService(ServiceProcess):
         if rtype == m.RELOAD_CONFIG:
             return self._reload_request(conn)
         if rtype == m.REOPEN_LOG_FILES:
-            from pycorosync.engine.supervisor.logsetup import reopen_log_files
-
+            # the supervisor reopens its own log file and forwards SIGHUP to every ready child (this one too)
             self.log.debug("Reopening logging files")
-            reopen_log_files()  # our own; the supervisor reopens its own and signals the children that ask
             return self._signal_supervisor(signal.SIGHUP, "reopen the log files"), b""
         return _INVALID, b""
 
