@@ -96,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
     from pycorosync.ipc.errors import CsError
     from pycorosync.paths import resolve_run_dir
     from pycorosync.services.sam.resources import ResourceLimits
-    from pycorosync.services.sam.supervisor import SamSettings, SamSupervisor
+    from pycorosync.services.sam.supervisor import SamSettings, SamSupervisor, reserve_hc_fd_slot
 
+    hc_fd_slot = reserve_hc_fd_slot()  # before any connection takes the low numbers
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         if quorum is not None:
             quorum.close()
         return 1
-    sup = SamSupervisor(settings, quorum=quorum, cmap=cmap, raw_heartbeats=True)
+    sup = SamSupervisor(settings, quorum=quorum, cmap=cmap, raw_heartbeats=True, hc_fd_slot=hc_fd_slot)
     sup.warn_signal = warn_signal
     sup.install_signal_handlers()
     return sup.run_program(command)

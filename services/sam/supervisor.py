@@ -110,6 +110,23 @@ class InstanceEnd:
     delay_s: float = 0.0
 
 
+def reserve_hc_fd_slot() -> int:
+    """A low fd number, held on /dev/null, for ``$SAM_HC_FD``: call it before opening anything else.
+
+    A shell reads ``>&N`` only for a single digit (dash); the supervisor's own connections would
+    otherwise push the heartbeat pipe above 9.
+    """
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _park_on_devnull(fd: int) -> None:
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+
+
 def exit_code_of(status: ExitStatus) -> int:
     """The child's exit status, or 128 + N when signal N killed it (the shell's convention)."""
     return status.returncode if status.returncode >= 0 else 128 - status.returncode
@@ -132,6 +149,7 @@ class SamSupervisor:
         raw_heartbeats: bool = False,
         loop: EventLoop | None = None,
         forward_stderr_fd: int | None = 2,
+        hc_fd_slot: int | None = None,
     ) -> None:
         if settings.quorum and quorum is None:
             raise CsError(CS_ERR_INVALID_PARAM, "SAM QUORUM policy needs a quorum source")
@@ -143,6 +161,7 @@ class SamSupervisor:
         self.quorum = quorum
         self.cmap = cmap
         self.raw_heartbeats = raw_heartbeats
+        self.hc_fd_slot = hc_fd_slot  # see reserve_hc_fd_slot
         self.warn_signal: int = signal.SIGTERM
         self.data = b""  # data_store blob; a forked child inherits it
         self.instance_id = 0
@@ -202,6 +221,10 @@ class SamSupervisor:
         """Starts ``argv`` with ``$SAM_HC_FD`` (write end of its heartbeat pipe); raises OSError naming it."""
         hc_r, hc_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         os.set_blocking(hc_w, True)
+        if self.hc_fd_slot is not None:
+            os.dup2(hc_w, self.hc_fd_slot, inheritable=False)
+            os.close(hc_w)
+            hc_w = self.hc_fd_slot
         child_env = {**(env or {}), sp.HC_FD_ENV: str(hc_w), sp.INSTANCE_ID_ENV: str(self.instance_id)}
         spec = ChildSpec(self.settings.name, tuple(argv), env=child_env, wait_ready=False, capture_stderr=False,
                          warn_signal=self.warn_signal, stop_timeout_s=self.settings.grace_s, pass_fds=(hc_w,))
@@ -211,7 +234,10 @@ class SamSupervisor:
             os.close(hc_r)
             raise
         finally:
-            os.close(hc_w)  # the child holds the only write end
+            if hc_w == self.hc_fd_slot:
+                _park_on_devnull(hc_w)  # keep the low number for the next instance; the child holds the pipe
+            else:
+                os.close(hc_w)  # the child holds the only write end
         self._begin_instance(child, hc_r, None, started=True)
         return child
 
@@ -414,6 +440,9 @@ class SamSupervisor:
     def _hc_due(self) -> None:
         # one timer, moved on lazily: a heartbeat only stamps the time, it never touches the heap
         self._hc_timer = None
+        if not self._hc_armed:
+            return
+        self._cmd_readable()  # heartbeats may wait unread behind a slow timer callback (a cmap write) this turn
         if not self._hc_armed:
             return
         interval_s = self.settings.interval_ms / 1000.0

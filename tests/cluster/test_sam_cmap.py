@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,10 @@ def wait_key(run_dir: Path, prefix: str, name: str, pred: Callable[[object], boo
     def check() -> object:
         value = keys_of(run_dir, prefix).get(name)
         return value if value is not None and pred(value[0]) else None
-    return wait_for(check, 10, what)
+    try:
+        return wait_for(check, 10, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; keys under {prefix}: {keys_of(run_dir, prefix)}") from None
 
 
 def start_driver(trees: list[ProcTree], tmp_path: Path, node: Any, control_path: Path) -> ProcTree:
@@ -151,3 +155,35 @@ def test_mark_failed_kills_the_child_and_ends_supervision_with_state_failed(
         for key in cmap.keys(prefix):
             cmap.delete(key)
 
+
+
+def test_sam_run_with_cmap_publishes_its_program_and_removes_the_keys_when_stopped(
+    proc_trees: list[ProcTree], tmp_path: Path, node: Any
+) -> None:
+    script = tmp_path / "beat.sh"
+    script.write_text("#!/bin/sh\necho up $SAM_INSTANCE_ID $$\nwhile true; do echo hb >&$SAM_HC_FD; sleep 0.1; done\n")
+    script.chmod(0o755)
+    run = ProcTree([sys.executable, "-m", "pycorosync", "--run-dir", str(node.run_dir), "sam", "run", "--cmap",
+                    "--interval", "500", "--sample-period", "100", "--", str(script)])
+    proc_trees.append(run)
+    pid1 = int(run.expect("up 1 ", timeout=30).split()[2])
+    prefix = f"resources.process.{run.pid}."
+    try:
+        wait_key(node.run_dir, prefix, "pid", lambda v: v == pid1, "pid of the program")
+    except AssertionError as exc:
+        run.kill_tree()
+        raise AssertionError(f"{exc}\nsam run said: {run.stderr.decode(errors='replace')}") from None
+    keys = keys_of(node.run_dir, prefix)
+    assert keys["state"][0] == "running" and keys["recovery"][0] == "restart" and keys["poll_period"][0] == 500
+    first = wait_key(node.run_dir, prefix, "last_updated", lambda v: isinstance(v, int) and v > 0, "last_updated")
+    wait_key(node.run_dir, prefix, "last_updated", lambda v: v != first[0], "heartbeats to move last_updated")  # type: ignore[index]
+    wait_key(node.run_dir, prefix, "rss", lambda v: isinstance(v, int) and v > 0, "rss of the program")
+
+    os.kill(pid1, signal.SIGKILL)
+    pid2 = int(run.expect("up 2 ").split()[2])
+    wait_key(node.run_dir, prefix, "restarts", lambda v: v == 1, "restarts = 1")
+    assert keys_of(node.run_dir, prefix)["pid"][0] == pid2
+
+    os.kill(run.pid, signal.SIGTERM)
+    assert run.wait() == 128 + signal.SIGTERM
+    assert keys_of(node.run_dir, prefix) == {}

@@ -32,8 +32,10 @@ def now_line(word: str) -> str:
 
 
 def test_sam_run_restarts_a_killed_shell_script(proc_trees: list[ProcTree], tmp_path: Path) -> None:
-    run = start_sam_run(proc_trees, ["--", script(tmp_path, 'echo "up $SAM_INSTANCE_ID $$"\nexec sleep 60\n')])
+    run = start_sam_run(proc_trees, ["--", script(tmp_path, 'echo "up $SAM_INSTANCE_ID $$ $SAM_HC_FD"\n'
+                                                           "exec sleep 60\n")])
     first = run.expect("up 1 ")
+    assert 2 < int(first.split()[3]) < 10  # a shell writes `>&N` for a single digit only
     os.kill(int(first.split()[2]), signal.SIGKILL)
     second = run.expect("up 2 ")
     assert second.split()[2] != first.split()[2]
