@@ -83,8 +83,7 @@ def _crc(key_bytes: bytes) -> int:
     return zlib.crc32(key_bytes)
 
 
-def _pad8(n: int) -> int:
-    return (n + 7) & ~7
+_PADDING = tuple(bytes((8 - n) & 7) for n in range(8))  # by length mod 8: what pads a record to 8
 
 
 class IcmapViewWriter:
@@ -112,7 +111,8 @@ class IcmapViewWriter:
             os.close(self._fd)
             raise
         self._seq = 0
-        self._slot_of: dict[str, int] = {}  # key -> slot index, the writer's own index of its table
+        # key -> (slot, record offset, record bytes): the writer's own index of its table
+        self._where: dict[str, tuple[int, int, int]] = {}
         self._heap_used = 0
         self._live = 0
         self._tombstones = 0
@@ -144,34 +144,43 @@ class IcmapViewWriter:
     # -- changes ----------------------------------------------------------------------------------
     def put(self, key: str, entry: Entry) -> None:
         """Mirrors a set (ADD or MODIFY) of ``key``."""
-        record = self._encode(key, entry)
+        kb = key.encode("utf-8", "surrogateescape")
+        record = self._record(kb, entry)
+        where = self._where.get(key)
+        if where is not None and where[2] == len(record):
+            # same size (a counter, a state string of one length): rewrite in place, no heap growth
+            self._begin()
+            self._mm[where[1]:where[1] + len(record)] = record
+            self._end()
+            return
         if self._heap_used + len(record) > self.heap_size or (self._live + self._tombstones + 1) * 4 > self.nslots * 3:
             if self._state == STATE_INCOMPLETE:
                 self.remove(key)  # no room even after a rebuild: never leave an old value behind
                 return
             self.rebuild()  # compacts; the key is already in icmap, so the rebuild copies it
             return
-        kb = key.encode("utf-8", "surrogateescape")
         off = self.heap_offset + self._heap_used
         self._mm[off:off + len(record)] = record  # past heap_used: invisible to readers until linked
         self._heap_used += len(record)
+        crc = _crc(kb)
         self._begin()
-        slot = self._slot_of.get(key)
-        if slot is None:
-            slot = self._free_slot(_crc(kb))
-            self._slot_of[key] = slot
+        if where is None:
+            slot = self._free_slot(crc)
             self._live += 1
-        _SLOT.pack_into(self._mm, HEADER_BYTES + slot * _SLOT.size, _crc(kb), off)
+        else:
+            slot = where[0]
+        self._where[key] = (slot, off, len(record))
+        _SLOT.pack_into(self._mm, HEADER_BYTES + slot * _SLOT.size, crc, off)
         _U32.pack_into(self._mm, _HEAP_USED_OFF, self._heap_used)
         self._end()
 
     def remove(self, key: str) -> None:
         """Mirrors a delete of ``key``."""
-        slot = self._slot_of.pop(key, None)
-        if slot is None:
+        where = self._where.pop(key, None)
+        if where is None:
             return
         self._begin()
-        _SLOT.pack_into(self._mm, HEADER_BYTES + slot * _SLOT.size, 0, SLOT_DELETED)
+        _SLOT.pack_into(self._mm, HEADER_BYTES + where[0] * _SLOT.size, 0, SLOT_DELETED)
         self._live -= 1
         self._tombstones += 1
         self._end()
@@ -181,36 +190,36 @@ class IcmapViewWriter:
         self.rebuilds += 1
         self._begin()
         self._mm[HEADER_BYTES:self.heap_offset] = bytes(self.heap_offset - HEADER_BYTES)
-        self._slot_of.clear()
+        self._where.clear()
         self._heap_used = self._live = self._tombstones = 0
         complete = True
         for key, entry in self._entries():
-            record = self._encode(key, entry)
+            kb = key.encode("utf-8", "surrogateescape")
+            record = self._record(kb, entry)
             if self._heap_used + len(record) > self.heap_size or (self._live + 1) * 4 > self.nslots * 3:
                 complete = False
                 break
-            kb = key.encode("utf-8", "surrogateescape")
             off = self.heap_offset + self._heap_used
             self._mm[off:off + len(record)] = record
             self._heap_used += len(record)
-            slot = self._free_slot(_crc(kb))
-            self._slot_of[key] = slot
+            crc = _crc(kb)
+            slot = self._free_slot(crc)
+            self._where[key] = (slot, off, len(record))
             self._live += 1
-            _SLOT.pack_into(self._mm, HEADER_BYTES + slot * _SLOT.size, _crc(kb), off)
+            _SLOT.pack_into(self._mm, HEADER_BYTES + slot * _SLOT.size, crc, off)
         _U32.pack_into(self._mm, _HEAP_USED_OFF, self._heap_used)
         self._set_state(STATE_LIVE if complete else STATE_INCOMPLETE)
         self._end()
 
     # -- internals --------------------------------------------------------------------------------
-    def _encode(self, key: str, entry: Entry) -> bytes:
-        kb = key.encode("utf-8", "surrogateescape")
+    @staticmethod
+    def _record(kb: bytes, entry: Entry) -> bytes:
         value = p.encode_value(entry[0], entry[1])
         flags = 0
         if len(value) > MAX_MIRRORED_VALUE:
             value, flags = b"", FLAG_NOT_MIRRORED
-        head = _ENTRY_HEAD.pack(int(entry[0]), flags, len(kb), len(value))
-        raw = head + kb + value
-        return raw + bytes(_pad8(len(raw)) - len(raw))
+        raw = _ENTRY_HEAD.pack(entry[0], flags, len(kb), len(value)) + kb + value
+        return raw + _PADDING[len(raw) & 7]
 
     def _free_slot(self, crc: int) -> int:
         mask = self.nslots - 1

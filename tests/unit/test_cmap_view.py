@@ -44,6 +44,7 @@ class Mirrored:
         self.writer.beat()
 
     def _mirror(self, n: CmapNotification) -> None:
+        self.writer.beat()  # the service's loop beats at least every 0.1 s; a slow test must not outlive it
         if n.event == CMAP_TRACK_DELETE:
             self.writer.remove(n.key)
         else:
@@ -80,6 +81,7 @@ def test_every_key_reads_as_icmap_holds_it_through_random_sets_and_deletes() -> 
             vtype, value = rng.choice(values)
             mirrored.icmap.set(key, vtype, value)
         if step % 100 == 0 or step > 2900:
+            mirrored.writer.beat()
             for k in keys:
                 assert mirrored.reader.lookup(k) == expected(mirrored.icmap, k), (step, k)
     assert mirrored.writer.rebuilds > 1  # the small heap filled and was compacted on the way
