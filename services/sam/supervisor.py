@@ -183,6 +183,7 @@ class SamSupervisor:
         self._waiting_quorum = False
         self._last_touch_s = 0.0
         self._quorum_fd: int | None = None
+        self._quorum_lost = False  # the quorum source failed: no quorum can be known any more
         self._cmap_fd: int | None = None
         self._stop_timers: list[Any] = []
         self._closed = False
@@ -245,6 +246,9 @@ class SamSupervisor:
         """``pycorosync sam run``: starts ``argv``, restarts it per policy, returns the exit code to exit with."""
         while True:
             if self.quorum is not None and not self.wait_for_quorum():
+                if self._quorum_lost:
+                    log.error("the quorum service is gone: '%s' cannot be started again", self.settings.name)
+                    return self.finish(InstanceEnd(False, 1, "quorum service lost", failed=True))
                 return self.finish(InstanceEnd(False, 0, "stopped while waiting for quorum"))
             self.next_instance()
             try:
@@ -280,14 +284,16 @@ class SamSupervisor:
         return self.stop_signal is None
 
     def wait_for_quorum(self) -> bool:
-        """Blocks until quorate (state ``waiting for quorum`` meanwhile); False if a stop signal came first."""
+        """Blocks until quorate (state ``waiting for quorum`` meanwhile); False if a stop signal came first
+        or the quorum source is lost."""
         assert self.quorum is not None
-        if not self.quorum.quorate:
+        if not self.quorum.quorate and not self._quorum_lost:
             self._set_state(STATE_WAITING_FOR_QUORUM)
             log.info("waiting for quorum before starting '%s'", self.settings.name)
-            self.loop.run_until(lambda: (self.quorum is not None and self.quorum.quorate) or self._signal_pending())
+            self.loop.run_until(lambda: (self.quorum is not None and self.quorum.quorate) or self._quorum_lost
+                                or self._signal_pending())
         self._drain_signals()
-        return self.stop_signal is None
+        return self.stop_signal is None and not self._quorum_lost
 
     def finish(self, end: InstanceEnd) -> int:
         """Publishes the end (``failed`` stays in cmap; a clean end removes the keys), closes everything."""
@@ -496,6 +502,8 @@ class SamSupervisor:
         if command is sp.Command.START:
             if self._started or self._waiting_quorum:
                 self._reply(CS_OK)
+            elif self._quorum_lost:
+                self._reply(CS_ERR_LIBRARY)  # libsam: start() fails when the quorum service cannot be read
             elif self.quorum is not None and not self.quorum.quorate:
                 self._waiting_quorum = True
                 self._set_state(STATE_WAITING_FOR_QUORUM)
@@ -542,9 +550,11 @@ class SamSupervisor:
         except CsError as exc:
             log.error("quorum source lost (%s); counting the node as not quorate", exc)
             lost_source = True
-        if lost_source and self._quorum_fd is not None:
-            self.loop.remove_reader(self._quorum_fd)
-            self._quorum_fd = None
+        if lost_source:
+            self._quorum_lost = True
+            if self._quorum_fd is not None:
+                self.loop.remove_reader(self._quorum_fd)
+                self._quorum_fd = None
         quorate = quorum.quorate and not lost_source
         if quorate and self._waiting_quorum:
             log.info("quorum regained: '%s' starts", self.settings.name)

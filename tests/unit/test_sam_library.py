@@ -228,6 +228,9 @@ class FifoQuorum:
             data = os.read(self.fd, 64)
         except BlockingIOError:
             return
+        if data[-1:] == b"x":
+            self.quorate = False
+            raise CsError(2, "quorum service gone")
         if data:
             self.quorate = data[-1:] == b"1"
     def close(self):
@@ -307,3 +310,27 @@ def test_sigterm_to_the_supervisor_stops_the_child_without_restart_and_exits_wit
     assert app.wait() == 11
     assert "term 2" in app.lines and not [line for line in app.lines if line.startswith("started 3")]
     assert not pid_alive(child)
+
+
+def test_a_lost_quorum_service_counts_as_quorum_loss_and_the_next_start_fails(
+    proc_trees: list[ProcTree], tmp_path: Path, quorum_fifo: tuple[Path, object]
+) -> None:
+    path, set_quorate = quorum_fifo
+    set_quorate(True)  # type: ignore[operator]
+    app = start_app(proc_trees, tmp_path, FIFO_QUORUM + f"""
+sam.initialize(0, sam.SAM_RECOVERY_POLICY_QUORUM_RESTART, quorum_source=FifoQuorum({str(path)!r}))
+iid = sam.register()
+try:
+    sam.start()
+except CsError as exc:
+    say("start-error", iid, exc.name)
+    sys.exit(3)
+say("started", iid)
+time.sleep(60)
+""")
+    app.expect("started 1")
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    os.write(fd, b"x")  # the fake source raises CsError: the service is gone
+    os.close(fd)
+    app.expect("start-error 2 CS_ERR_LIBRARY")
+    assert app.wait() == 3  # an exit before start: the supervisor ends with that status
