@@ -76,17 +76,15 @@ def test_children_that_do_not_depend_on_each_other_start_together_once_their_dep
         spec("totem", ev, "--ready-delay", "0.2"),
         *(spec(name, ev, "--ready-delay", "0.4", depends_on=("totem",)) for name in ("cmap", "cpg", "quorum")),
     )
-    t0 = time.monotonic()
     sup.start()
-    took = time.monotonic() - t0
     seq = [(what, name) for what, name, _ in events(ev)]
     assert seq[:2] == [("start", "totem"), ("ready", "totem")]
-    services = seq[2:]
-    assert sorted(services[:3]) == [("start", "cmap"), ("start", "cpg"), ("start", "quorum")], (
-        f"every service starts before the first one is ready: {services}"
+    services = [sup.child(n) for n in ("cmap", "cpg", "quorum")]
+    assert all(c.ready for c in services)
+    assert max(c.started_s for c in services) < min(c.ready_s or 0.0 for c in services), (
+        "every service is spawned before the first one is ready"
     )
-    assert all(sup.child(n).ready for n in ("totem", "cmap", "cpg", "quorum"))
-    assert took < 0.2 + 3 * 0.4, f"the services started one after the other ({took:.2f} s)"
+    assert min(c.started_s for c in services) >= (sup.child("totem").ready_s or 0.0)
 
 
 def test_stop_terminates_children_in_reverse_order_and_exits_cleanly(tmp_path: Path, make_node) -> None:
@@ -104,8 +102,8 @@ def test_stop_stops_independent_children_together_then_what_they_depend_on(tmp_p
     sup = make_node(
         spec("transport", ev),
         spec("totem", ev, depends_on=("transport",)),
-        spec("cpg", ev, "--ignore-term", depends_on=("totem",), stop_timeout_s=0.5),
-        spec("cmap", ev, "--ignore-term", depends_on=("totem",), stop_timeout_s=0.5),
+        spec("cpg", ev, "--ignore-term", depends_on=("totem",), stop_timeout_s=1.0),
+        spec("cmap", ev, "--ignore-term", depends_on=("totem",), stop_timeout_s=1.0),
     )
     sup.start()
     t0 = time.monotonic()
@@ -115,7 +113,7 @@ def test_stop_stops_independent_children_together_then_what_they_depend_on(tmp_p
     assert terms == ["totem", "transport"], "the two services ignore SIGTERM: killed, no term event"
     assert sup.child("cpg").exit_status.signal == signal.SIGKILL
     assert sup.child("cmap").exit_status.signal == signal.SIGKILL
-    assert 0.5 <= took < 0.5 + 0.5 + 1.0, f"the services' stop timeouts ran one after the other ({took:.2f} s)"
+    assert 1.0 <= took < 2.0, f"the services' stop timeouts ran one after the other ({took:.2f} s)"
 
 
 def test_child_that_exits_before_ready_fails_the_start_naming_it_with_status_and_stderr(tmp_path: Path, make_node) -> None:
