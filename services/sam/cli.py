@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from pycorosync.ipc.errors import CsError
     from pycorosync.paths import resolve_run_dir
     from pycorosync.services.sam.resources import ResourceLimits
-    from pycorosync.services.sam.supervisor import SamSettings, SamSupervisor, reserve_hc_fd_slot
+    from pycorosync.services.sam.settings import SamSettings
+    from pycorosync.services.sam.supervisor import SamSupervisor, reserve_hc_fd_slot
 
     hc_fd_slot = reserve_hc_fd_slot()  # before any connection takes the low numbers
     command = list(args.command)

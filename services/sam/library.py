@@ -47,7 +47,8 @@ from pycorosync.ipc.errors import (
 from pycorosync.services.sam import protocol as sp
 from pycorosync.services.sam.quorumsource import QuorumSource
 from pycorosync.services.sam.resources import ResourceLimits
-from pycorosync.services.sam.supervisor import SamSettings, SamSupervisor, default_restart_policy
+from pycorosync.services.sam.settings import SamSettings, default_restart_policy
+from pycorosync.services.sam.supervisor import SamSupervisor
 
 log = logging.getLogger("SAM")
 
@@ -168,11 +169,17 @@ class Sam:
                 return instance_id
             os.close(cmd_w)
             os.close(reply_r)
-            sup.watch_forked(pid, cmd_r, reply_w)
-            end = sup.run_instance()
-            if end.restart and sup.wait(end.delay_s):
-                continue
-            code = sup.finish(end)
+            try:
+                sup.watch_forked(pid, cmd_r, reply_w)
+                end = sup.run_instance()
+                if end.restart and sup.wait(end.delay_s):
+                    continue
+                code = sup.finish(end)
+            except BaseException:
+                # the parent must never return into the application while a child of it runs
+                log.exception("SAM supervisor failed; killing its child")
+                sup.close()
+                code = 1
             _flush_stdio()
             logging.shutdown()
             os._exit(code)

@@ -15,7 +15,7 @@ from pycorosync.ipc.errors import CS_ERR_TOO_BIG, CS_OK, CsError
 from pycorosync.services.sam import protocol as sp
 from pycorosync.services.sam.cli import parse_bytes, parse_signal
 from pycorosync.services.sam.resources import ResourceLimits
-from pycorosync.services.sam.supervisor import SamSettings, exit_code_of
+from pycorosync.services.sam.settings import SamSettings, exit_code_of
 
 COMMANDS = [
     sp.encode(sp.Command.START),

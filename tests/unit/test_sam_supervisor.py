@@ -13,7 +13,8 @@ from pycorosync.engine.supervisor.node import ChildSample
 from pycorosync.engine.supervisor.policy import RestartPolicy
 from pycorosync.services.sam import protocol as sp
 from pycorosync.services.sam.resources import ResourceLimits
-from pycorosync.services.sam.supervisor import SamSettings, SamSupervisor
+from pycorosync.services.sam.settings import SamSettings
+from pycorosync.services.sam.supervisor import SamSupervisor
 
 
 class BusySampler:
