@@ -48,35 +48,44 @@ def _family(m: ExportedMetric) -> Any:
     return GaugeMetricFamily(m.family, m.help, labels=m.labels)
 
 
-def _table_rows(m: ExportedMetric, reading: NodeReading, node: str) -> Iterator[tuple[list[str], float]]:
-    snap = reading.table
-    names = {x.name for x in snap.metrics}
+class _TableView:
+    """One stats snapshot as Python values: column name -> value per slot, and the owned slots."""
+
+    def __init__(self, snap: Any) -> None:
+        import numpy as np
+
+        u64 = snap.cells.view(np.uint64).T.tolist()
+        f64 = snap.cells.view(np.float64).T.tolist()
+        self.columns = {m.name: (f64[i] if m.type == "f64" else u64[i]) for i, m in enumerate(snap.metrics)}
+        self.owned = [(info.slot, info.process) for info in snap.slots if info.pid]
+
+
+def _table_rows(m: ExportedMetric, view: _TableView, node: str, now_ns: int) -> Iterator[tuple[list[str], float]]:
+    cols = view.columns
     if m.key.endswith("<reason>"):
         reasons = DROP_REASONS if "rx_drop" in m.key else TX_DROP_REASONS
         base = m.key.removesuffix("<reason>")
-        for info in snap.slots:
-            if not info.pid or not _writes(info.process, base):
-                continue
-            for why in reasons:
-                if base + why in names:
-                    yield [node, info.process, why], float(snap.value(info.slot, base + why))
+        present = [(why, cols[base + why]) for why in reasons if base + why in cols]
+        for slot, process in view.owned:
+            if _writes(process, base):
+                for why, column in present:
+                    yield [node, process, why], float(column[slot])
         return
-    if m.key not in names:
+    column = cols.get(m.key)
+    if column is None:
         return
-    for info in snap.slots:
-        if not info.pid:
-            continue
-        value = snap.value(info.slot, m.key)
+    for slot, process in view.owned:
+        value = column[slot]
         if m.key == "process.heartbeat_ns":
             if not value:
                 continue
-            value = max(0.0, (reading.monotonic_ns - int(value)) / 1e9)
-        elif not value and not _writes(info.process, m.key):
+            value = max(0.0, (now_ns - int(value)) / 1e9)
+        elif not value and not _writes(process, m.key):
             continue
-        yield [node, info.process], float(value) * m.scale
+        yield [node, process], float(value) * m.scale
 
 
-def _rows(m: ExportedMetric, reading: NodeReading, node: str) -> Iterator[tuple[list[str], float]]:
+def _rows(m: ExportedMetric, reading: NodeReading, node: str, view: _TableView | None) -> Iterator[tuple[list[str], float]]:
     """(label values, value) of one metric; nothing when its source was not read."""
     src = m.source
     if src in ("srp", "runtime"):
@@ -93,8 +102,8 @@ def _rows(m: ExportedMetric, reading: NodeReading, node: str) -> Iterator[tuple[
                 value = {"used": r.used_bytes, "capacity": r.capacity_bytes, "full": r.full}[m.key]
                 yield [node, r.ring], float(value)
     elif src == "table":
-        if reading.table is not None:
-            yield from _table_rows(m, reading, node)
+        if view is not None:
+            yield from _table_rows(m, view, node, reading.monotonic_ns)
     elif src == "status":
         yield from _status_rows(m, reading, node)
     elif src == "quorum":
@@ -132,32 +141,67 @@ def _status_rows(m: ExportedMetric, reading: NodeReading, node: str) -> Iterator
         yield [node], float(st[m.key])
 
 
-def families(reading: NodeReading, collect_seconds: float | None = None) -> list[Metric]:
-    """Every metric family with at least one sample in this reading."""
+def series(reading: NodeReading, collect_seconds: float | None = None) -> Iterator[tuple[ExportedMetric, Any]]:
+    """Each metric with samples in this reading: (metric, [(label values, value)]), or for the
+    histogram (metric, Histogram)."""
     node = str(reading.nodeid)
-    out: list[Metric] = []
+    view = None if reading.table is None else _TableView(reading.table)
     for m in EXPORTED:
         if m.kind == "histogram":
-            h = reading.token_rotation
-            if h is not None:
-                fam = HistogramMetricFamily(m.name, m.help, labels=m.labels)
-                buckets = [(repr(le), float(n)) for le, n in h.buckets] + [("+Inf", float(h.count))]
-                fam.add_metric([node], buckets, h.sum_s)
-                out.append(fam)
-            continue
-        if m.source == "exporter" and m.key == "collect_seconds":
+            if reading.token_rotation is not None:
+                yield m, reading.token_rotation
+        elif m.source == "exporter" and m.key == "collect_seconds":
             if collect_seconds is not None:
-                fam = _family(m)
-                fam.add_metric([node], collect_seconds)
-                out.append(fam)
-            continue
-        rows = list(_rows(m, reading, node))
-        if rows:
+                yield m, [([node], collect_seconds)]
+        else:
+            rows = list(_rows(m, reading, node, view))
+            if rows:
+                yield m, rows
+
+
+def families(reading: NodeReading, collect_seconds: float | None = None) -> list[Metric]:
+    """Every metric family with at least one sample, as prometheus_client objects."""
+    node = str(reading.nodeid)
+    out: list[Metric] = []
+    for m, rows in series(reading, collect_seconds):
+        if m.kind == "histogram":
+            fam = HistogramMetricFamily(m.name, m.help, labels=m.labels)
+            buckets = [(repr(le), float(n)) for le, n in rows.buckets] + [("+Inf", float(rows.count))]
+            fam.add_metric([node], buckets, rows.sum_s)
+        else:
             fam = _family(m)
             for labels, value in rows:
                 fam.add_metric(labels, value)
-            out.append(fam)
+        out.append(fam)
     return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: tuple[str, ...], values: list[str], extra: str = "") -> str:
+    body = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
+    return "{" + body + (("," if body else "") + extra if extra else "") + "}"
+
+
+def exposition(reading: NodeReading, collect_seconds: float | None = None) -> str:
+    """The Prometheus text format (0.0.4) of a reading, written directly: the same samples as
+    ``generate_latest`` over ``families`` at a fraction of its cost (the scrape path)."""
+    node = str(reading.nodeid)
+    out: list[str] = []
+    for m, rows in series(reading, collect_seconds):
+        out.append(f"# HELP {m.name} {m.help}\n# TYPE {m.name} {m.kind}\n")
+        if m.kind == "histogram":
+            bounds = [(repr(float(le)), n) for le, n in rows.buckets] + [("+Inf", rows.count)]
+            for le, n in bounds:
+                le_label = 'le="' + le + '"'
+                out.append(f"{m.name}_bucket{_labels(m.labels, [node], le_label)} {float(n)!r}\n")
+            out.append(f"{m.name}_count{_labels(m.labels, [node])} {float(rows.count)!r}\n")
+            out.append(f"{m.name}_sum{_labels(m.labels, [node])} {float(rows.sum_s)!r}\n")
+        else:
+            out.extend(f"{m.name}{_labels(m.labels, labels)} {float(value)!r}\n" for labels, value in rows)
+    return "".join(out)
 
 
 class NodeCollector:

@@ -16,8 +16,11 @@ import argparse
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 log = logging.getLogger("MON")
@@ -26,6 +29,7 @@ ADDRESS_ENV = "PYCOROSYNC_PROMETHEUS"
 TOKEN_SAMPLE_S = 0.1
 SLOW_EVERY = 10  # token samples per slow refresh (1 s)
 NICE = 10
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -37,21 +41,35 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 class Exporter:
-    """An HTTP server with the node collector, and the sampling tick (``run`` until ``stop``).
+    """An HTTP server answering ``GET /metrics`` from a reader, and the sampling tick (``run`` until ``stop``).
 
-    The server answers from the moment it is made; until ``run`` gets its reader a scrape is empty
-    (so the process can say it is ready before it pays for numpy and the segment mappings)."""
+    The server answers from the moment it is made; until it has its reader a scrape is empty (so the
+    process can say it is ready before it pays for numpy and the segment mappings). The text is
+    written by ``collector.exposition`` (prometheus_client's generic writer costs several times more)."""
 
     def __init__(self, address: str, port: int, reader: Any = None) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
-
         self.reader = reader
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_LazyCollector(self))  # type: ignore[arg-type]
-        result = start_http_server(port, address, registry=self.registry)
-        self._server = result[0] if isinstance(result, tuple) else None
-        self.port = port if self._server is None else int(self._server.server_address[1])
+        self._last_collect_s: float | None = None
+        self._lock = threading.Lock()
+        self._server = _server_class(address)((address, port), _MetricsHandler)
+        self._server.exporter = self  # type: ignore[attr-defined]
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.5,), daemon=True, name="http")
+        self._thread.start()
         self._stop = threading.Event()
+
+    def render(self) -> bytes:
+        """One scrape's body (empty before the reader exists)."""
+        reader = self.reader
+        if reader is None:
+            return b""
+        from pycorosync.monitoring.collector import exposition
+
+        with self._lock:  # one collection at a time; its duration is reported by the next one
+            t0 = time.perf_counter()
+            text = exposition(reader.read(), self._last_collect_s)
+            self._last_collect_s = time.perf_counter() - t0
+        return text.encode()
 
     def run(self, reader: Any = None) -> None:
         """Samples until ``stop()``: the token counter every 100 ms, the slow sources every second."""
@@ -72,32 +90,44 @@ class Exporter:
         self._stop.set()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._server.shutdown()
+        self._server.server_close()
         if self.reader is not None:
             self.reader.close()
 
 
-class _LazyCollector:
-    """The node collector once the exporter has its reader; nothing before."""
+class _MetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+            self.send_error(404, "only /metrics is served here")
+            return
+        try:
+            body = self.server.exporter.render()  # type: ignore[attr-defined]
+        except Exception:  # a broken source must not kill the server; Prometheus sees the 500
+            log.exception("collecting the node's metrics failed")
+            self.send_error(500, "collection failed (see the exporter's log)")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-    def __init__(self, exporter: Exporter) -> None:
-        self.exporter = exporter
-        self._collector: Any = None
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per scrape would drown the node's log
 
-    def collect(self) -> Any:
-        reader = self.exporter.reader
-        if reader is None:
-            return []
-        if self._collector is None:
-            from pycorosync.monitoring.collector import NodeCollector
 
-            self._collector = NodeCollector(reader.read)
-        return self._collector.collect()
+class _Server4(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
 
-    def describe(self) -> Any:
-        return []
+
+class _Server6(_Server4):
+    address_family = socket.AF_INET6
+
+
+def _server_class(address: str) -> type[ThreadingHTTPServer]:
+    return _Server6 if ":" in address else _Server4
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pycorosync.ipc import stats as table_stats
 from pycorosync.ipc.stats import StatsTable
 from pycorosync.monitoring import metrics
-from pycorosync.monitoring.collector import NodeCollector
+from pycorosync.monitoring.collector import NodeCollector, exposition
 from pycorosync.monitoring.reading import NodeReading, ProcessSample, QuorumState
 from pycorosync.monitoring.rotation import TokenRotationEstimator
 from tests.conftest import unique_prefix
@@ -26,6 +26,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def scrape(reading: NodeReading) -> str:
+    """What the exporter serves for this reading."""
+    return exposition(reading)
+
+
+def scrape_with_prometheus_client(reading: NodeReading) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(lambda: reading))  # type: ignore[arg-type]
     return generate_latest(registry).decode()
@@ -140,6 +145,19 @@ def test_token_rotation_estimate_spreads_tokens_over_the_time_since_the_last_one
     assert cumulative[0.002] == 50 and cumulative[1.0] == 50 and cumulative[2.0] == 51
     est.observe(1_400_000_000, 3)  # totem restarted: counters start again, nothing is counted
     assert est.histogram() == h
+
+
+def test_served_text_has_the_same_samples_and_types_as_prometheus_clients_writer(table: StatsTable) -> None:
+    est = TokenRotationEstimator()
+    est.observe(0, 0)
+    est.observe(10_000_000, 2)
+    reading = filled_reading(table)
+    reading = NodeReading(**{**reading.__dict__, "token_rotation": est.histogram()})
+    ours, theirs = scrape(reading), scrape_with_prometheus_client(reading)
+    assert samples(ours) == samples(theirs)
+    types = {f.name: f.type for f in text_string_to_metric_families(ours)}
+    assert types == {f.name: f.type for f in text_string_to_metric_families(theirs)}
+    assert len(samples(ours)) > 50
 
 
 def test_token_rotation_is_a_histogram_in_seconds(table: StatsTable) -> None:
