@@ -3,19 +3,33 @@ told, what ``pycorosync quorumtool`` prints on every node, and live changes of v
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pycorosync.cli import main as cli_main
+from pycorosync.cmap import CmapClient, ValueType
 from pycorosync.ipc.errors import CsError
-from pycorosync.quorum import QuorumClient, QuorumEvent
-from pycorosync.votequorum import VotequorumClient
+from pycorosync.quorum import (
+    CS_TRACK_CHANGES_ONLY,
+    QUORUM_SET,
+    AsyncQuorumClient,
+    NodelistEvent,
+    QuorumClient,
+    QuorumEvent,
+)
+from pycorosync.votequorum import AsyncVotequorumClient, VotequorumClient
 from tests.cluster.conftest import Cluster, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 VOTEQUORUM = "quorum {\n    provider: corosync_votequorum\n}\n"
 TWO_NODE = "quorum {\n    provider: corosync_votequorum\n    two_node: 1\n}\n"
@@ -67,6 +81,26 @@ def next_quorum_event(cluster: Cluster, client: QuorumClient, members: list[int]
         if isinstance(event, QuorumEvent) and list(event.members) == members:
             return event
     raise AssertionError(f"no quorum notification with members {members} within {timeout} s\n{cluster.logs()}")
+
+
+def monitor_node_counts(monitor: subprocess.Popen[bytes], until: str, timeout: float = 60.0) -> list[str]:
+    """The ``Nodes:`` values ``quorumtool -m`` prints, up to the first equal to ``until`` (reads the pipe
+    unbuffered: a buffered reader would hide lines from select)."""
+    assert monitor.stdout is not None
+    fd = monitor.stdout.fileno()
+    counts: list[str] = []
+    pending = b""
+    deadline = time.monotonic() + timeout
+    while not counts or counts[-1] != until:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"quorumtool -m printed node counts {counts} only"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"quorumtool -m exited ({monitor.poll()}) after node counts {counts}"
+        *lines, pending = (pending + chunk).split(b"\n")
+        counts += [line.split()[1].decode() for line in lines if line.startswith(b"Nodes:")]
+        if until in counts:
+            counts = counts[: counts.index(until) + 1]
+    return counts
 
 
 def test_three_nodes_quorate_with_two_not_with_one_and_restarts_restore_quorum(
@@ -152,14 +186,48 @@ def test_five_nodes_keep_quorum_with_three_lose_it_with_two_and_regain_it_by_low
     assert code == 1 and "Unable to set expected votes: CS_ERR_INVALID_PARAM" in text
 
 
-def test_two_node_cluster_survivor_stays_quorate(make_cluster: Callable[..., Cluster],
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_node_cluster_survivor_stays_quorate_and_monitor_async_clients_and_cmap_keys_follow(
+    make_cluster: Callable[..., Cluster], capsys: pytest.CaptureFixture[str]
+) -> None:
     cluster = make_cluster(2, extra_config=TWO_NODE, test_services=(), totem=TOTEM)
+    run_dir = str(cluster.nodes[1].run_dir)
     wait_quorum(cluster, 1, True, [1, 2])
     code, text = quorumtool(capsys, cluster, 1, "-s")
     st = parse_status(text)
     assert code == 0 and st["Flags"] == "2Node Quorate WaitForAll" and st["Quorum"] == "1"
-    cluster.nodes[2].kill()
-    wait_quorum(cluster, 1, True, [1])
-    code, text = quorumtool(capsys, cluster, 1, "-s")
-    assert code == 0 and parse_status(text)["Nodes"] == "1"
+    with CmapClient(run_dir) as cmap:
+        wait_for(lambda: cmap.keys("runtime.votequorum."), 10, "runtime.votequorum.* keys", interval=0.1)
+        assert cmap.get("runtime.votequorum.this_node_id") == (1, ValueType.UINT32)
+        assert cmap.get("runtime.votequorum.two_node") == (1, ValueType.UINT8)
+        wait_for(lambda: cmap.get("runtime.votequorum.lowest_node_id")[0] == 1, 10, "lowest_node_id 1", interval=0.1)
+        assert cmap.get("runtime.votequorum.wait_for_all_status") == (0, ValueType.UINT8)
+
+    monitor = subprocess.Popen([sys.executable, "-m", "pycorosync", "--run-dir", run_dir, "quorumtool", "-m"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert monitor_node_counts(monitor, until="2") == ["2"]
+
+        async def watch() -> list[Any]:
+            async with AsyncQuorumClient(run_dir) as q, AsyncVotequorumClient(run_dir) as vq:
+                assert q.quorum_type == QUORUM_SET and await q.getquorate()
+                assert (await vq.getinfo(2)).node_votes == 1
+                await q.trackstart(CS_TRACK_CHANGES_ONLY)
+                cluster.nodes[2].kill()
+                seen: list[Any] = []
+                async for event in q.events():
+                    seen.append(event)
+                    if isinstance(event, QuorumEvent):
+                        return seen
+            return seen
+
+        events = asyncio.run(asyncio.wait_for(watch(), 60))
+        assert events[-1].quorate and events[-1].members == (1,)
+        assert any(isinstance(e, NodelistEvent) and e.left == (2,) for e in events)
+        code, text = quorumtool(capsys, cluster, 1, "-s")
+        assert code == 0 and parse_status(text)["Nodes"] == "1"
+
+        # one status per quorum notification: the one at its start with 2 nodes, then 1
+        assert monitor_node_counts(monitor, until="1")[-1] == "1"
+    finally:
+        monitor.kill()
+        monitor.wait(10)
