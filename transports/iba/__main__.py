@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             os.close(args.ready_fd)
 
     try:
-        return t.run(args.stop_fd, on_ready=ready)
+        return int(t.run(args.stop_fd, on_ready=ready))
     finally:
         t.close()
         seg.close()

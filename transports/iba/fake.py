@@ -284,7 +284,7 @@ class FakeEndpoint:
 
     def poll_cq(self, max_entries: int) -> list[Completion]:
         self.progress()
-        out = []
+        out: list[Completion] = []
         while self.cq and len(out) < max_entries:
             out.append(self.cq.popleft())
         return out

@@ -415,7 +415,7 @@ class IbaTransport:
         a = self.slab_mr.addr + o
         payload = Sge(self.tx_addr0 + payload_off, n, self.tx_mr.lkey)
         if self.mode == MODE_AEAD:
-            ln = self.codec.seal_from(memoryview(buf[payload_off : payload_off + n]), self.slab_mv, o)  # type: ignore[arg-type]
+            ln = self.codec.seal_from(memoryview(buf[payload_off : payload_off + n]), self.slab_mv, o)
             sges: tuple[Sge, ...] = (Sge(a, ln, self.slab_mr.lkey),)
         else:
             self.codec.stamp_header(self.slab_mv, o)
@@ -423,7 +423,7 @@ class IbaTransport:
             sges = (Sge(a, HEADER_BYTES, self.slab_mr.lkey), payload) if n else (Sge(a, HEADER_BYTES, self.slab_mr.lkey),)
             if self.mode == MODE_HMAC:
                 t = self.codec.trailer
-                mac = self.codec.mac(self.slab_mv[o : o + HEADER_BYTES], memoryview(buf[payload_off : payload_off + n]))  # type: ignore[arg-type]
+                mac = self.codec.mac(self.slab_mv[o : o + HEADER_BYTES], memoryview(buf[payload_off : payload_off + n]))
                 self.slab[o + HEADER_BYTES : o + HEADER_BYTES + t] = np.frombuffer(mac, np.uint8)
                 sges = (*sges, Sge(a + HEADER_BYTES, t, self.slab_mr.lkey))
                 ln += t
@@ -588,7 +588,7 @@ class IbaTransport:
     def _deliver(self, link: PeerLink, idx: int, n: int, now_ns: int) -> int | None:
         """1 when the frame went into the rx ring, 0 when dropped (counted), None when the ring is full."""
         row = link.recv[idx]
-        data = memoryview(row)[:n]  # type: ignore[arg-type]
+        data = memoryview(row)[:n]
         reason = check_header(data, self.mode, self.codec.cluster_hash, self.max_datagram)
         if reason is not None:
             return self._drop(reason)
@@ -643,7 +643,7 @@ class IbaTransport:
         ep = select.epoll()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = -1
-        old_handlers: dict[int, Any] = {}
+        old_handlers: dict[signal.Signals, Any] = {}
         try:
             with contextlib.suppress(ValueError):  # only the main thread may install handlers
                 old_wakeup = signal.set_wakeup_fd(wake_w)

@@ -219,13 +219,15 @@ def load_backend(name: str | None = None, environ: Any = None) -> Backend:
     if name == "fake":
         from pycorosync.transports.iba.fake import FakeBackend
 
-        return FakeBackend(env.get(FABRIC_ENV) or "default")
+        fake: Backend = FakeBackend(env.get(FABRIC_ENV) or "default")
+        return fake
     if name != "pyverbs":
         raise TransportUnavailable(f"transport iba: unknown verbs backend '{name}' (pyverbs or fake)")
     check_pyverbs_device()
     from pycorosync.transports.iba.pyverbs_backend import PyverbsBackend
 
-    return PyverbsBackend()
+    real: Backend = PyverbsBackend()
+    return real
 
 
 def check_pyverbs_device() -> list[str]:
