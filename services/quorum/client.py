@@ -196,6 +196,13 @@ class _Blocking:
                 return None
             self._conn.wait_event(remaining)
 
+    def service_alive(self) -> bool:
+        """False once the quorum service hung up (stopped or restarted): then make a new client."""
+        if self._conn.closed:
+            return False
+        self._conn.wait_event(0)
+        return not self._conn.server_gone
+
     def close(self) -> None:
         """X_finalize: closes the connection (trackers stop with it)."""
         self._conn.close()

@@ -145,6 +145,15 @@ def test_three_nodes_quorate_with_two_not_with_one_and_restarts_restore_quorum(
     assert {st["Ring ID"] for st in status.values()} == {status[1]["Ring ID"]}
     assert all(st["exit"] == 0 and st["Quorate"] == "Yes" for st in status.values())
 
+    # a crashed quorum service process: its clients see it gone, the restarted one serves the same state
+    with QuorumClient(str(cluster.nodes[2].run_dir)) as old:
+        cluster.nodes[2].kill_child("quorum")
+        wait_for(lambda: not old.service_alive(), 20, "the old client to see the service gone", interval=0.05)
+    wait_quorum(cluster, 2, True, [1, 2, 3], timeout=60)
+    with VotequorumClient(str(cluster.nodes[2].run_dir)) as vq:
+        info = vq.getinfo(0)
+        assert (info.total_votes, info.quorum, info.node_expected_votes) == (3, 2, 3)
+
 
 def test_five_nodes_keep_quorum_with_three_lose_it_with_two_and_regain_it_by_lowering_expected_votes(
     make_cluster: Callable[..., Cluster], capsys: pytest.CaptureFixture[str]
