@@ -23,17 +23,17 @@ from numba import njit, types
 
 from pycorosync.ipc.ring_kernels import RECORD_HEADER_BYTES, ring_commit, ring_peek, ring_release, ring_reserve
 from pycorosync.transports.crypto import GCM_TAG_BYTES, HEADER_BYTES, MODE_AEAD, NONCE_OFFSET
-from pycorosync.transports.peers import REPLAY, peer_index, replay_verdict
+from pycorosync.transports.peers import REPLAY, replay_verdict
 from pycorosync.transports.udp.frames import (
     C_DROP_BASE,
     C_RX_RING_FULL,
-    C_TX_OVERSIZED,
-    C_TX_UNKNOWN_DEST,
     N_COUNTERS,
     R_BAD_AUTH,
     R_REPLAY,
+    TX_DROPPED,
     finish_accept,
     note_accepted,
+    tx_dest_or_drop,
     write_header,
 )
 
@@ -177,17 +177,9 @@ def drain_seal(
         hdr, rtype, n = ring_peek(rbuf, rbase, rcap)
         if hdr < 0:
             break  # EMPTY, or CORRUPT (totem's ring is trusted; the next call reports it again)
-        if n > max_payload or n > room:
-            ring_release(rbuf, rbase, rcap, n)
-            ctr[C_TX_OVERSIZED] += 1
+        d = tx_dest_or_drop(rbuf, rbase, rcap, rtype, n, max_payload, room, node_ids, ctr)
+        if d == TX_DROPPED:
             continue
-        d = -1
-        if rtype != 0:
-            d = peer_index(node_ids, rtype)
-            if d < 0:
-                ring_release(rbuf, rbase, rcap, n)
-                ctr[C_TX_UNKNOWN_DEST] += 1
-                continue
         c = tx_counter[0] + 1
         tx_counter[0] = c
         write_header(stage[k], MODE_AEAD, chash, node_id, boot_id, c)

@@ -86,6 +86,30 @@ def write_header(row: Any, mode: int, chash: int, node_id: int, boot_id: int, co
     _put(row, 24, 8, counter)
 
 
+TX_DROPPED = -2
+
+
+@njit(cache=True, nogil=True)
+def tx_dest_or_drop(
+    rbuf: Any, rbase: int, rcap: int, rtype: int, n: int, max_payload: int, room: int, node_ids: Any, ctr: Any
+) -> int:
+    """The destination of the tx record just peeked: its nodelist index, -1 for every node, or TX_DROPPED
+    when it is longer than ``max_payload``/``room`` or for a node id not in the nodelist (then released and
+    counted: totem's bug, not the network's)."""
+    if n > max_payload or n > room:
+        ring_release(rbuf, rbase, rcap, n)
+        ctr[C_TX_OVERSIZED] += 1
+        return TX_DROPPED
+    if rtype == 0:
+        return -1
+    d = peer_index(node_ids, rtype)
+    if d < 0:
+        ring_release(rbuf, rbase, rcap, n)
+        ctr[C_TX_UNKNOWN_DEST] += 1
+        return TX_DROPPED
+    return d
+
+
 @njit(cache=True, nogil=True)
 def tx_drain(
     rbuf: Any, rbase: int, rcap: int, stage: Any, plain: Any, lens: Any, dests: Any, max_frames: int,
@@ -107,17 +131,9 @@ def tx_drain(
         if hdr < 0:
             break  # EMPTY, or CORRUPT (totem's ring is trusted; the next call reports it again)
         got += 1
-        if n > max_payload or n > room:
-            ring_release(rbuf, rbase, rcap, n)
-            ctr[C_TX_OVERSIZED] += 1
+        d = tx_dest_or_drop(rbuf, rbase, rcap, rtype, n, max_payload, room, node_ids, ctr)
+        if d == TX_DROPPED:
             continue
-        d = -1
-        if rtype != 0:
-            d = peer_index(node_ids, rtype)
-            if d < 0:
-                ring_release(rbuf, rbase, rcap, n)
-                ctr[C_TX_UNKNOWN_DEST] += 1
-                continue
         row = stage[k]
         if aead:
             ring_read(rbuf, rbase, rcap, plain[k], 0)
