@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -114,6 +115,13 @@ def test_three_nodes_over_fake_verbs_form_a_ring_and_deliver_cpg_messages_in_one
     log = cluster.nodes[1].log_path.read_text()
     assert "iba transport (fake backend)" in log
     assert "link to node 2 up" in log and "link to node 3 up" in log
+    # corosync-cfgtool -s reads the link table the iba transport shares, as with udp
+    out = subprocess.run(
+        [sys.executable, "-m", "pycorosync", "--run-dir", str(cluster.nodes[1].run_dir), "cfgtool", "-s"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "transport iba" in out.stdout
+    assert out.stdout.count("connected") >= 2, out.stdout
 
 
 def test_killed_node_is_dropped_then_reconnects_and_rejoins_over_fake_verbs(

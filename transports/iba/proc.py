@@ -12,8 +12,11 @@ runs it on the fake verbs backend (tests).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+from typing import Any
 
 log = logging.getLogger("TOTEM")
 
@@ -41,19 +44,23 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start the transport: %s", exc)
         return 1
     from pycorosync.transports.iba.transport import IbaTransport
-    from pycorosync.transports.udp.node import stats_row_for
+    from pycorosync.transports.udp.node import shared_link_table
 
+    try:
+        links, links_seg = shared_link_table(node.cluster, node.nodeid, plan.node_ids)  # for cfgtool -s
+    except (OSError, ValueError) as exc:
+        log.error("cannot create the link table of node %d: %s", node.nodeid, exc)
+        return 1
+    stats_row, stats_columns = _stats_row(node.stats)
     rings = node.attach()
     try:
-        stats_row, stats_columns = stats_row_for(node.stats)
-    except (KeyError, ValueError) as exc:  # a table without the transport's columns: counters stay local
-        log.warning("transport iba: no stats columns (%s); counters stay local", exc)
-        stats_row, stats_columns = None, None
-    try:
         transport = IbaTransport(plan, rings.tx, rings.rx, node.bells["transport"], node.bells["totem"], backend,
-                                 stats_row=stats_row, stats_columns=stats_columns)
+                                 link_table=links, stats_row=stats_row, stats_columns=stats_columns)
     except (OSError, VerbsError) as exc:
         rings.close()
+        del links
+        with contextlib.suppress(BufferError):
+            links_seg.close()
         log.error("transport iba: cannot open %s port %d: %s", plan.local_addr, plan.port_of(node.nodeid), exc)
         return 1
     try:
@@ -61,7 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         transport.close()
         rings.close()
+        # the table stays for readers until the supervisor removes the node's segments
+        del transport, links
+        with contextlib.suppress(BufferError):
+            links_seg.close()
 
+
+def _stats_row(stats_name: str) -> tuple[Any, list[int] | None]:
+    """The transport's stats row and columns, or (None, None) when the node has no stats table (yet)."""
+    from pycorosync.transports.udp.node import stats_row_for
+
+    if not stats_name or not os.path.exists(f"/dev/shm/{stats_name.lstrip('/')}"):
+        return None, None
+    try:
+        row, columns = stats_row_for(stats_name)
+    except (KeyError, ValueError) as exc:  # a table without the transport's columns: counters stay local
+        log.warning("transport iba: no stats columns (%s); counters stay local", exc)
+        return None, None
+    return row, columns
 
 if __name__ == "__main__":
     sys.exit(main())
