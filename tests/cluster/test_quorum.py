@@ -26,7 +26,7 @@ from pycorosync.quorum import (
     QuorumClient,
     QuorumEvent,
 )
-from pycorosync.votequorum import AsyncVotequorumClient, VotequorumClient
+from pycorosync.votequorum import AsyncVotequorumClient, ExpectedVotesEvent, InfoFlag, VotequorumClient
 from tests.cluster.conftest import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -240,3 +240,21 @@ def test_two_node_cluster_survivor_stays_quorate_and_monitor_async_clients_and_c
     finally:
         monitor.kill()
         monitor.wait(10)
+
+
+def test_allow_downscale_lowers_expected_votes_when_a_node_shuts_down_cleanly(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    config = ("quorum {\n    provider: corosync_votequorum\n    expected_votes: 2\n    allow_downscale: 1\n}\n")
+    cluster = make_cluster(3, extra_config=config, test_services=(), totem=TOTEM)
+    run_dir = str(cluster.nodes[1].run_dir)
+    wait_quorum(cluster, 1, True, [1, 2, 3])
+    with VotequorumClient(run_dir) as vq:
+        assert (vq.getinfo(0).node_expected_votes, vq.getinfo(0).quorum) == (3, 2)
+        vq.trackstart(context=5, flags=CS_TRACK_CHANGES_ONLY)
+        assert cluster.nodes[3].stop() == 0  # SIGTERM: a clean shutdown, the node says it is leaving
+        expected = next((e for e in vq.events(timeout=30) if isinstance(e, ExpectedVotesEvent)), None)
+        assert expected == ExpectedVotesEvent(5, 2)
+        info = vq.getinfo(0)
+        assert (info.node_expected_votes, info.total_votes, info.quorum) == (2, 2, 2)
+        assert info.flags & InfoFlag.ALLOW_DOWNSCALE and info.flags & InfoFlag.QUORATE
