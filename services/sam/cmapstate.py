@@ -7,7 +7,8 @@ core), ``rss`` (u64 bytes), ``threads`` (u32) and ``restarts`` (u32).
 
 ``recovery`` is also read back: an administrator who sets it to ``quit`` or ``restart`` changes the
 policy of the running supervisor (any other value is refused in the log and written back).
-Keys are published through ``CmapPublisher``, so they come back after a cmap service restart.
+icmap lives in the cmap process: after a cmap restart the keys are written again (``resync``). One
+connection carries the writes and the tracking; it uses only the cmap client library.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pycorosync.engine.config.types import ValueType
 from pycorosync.engine.supervisor.node import ChildSample
-from pycorosync.ipc.errors import CsError
+from pycorosync.ipc.errors import CS_ERR_LIBRARY, CS_ERR_NOT_EXIST, CS_ERR_TIMEOUT, CS_ERR_TRY_AGAIN, CsError
 
 if TYPE_CHECKING:  # the cmap client pulls numpy and numba: a SAM without the CMAP flag never imports it
     from pycorosync.services.cmap.client import CmapClient, CmapTrackEvent
@@ -31,6 +32,7 @@ STATE_RUNNING = "running"
 STATE_WAITING_FOR_QUORUM = "waiting for quorum"
 STATE_FAILED = "failed"
 RECOVERY_VALUES = ("quit", "restart")
+_UNAVAILABLE = frozenset({int(CS_ERR_LIBRARY), int(CS_ERR_TRY_AGAIN), int(CS_ERR_TIMEOUT)})
 
 
 def process_prefix(supervisor_pid: int) -> str:
@@ -55,23 +57,50 @@ class SamCmapKeys:
         self.prefix = process_prefix(supervisor_pid)
         self.on_recovery_change = on_recovery_change  # called with "quit" or "restart"
         self._recovery = ""
-        from pycorosync.services.cmap.client import CmapClient
-        from pycorosync.services.cmap.publisher import CmapPublisher
+        self._owned: dict[str, tuple[str | int | float, ValueType]] = {}
+        self.connections = 0  # +1 per connection made: a watcher of ``fileno`` re-registers when it changes
+        self.before_close: Callable[[int], None] | None = None  # told the fd before a lost connection closes
+        self._client: CmapClient | None = self._connect(run_dir)
 
-        self._tracker: CmapClient | None = CmapClient(run_dir)
-        self._publisher = CmapPublisher(run_dir)
+    def _connect(self, run_dir: str | None, timeout: float = 5.0) -> CmapClient:
+        from pycorosync.services.cmap.client import CmapClient
+
+        client = CmapClient(run_dir, timeout=timeout)
         try:
-            self._track(self._tracker)
+            self._track(client)
+            for key, (value, vtype) in sorted(self._owned.items()):
+                client.set(key, value, vtype)
         except BaseException:
-            self.close()
+            client.close()
             raise
+        self.connections += 1
+        return client
+
+    def _lost(self, exc: CsError) -> None:
+        log.info("cmap service unavailable (%s); SAM keys will be written again when it is back", exc.name)
+        self._close_client()
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if self.before_close is not None:
+            self.before_close(client.fileno())  # so that no poller keeps a number the kernel may hand out again
+        client.close()
 
     # -- publishing ------------------------------------------------------------------------------
     def _publish(self, name: str, value: str | int | float, vtype: ValueType) -> None:
+        key = self.prefix + name
+        self._owned[key] = (value, vtype)
+        if self._client is None:
+            return
         try:
-            self._publisher.publish(self.prefix + name, value, vtype)
+            self._client.set(key, value, vtype)
         except CsError as exc:
-            log.warning("cannot write %s%s in cmap: %s", self.prefix, name, exc)
+            if exc.code in _UNAVAILABLE:
+                self._lost(exc)
+            else:
+                log.warning("cannot write %s in cmap: %s", key, exc)
 
     def set_recovery(self, name: str) -> None:
         self._recovery = name
@@ -119,50 +148,49 @@ class SamCmapKeys:
 
     def fileno(self) -> int | None:
         """Readable when a change of ``recovery`` waits (None while cmap is away)."""
-        return None if self._tracker is None else self._tracker.fileno()
+        return None if self._client is None else self._client.fileno()
 
     def dispatch(self) -> bool:
         """Runs waiting notifications; False when the service went away (stop watching ``fileno``)."""
-        if self._tracker is None:
+        if self._client is None:
             return False
         from pycorosync.ipc.client import CS_DISPATCH_ALL
 
         try:
-            self._tracker.dispatch(CS_DISPATCH_ALL)
-            if self._tracker.service_alive():
+            self._client.dispatch(CS_DISPATCH_ALL)
+            if self._client.service_alive():
                 return True
-        except CsError:
-            pass
-        log.info("cmap service went away; SAM keys will be written again when it is back")
-        self._tracker.close()
-        self._tracker = None
+            lost = CsError(CS_ERR_LIBRARY, "cmap service hung up")
+        except CsError as exc:
+            lost = exc
+        self._lost(lost)
         return False
 
     def resync(self) -> bool:
-        """After a cmap restart: writes the keys again and tracks ``recovery`` again; True when tracking."""
-        self._publisher.resync()
-        if self._tracker is None:
-            from pycorosync.services.cmap.client import CmapClient
-
+        """After a cmap restart: tracks ``recovery`` and writes the keys again; True when connected."""
+        if self._client is not None and not self._client.service_alive():
+            self._lost(CsError(CS_ERR_LIBRARY, "cmap service hung up"))
+        if self._client is None:
             try:
-                client = CmapClient(self.run_dir, timeout=2.0)
+                self._client = self._connect(self.run_dir, timeout=2.0)
             except CsError:
                 return False
-            try:
-                self._track(client)
-            except CsError:
-                client.close()
-                return False
-            self._tracker = client
-            return True
         return True
 
     def close(self, withdraw: bool = False) -> None:
-        """Closes the connections; ``withdraw`` deletes the keys first (a clean exit, as corosync does)."""
-        if self._tracker is not None:
-            self._tracker.close()
-            self._tracker = None
+        """Closes the connection; ``withdraw`` deletes the keys first (a clean exit, as corosync does)."""
+        client = self._client
+        if client is None:
+            return
         try:
-            self._publisher.close(withdraw=withdraw)
+            if withdraw:
+                for key in sorted(self._owned):
+                    try:
+                        client.delete(key)
+                    except CsError as exc:
+                        if exc.code != CS_ERR_NOT_EXIST:
+                            raise
         except CsError as exc:
             log.warning("cannot remove %s* from cmap: %s", self.prefix, exc)
+        finally:
+            self._close_client()

@@ -122,6 +122,7 @@ class SamSupervisor:
         self._quorum_fd: int | None = None
         self._quorum_lost = False  # the quorum source failed: no quorum can be known any more
         self._cmap_fd: int | None = None
+        self._cmap_watched: tuple[int, int] | None = None  # (fd, connection number) in the loop
         self._stop_timers: list[Any] = []
         self._closed = False
         if quorum is not None:
@@ -129,6 +130,7 @@ class SamSupervisor:
             self.loop.add_reader(self._quorum_fd, self._quorum_readable)
         if cmap is not None:
             cmap.on_recovery_change = self._on_recovery_change
+            cmap.before_close = self._forget_cmap_fd
             cmap.set_recovery(sp.policy_name(self.policy))
             cmap.set_poll_period(settings.interval_ms)
             self._watch_cmap()
@@ -514,20 +516,34 @@ class SamSupervisor:
         self.policy = sp.SAM_RECOVERY_POLICY_RESTART if name == "restart" else sp.SAM_RECOVERY_POLICY_QUIT
 
     def _watch_cmap(self) -> None:
+        """Watches the cmap connection's fd: a new connection (after a cmap restart) is registered anew."""
         if self.cmap is None:
             return
         fd = self.cmap.fileno()
-        if fd is not None and fd != self._cmap_fd:
+        current = (fd, self.cmap.connections) if fd is not None else None
+        if current == self._cmap_watched:
+            return
+        if self._cmap_fd is not None:
+            self._forget_cmap_fd(self._cmap_fd)
+        self._cmap_watched = current
+        if fd is not None:
             self._cmap_fd = fd
             self.loop.add_reader(fd, self._cmap_readable)
 
-    def _cmap_readable(self) -> None:
-        if self.cmap is not None and not self.cmap.dispatch() and self._cmap_fd is not None:
-            self.loop.remove_reader(self._cmap_fd)
+    def _forget_cmap_fd(self, fd: int) -> None:
+        if fd == self._cmap_fd:
+            self.loop.remove_reader(fd)
             self._cmap_fd = None
+            self._cmap_watched = None
+
+    def _cmap_readable(self) -> None:
+        if self.cmap is not None:
+            self.cmap.dispatch()
+            self._watch_cmap()
 
     def _cmap_resync(self) -> None:
-        if self.cmap is not None and self.cmap.resync():
+        if self.cmap is not None:
+            self.cmap.resync()
             self._watch_cmap()
 
     def _sample(self) -> None:
