@@ -97,6 +97,25 @@ class StatsTableLink:
             row.set("process.heartbeat_ns", time.monotonic_ns())
 
 
+# corosync's stats.pg.* (u32), read from the totem runtime's counters when it publishes them
+PG_COUNTERS = ("msg_queue_avail", "msg_reserved")
+
+
+def pg_provider(block: Any, runtime_base: int, runtime_names: Iterable[str]) -> Callable[[], list[Row]] | None:
+    """``stats.pg.*`` from the runtime part of the totem stats block, or None when the runtime does not
+    publish those counters (then the keys are absent, not a misleading 0 = "queue full")."""
+    names = list(runtime_names)
+    slots = [(name, runtime_base + names.index(name)) for name in PG_COUNTERS if name in names]
+    if not slots:
+        return None
+
+    def rows() -> list[Row]:
+        return [(f"stats.pg.{name}", ValueType.UINT32, max(0, min(int(block[slot]), 2**32 - 1)))
+                for name, slot in slots]
+
+    return rows
+
+
 def link_rows(rows: Any) -> list[Row]:
     """``stats.knet.node<id>.link0.*`` from the rows of a link table (int64[n, 8], transports/links.py)."""
     from pycorosync.transports import links
@@ -157,6 +176,11 @@ def attach_node_stats(stats: StatsMap, node: Any) -> tuple[StatsTableLink | None
             rings = node.layout().attach(node.segment)
             keep.append(rings)
             stats.register("stats.srp.", srp_provider(rings.stats, COUNTER_NAMES))
+            from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS
+
+            pg = pg_provider(rings.stats, RUNTIME_BASE, RUNTIME_COUNTERS)
+            if pg is not None:
+                stats.register("stats.pg.", pg)
         except Exception as exc:  # the node segment is the supervisor's; its absence must not stop cmap
             log.warning("stats.srp.* unavailable: cannot attach node segment %s: %s", node.segment, exc)
     if getattr(node, "cluster", None) and getattr(node, "nodeid", None) is not None:

@@ -11,7 +11,7 @@ import numpy as np
 from pycorosync.engine.config.types import ValueType
 from pycorosync.services.cmap.engine import Icmap
 from pycorosync.services.cmap.members import STATUS_FILE, MembershipKeys, member_ip_string
-from pycorosync.services.cmap.node_stats import link_rows
+from pycorosync.services.cmap.node_stats import link_rows, pg_provider
 from pycorosync.transports import links
 
 
@@ -86,3 +86,14 @@ def test_link_table_rows_become_corosync_knet_link_keys() -> None:
     assert rows["stats.knet.node2.link0.tx_total_packets"] == (ValueType.UINT64, 7)
     assert rows["stats.knet.node1.link0.connected"] == (ValueType.UINT8, 0)
     assert rows["stats.knet.node1.link0.enabled"] == (ValueType.UINT8, 1)
+
+
+def test_pg_keys_appear_only_when_the_totem_runtime_publishes_its_send_queue() -> None:
+    block = np.zeros(128, np.int64)
+    assert pg_provider(block, 96, ("frames_rx", "ring_seq")) is None  # today's runtime: no stats.pg.* keys
+    block[96 + 2] = 17
+    block[96 + 3] = 2
+    rows = pg_provider(block, 96, ("frames_rx", "ring_seq", "msg_queue_avail", "msg_reserved"))
+    assert rows is not None
+    assert rows() == [("stats.pg.msg_queue_avail", ValueType.UINT32, 17),
+                      ("stats.pg.msg_reserved", ValueType.UINT32, 2)]
