@@ -178,6 +178,7 @@ class Votequorum:
     ring_id: tuple[int, int] = (0, 0)
     members: tuple[int, ...] = ()
     previous_members: tuple[int, ...] = ()
+    activated_members: tuple[int, ...] = ()  # the membership of the last sync that reached activation
     wait_for_all_status: bool = False
     lowest_node_id: int = -1
     highest_node_id: int = -1
@@ -187,7 +188,7 @@ class Votequorum:
     def __post_init__(self) -> None:
         expected = max(self.settings.expected_votes, self.ev_barrier if self.settings.expected_votes_tracking else 0)
         self.nodes[self.nodeid] = _Node(self.nodeid, self.settings.node_votes, expected)
-        self.members = (self.nodeid,)
+        self.members = self.activated_members = (self.nodeid,)
         self.wait_for_all_status = self.settings.wait_for_all
         self.quorum = self._calculate_quorum(allow_decrease=True, max_expected=0)[0]
 
@@ -258,7 +259,8 @@ class Votequorum:
     def sync_init(self, ring_id: tuple[int, int], members: tuple[int, ...], now_ms: int) -> list[Action]:
         """A new ring: record the membership and return this node's NodeInfo to multicast."""
         del now_ms  # the membership takes effect at activation; kept for symmetry with the other inputs
-        self.previous_members = self.members
+        # relative to the last membership installed: a sync cut short by another change installed nothing
+        self.previous_members = self.activated_members
         self.ring_id = ring_id
         self.members = tuple(members)
         for nodeid, node in self.nodes.items():
@@ -268,6 +270,7 @@ class Votequorum:
 
     def sync_activate(self, now_ms: int) -> list[Action]:
         """Sync is over: every member's NodeInfo was delivered. Recalculate quorum and notify."""
+        self.activated_members = self.members
         left = [nodeid for nodeid in self.previous_members if nodeid not in self.members]
         actions: list[Action] = [NodelistNotification(self.ring_id, self.members)]
         downscaled = self._downscale(left) if self.settings.allow_downscale else []

@@ -10,6 +10,7 @@ from pycorosync.services.quorum.votequorum import (
     ExpectedVotesNotification,
     InfoFlag,
     Multicast,
+    NodeInfo,
     NodeState,
     QuorumNotification,
     Reconfigure,
@@ -313,3 +314,20 @@ def test_quorum_notification_after_every_sync_carries_ring_and_members() -> None
     sim.down(3)
     notes = [a for a in sim.actions[1] if isinstance(a, QuorumNotification)]
     assert notes[-1].quorate and notes[-1].members == (1, 2) and notes[-1].ring_id == (1, 16)
+
+
+def test_a_sync_cut_short_does_not_hide_the_nodes_that_left_from_the_next_one() -> None:
+    from pycorosync.services.quorum.votequorum import Votequorum
+
+    vq = Votequorum(1, QuorumSettings.build(3, node_count=3, last_man_standing=True,
+                                            last_man_standing_window_ms=1000))
+    vq.sync_init((1, 4), (1, 2, 3), 0)
+    for nodeid in (2, 3):
+        vq.deliver(nodeid, NodeInfo(nodeid, 1, 3, 0))
+    vq.sync_activate(0)
+    vq.sync_init((1, 8), (1, 2), 10)  # node 3 left; this sync is aborted by another change
+    vq.sync_init((1, 12), (1, 2), 20)
+    vq.deliver(2, NodeInfo(2, 1, 3, 1))
+    vq.sync_activate(20)
+    assert vq.quorate and vq.previous_members == (1, 2, 3)
+    assert vq.next_deadline_ms() == 1020  # node 3's departure starts the last_man_standing window
