@@ -280,37 +280,51 @@ class NodeReader:
             return ()
         out = []
         try:
-            sup = psutil.Process(pid)
-            procs = [("supervisor", sup), *((None, c) for c in sup.children())]
+            sup = self._process(psutil, pid)
+            pids = [("supervisor", pid), *((None, c) for c in _children(pid, sup))]
         except psutil.Error:
             return ()
         alive = set()
-        for name, proc in procs:
+        for name, child in pids:
             try:
-                cached = self._psutil.get(proc.pid)
+                cached = self._psutil.get(child)
                 if cached is None:
+                    proc = self._process(psutil, child)
                     env = proc.environ()
-                    cached = self._psutil[proc.pid] = (
+                    cached = self._psutil[child] = (
                         proc, name or env.get(CHILD_NAME_ENV, ""), int(env.get(RESTART_COUNT_ENV, "0") or 0))
                 proc, pname, restarts = cached
+                alive.add(child)
                 if not pname:
                     continue  # not a node process (e.g. a cache warm-up)
                 with proc.oneshot():
                     cpu = proc.cpu_times()
                     rss = proc.memory_info().rss
-                alive.add(proc.pid)
-                out.append(ProcessSample(pname, proc.pid, float(cpu.user + cpu.system), int(rss), restarts))
+                out.append(ProcessSample(pname, child, float(cpu.user + cpu.system), int(rss), restarts))
             except (psutil.Error, ValueError, OSError):
                 continue
         for gone in set(self._psutil) - alive:
             del self._psutil[gone]
         return tuple(sorted(out, key=lambda p: p.process))
 
+    def _process(self, psutil: Any, pid: int) -> Any:
+        cached = self._psutil.get(pid)
+        return cached[0] if cached is not None else psutil.Process(pid)
+
     def close(self) -> None:
         with self._lock:
             for src in (self._rings, self._table, self._links):
                 src.drop()
         self._quorum.close()
+
+
+def _children(pid: int, proc: Any) -> list[int]:
+    """Pids of a process's children: the kernel's list (one small read), else psutil's scan of every process."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return [c.pid for c in proc.children()]
 
 
 class _StatsBlock:
