@@ -271,7 +271,8 @@ class QuorumService(ServiceProcess):
                     write_ev_barrier(self.ev_path, action.expected_votes)
                 except OSError as exc:
                     vlog.error("cannot store expected votes in %s: %s", self.ev_path, exc)
-        if vq.settings.wait_for_all and vq.wait_for_all_status and not vq.quorate:
+        recalculated = any(isinstance(action, QuorumNotification) for action in actions)
+        if recalculated and vq.settings.wait_for_all and vq.wait_for_all_status and not vq.quorate:
             vlog.info("Waiting for all cluster members. Current votes: %d expected_votes: %d",
                       vq.total_votes(), vq.expected_votes)
         self._flush_outbox()

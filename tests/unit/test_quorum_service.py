@@ -232,3 +232,13 @@ def test_expected_votes_tracking_barrier_is_stored_in_the_state_dir(tmp_path: Pa
     cluster.flush([1, 2, 3], ring)
     assert read_ev_barrier(tmp_path / "n1" / "ev_tracking") == 4
     assert read_ev_barrier(tmp_path / "missing") == 0
+
+
+def test_cancel_wait_for_all_in_cmap_ends_the_wait(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, 3, "quorum {\n    provider: corosync_votequorum\n    wait_for_all: 1\n}\n")
+    cluster.ring([1, 2])  # node 3 never came: waiting for all
+    svc = cluster.services[1]
+    assert not svc.quorate
+    svc.cmap_keys.cancel_wait_for_all = lambda: True  # type: ignore[method-assign]
+    svc._housekeeping()
+    assert svc.quorate and svc.vq is not None and not svc.vq.wait_for_all_status
