@@ -29,6 +29,7 @@ ADDRESS_ENV = "PYCOROSYNC_PROMETHEUS"
 TOKEN_SAMPLE_S = 0.1
 SLOW_EVERY = 10  # token samples per slow refresh (1 s)
 NICE = 10
+BIND_RETRY_S = 5.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -130,6 +131,24 @@ def _server_class(address: str) -> type[ThreadingHTTPServer]:
     return _Server6 if ":" in address else _Server4
 
 
+def _bind(address: str, port: int, stop: threading.Event, notify_ready: Any) -> Exporter | None:
+    """The exporter on ``address:port``; while the port is taken (or the address absent) it retries every
+    ``BIND_RETRY_S`` having told the supervisor it is ready: the node runs on without its metrics. None
+    once stopped."""
+    logged = False
+    while not stop.is_set():
+        try:
+            return Exporter(address, port)
+        except OSError as exc:
+            if not logged:
+                logged = True
+                log.error("exporter: cannot listen on %s port %d: %s; retrying every %g s", address, port,
+                          exc.strerror or exc, BIND_RETRY_S)
+                notify_ready()
+            stop.wait(BIND_RETRY_S)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pycorosync.monitoring.exporter")
     ap.parse_known_args(argv)  # --config/--nodeid/... are in $PYCOROSYNC_NODE too
@@ -158,17 +177,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         address, port = parse_address(text)
-        exporter = Exporter(address, port)
-    except (OSError, ValueError) as exc:
-        log.error("exporter: cannot serve %s: %s", text, exc)
-        return 1
+    except ValueError as exc:
+        log.error("exporter: %s; not serving", exc)
+        notify_ready()  # a monitoring mistake must not stop the node (the supervisor would give up on it)
+        stop.wait()
+        return 0
+    exporter = _bind(address, port, stop, notify_ready)
+    if exporter is None:
+        return 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: exporter.stop())
     if stop.is_set():
         exporter.close()
         return 0
     log.info("exporter of node %d serving http://%s/metrics", node.nodeid, text)
-    notify_ready()
+    notify_ready()  # no-op if _bind already said it while retrying
     # below the data path from here on: on a busy machine the node's own processes come first
     with contextlib.suppress(OSError):
         os.nice(NICE)
@@ -179,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         exporter.close()
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -277,3 +277,36 @@ def test_node_reader_reads_totem_block_rings_stats_table_and_status_file(tmp_pat
     assert reading.sources["node_segment"] and reading.sources["stats_table"] and not reading.sources["quorum"]
     text = scrape(reading)
     assert value(text, "pycorosync_service_messages_sent_total", node="1", service="cpg") == 1
+
+
+def test_exporter_whose_port_is_taken_says_ready_and_serves_once_the_port_is_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+    import threading
+
+    from pycorosync.monitoring import exporter as exp
+
+    monkeypatch.setattr(exp, "BIND_RETRY_S", 0.05)
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    ready, stop, result = threading.Event(), threading.Event(), []
+    worker = threading.Thread(target=lambda: result.append(exp._bind("127.0.0.1", port, stop, ready.set)))
+    worker.start()
+    try:
+        assert ready.wait(10), "the exporter must not hold up the node while its port is taken"
+        assert worker.is_alive() and not result
+        blocker.close()
+        worker.join(10)
+        assert result and result[0] is not None and result[0].port == port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            assert resp.status == 200 and resp.read() == b""  # no reader yet: an empty scrape
+    finally:
+        stop.set()
+        blocker.close()
+        worker.join(10)
+        if result and result[0] is not None:
+            result[0].close()
