@@ -81,11 +81,14 @@ class RuntimeKeys:
             self.failures += 1
 
     def cancel_wait_for_all(self) -> bool:
-        """True when an administrator set ``quorum.cancel_wait_for_all`` to a non-zero value."""
+        """True when an administrator set ``quorum.cancel_wait_for_all`` to a non-zero value; the key is then
+        set back to 0, as corosync does, so that a later wait for all is not cancelled by the same request."""
         try:
             if self._reader is None:
                 self._reader = CmapClient(self.run_dir, timeout=CMAP_TIMEOUT_S)
             value, _ = self._reader.get(CANCEL_WAIT_FOR_ALL)
+            if value:
+                self._reader.set(CANCEL_WAIT_FOR_ALL, 0, ValueType.UINT8)
         except CsError as exc:
             if exc.code != CS_ERR_NOT_EXIST and self._reader is not None:
                 self._reader.close()  # cmap gone or confused: connect again next time
