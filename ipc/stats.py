@@ -159,10 +159,6 @@ METRICS: list[Metric] = [
     ),
     _c("totem.token_rotation_count", "tokens", "Token rotations measured"),
     Metric("totem.token_rotation_seconds", "counter", "f64", "seconds", "Sum of the measured token rotations"),
-    # sam.*: the SAM service's row
-    _g("sam.instances", "instances", "SAM instances registered on this node"),
-    _c("sam.restarts", "restarts", "SAM instances restarted by their policy"),
-    _c("sam.failures", "events", "SAM instance failures (missed healthcheck, error reported, exit)"),
 ]
 
 

@@ -28,7 +28,6 @@ from pycorosync.monitoring.reading import NodeReading
 _GROUP_WRITERS: dict[str, frozenset[str] | None] = {
     "transport": frozenset({"transport"}),
     "totem": frozenset({"totem"}),
-    "sam": frozenset({"sam"}),
     "process": None,  # every process
 }
 _NOT_SERVING = frozenset({"transport", "totem", "exporter", "supervisor"})
@@ -125,6 +124,13 @@ def _rows(m: ExportedMetric, reading: NodeReading, node: str, view: _TableView |
             else:
                 value = float(getattr(link, m.key))
             yield [node, str(link.peer)], value
+    elif src == "sam":
+        sam = reading.sam
+        if sam is not None and m.key == "instances":
+            for state, n in sam.instances.items():
+                yield [node, state], float(n)
+        elif sam is not None:
+            yield [node], float(sam.restarts)
     elif src == "exporter" and m.key == "sources":
         for name, ok in sorted(reading.sources.items()):
             yield [node, name], 1.0 if ok else 0.0

@@ -13,6 +13,7 @@ names its *source* (where the exporter reads it) and the key there:
 | ``quorum`` | the quorum service (its client; cmap ``runtime.votequorum.*`` before it exists) | field |
 | ``process`` | psutil samples of the node's processes (children of the supervisor) | field |
 | ``link`` | the transport's link table (``/pcs-<cluster>-<nodeid>-links``) | column |
+| ``sam`` | SAM supervisors' keys in cmap (``resources.process.<pid>.*``) | field |
 | ``exporter`` | the exporter itself | field |
 
 Every metric carries ``node`` (the node id); the others have bounded label sets: ``process`` (the node
@@ -197,11 +198,10 @@ def _build() -> list[ExportedMetric]:
            "transport.rx_drop_<reason>", labels=("node", "process", "reason")),
         _m("transport_tx_dropped_frames_total", "counter", "Frames dropped before sending, by reason", "table",
            "transport.tx_drop_<reason>", labels=("node", "process", "reason")),
-        _m("sam_instances", "gauge", "SAM instances registered", "table", "sam.instances",
-           "resources.process.<pid>.* (count)", _P),
-        _m("sam_restarts_total", "counter", "SAM instances restarted by their policy", "table", "sam.restarts",
-           "resources.process.<pid>.recovery", _P),
-        _m("sam_failures_total", "counter", "SAM instance failures", "table", "sam.failures", labels=_P),
+        _m("sam_instances", "gauge", "SAM supervisors on this node, by state", "sam", "instances",
+           "resources.process.<pid>.state (count)", ("node", "state")),
+        _m("sam_restarts_total", "counter", "Restarts by the SAM supervisors on this node (their sum)", "sam",
+           "restarts", "resources.process.<pid>.restarts (sum)"),
         # ---- processes (psutil, and the supervisor's restart count)
         _m("process_up", "gauge", "1 while the node process runs", "process", "up", labels=_P),
         _m("process_cpu_seconds_total", "counter", "CPU time used, user + system", "process", "cpu_seconds",

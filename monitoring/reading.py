@@ -53,6 +53,14 @@ class LinkSample:
 
 
 @dataclass(frozen=True)
+class SamState:
+    """SAM supervisors of the node (cmap ``resources.process.*``): instances per state, restarts summed."""
+
+    instances: Mapping[str, int]
+    restarts: int
+
+
+@dataclass(frozen=True)
 class Histogram:
     """Cumulative buckets ``(upper bound s, count)`` without +Inf, total ``count`` and ``sum_s``."""
 
@@ -75,5 +83,6 @@ class NodeReading:
     processes: tuple[ProcessSample, ...] = ()
     links: tuple[LinkSample, ...] = ()
     token_rotation: Histogram | None = None
+    sam: SamState | None = None
     sources: Mapping[str, bool] = field(default_factory=dict)
     monotonic_ns: int = 0

@@ -2,7 +2,7 @@
 sources (quorum service, psutil, status file) from a cache a background tick refreshes.
 
     reader = NodeReader(NodeSpec.from_node_info(NodeInfo.from_env(), config))
-    reader.refresh_slow()       # once a second (sampler thread): quorum, processes, status, attach retries
+    reader.refresh_slow()       # once a second (sampler thread): quorum, SAM in cmap, processes, status
     reader.sample_token()       # ten times a second: the token rotation estimate
     reading = reader.read()     # per scrape: shm now + the cached slow values
 
@@ -31,8 +31,10 @@ from pycorosync.monitoring.reading import (
     ProcessSample,
     QuorumState,
     RingSample,
+    SamState,
 )
 from pycorosync.monitoring.rotation import TokenRotationEstimator
+from pycorosync.monitoring.sam_source import SamSource
 
 log = logging.getLogger("MON")
 
@@ -107,19 +109,21 @@ class _SlowState:
     status: Mapping[str, Any] = field(default_factory=dict)
     quorum: QuorumState | None = None
     processes: tuple[ProcessSample, ...] = ()
+    sam: SamState | None = None
     sources: dict[str, bool] = field(default_factory=dict)
 
 
 class NodeReader:
     """All sources of one node (see the module docstring); thread-safe between the tick and scrapes."""
 
-    def __init__(self, spec: NodeSpec, quorum: QuorumSource | None = None) -> None:
+    def __init__(self, spec: NodeSpec, quorum: QuorumSource | None = None, sam: SamSource | None = None) -> None:
         self.spec = spec
         self._lock = threading.Lock()
         self._rings = _Attached("node segment", self._open_rings)
         self._table = _Attached("stats table", self._open_table)
         self._links = _Attached("link table", self._open_links)
         self._quorum = quorum if quorum is not None else QuorumSource(str(spec.run_dir))
+        self._sam = sam if sam is not None else SamSource(str(spec.run_dir))
         self._psutil: dict[int, Any] = {}
         self._slow = _SlowState()
         self.rotation = TokenRotationEstimator()
@@ -187,7 +191,7 @@ class NodeReader:
                    "link_table": links is not None}
         return NodeReading(
             nodeid=self.spec.nodeid, srp=srp, runtime=runtime, rings=rings, table=snap, status=slow.status,
-            quorum=slow.quorum, processes=slow.processes, links=links or (), token_rotation=rotation,
+            quorum=slow.quorum, processes=slow.processes, links=links or (), token_rotation=rotation, sam=slow.sam,
             sources=sources, monotonic_ns=time.monotonic_ns(),
         )
 
@@ -244,10 +248,11 @@ class NodeReader:
         status = self._read_status()
         quorum = self._quorum.read()
         processes = self._sample_processes()
+        sam = self._sam.read()
         with self._lock:
-            self._slow = _SlowState(status, quorum, processes, {
+            self._slow = _SlowState(status, quorum, processes, sam, {
                 "status_file": bool(status.get("state")), "quorum": quorum is not None,
-                "processes": bool(processes),
+                "processes": bool(processes), "cmap": sam is not None,
             })
 
     def _read_status(self) -> dict[str, Any]:
@@ -316,6 +321,7 @@ class NodeReader:
             for src in (self._rings, self._table, self._links):
                 src.drop()
         self._quorum.close()
+        self._sam.close()
 
 
 def _children(pid: int, proc: Any) -> list[int]:

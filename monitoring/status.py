@@ -137,6 +137,11 @@ def render(cur: Any, prev: Any | None, dt_s: float, *, cluster: str, run_dir: st
     conns = _table_total(cur, "ipcs.active")
     if conns is not None:
         lines.append(f"IPC        {int(conns)} client connections")
+    # SAM supervisors (cmap resources.process.*)
+    sam = cur.sam
+    if sam is not None and any(sam.instances.values()):
+        states = ", ".join(f"{n} {state}" for state, n in sam.instances.items() if n)
+        lines.append(f"SAM        {states}; restarts {sam.restarts}")
     # processes
     if cur.processes:
         lines.append("")

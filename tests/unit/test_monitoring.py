@@ -20,6 +20,7 @@ from pycorosync.monitoring import metrics
 from pycorosync.monitoring.collector import NodeCollector, exposition
 from pycorosync.monitoring.reading import NodeReading, ProcessSample, QuorumState
 from pycorosync.monitoring.rotation import TokenRotationEstimator
+from pycorosync.monitoring.sam_source import sam_state
 from tests.conftest import unique_prefix
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,23 +60,26 @@ def table() -> Iterator[StatsTable]:
 
 def filled_reading(table: StatsTable) -> NodeReading:
     pid = os.getpid()
-    for slot, name in enumerate(("transport", "totem", "cpg", "sam")):
+    for slot, name in enumerate(("transport", "totem", "cpg")):
         table.set_slot(slot, name, pid)
-    tr, cpg, sam = table.row(0), table.row(2), table.row(3)
+    tr, cpg = table.row(0), table.row(2)
     tr.set("transport.tx_packets", 500)
     tr.set("transport.rx_bytes", 123456)
     tr.set("transport.rx_drop_bad_auth", 7)
     tr.set("transport.rx_drop_replay", 2)
     cpg.set("ipcs.active", 3)
     cpg.set("service.mcast_tx_bytes", 4096)
-    sam.set("sam.instances", 2)
-    sam.set("sam.restarts", 5)
     return NodeReading(
         nodeid=2, table=table.snapshot(),
         srp={"mcast_tx": 40, "mcast_retx": 3, "mtt_rx_token": 250}, runtime={"members": 3, "ring_seq": 12},
         status={"state": "OPERATIONAL", "configured_nodes": 3, "ring_rep": 1, "sync_completed": 1, "token_s": 1.0},
         quorum=QuorumState(True, 3, 3, 2, 1),
         processes=(ProcessSample("cpg", pid, 1.5, 10 << 20, 2),),
+        sam=sam_state([
+            ("resources.process.100.state", 11, "running"), ("resources.process.100.restarts", 6, 3),
+            ("resources.process.200.state", 11, "failed"), ("resources.process.200.restarts", 6, 2),
+            ("resources.process.300.state", 11, "running"), ("resources.process.300.recovery", 11, "restart"),
+        ]),
         sources={"quorum": True},
     )
 
@@ -86,8 +90,15 @@ def test_each_process_row_of_the_stats_table_is_a_series_labelled_with_node_and_
     assert value(text, "pycorosync_transport_rx_bytes_total", node="2", process="transport") == 123456
     assert value(text, "pycorosync_ipc_connections", node="2", process="cpg") == 3
     assert value(text, "pycorosync_service_sent_bytes_total", node="2", process="cpg") == 4096
-    assert value(text, "pycorosync_sam_instances", node="2", process="sam") == 2
-    assert value(text, "pycorosync_sam_restarts_total", node="2", process="sam") == 5
+
+
+
+def test_sam_instances_by_state_and_their_restarts_come_from_cmap_resources_process(table: StatsTable) -> None:
+    text = scrape(filled_reading(table))
+    assert value(text, "pycorosync_sam_instances", node="2", state="running") == 2
+    assert value(text, "pycorosync_sam_instances", node="2", state="failed") == 1
+    assert value(text, "pycorosync_sam_instances", node="2", state="waiting for quorum") == 0
+    assert value(text, "pycorosync_sam_restarts_total", node="2") == 5
 
 
 def test_transport_drops_are_one_counter_with_a_reason_label(table: StatsTable) -> None:

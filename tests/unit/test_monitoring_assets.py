@@ -76,7 +76,7 @@ tests:
         values: '3 3 3 3 3 3'
       - series: 'up{{job="pycorosync", instance="b"}}'
         values: '1 0 0 0 0 0'
-      - series: 'pycorosync_sam_restarts_total{{node="1", process="sam", job="pycorosync", instance="a"}}'
+      - series: 'pycorosync_sam_restarts_total{{node="1", job="pycorosync", instance="a"}}'
         values: '0 2 4 6 8 10'
     alert_rule_test:
       - eval_time: 15s
@@ -109,7 +109,7 @@ tests:
       - eval_time: 75s
         alertname: PycorosyncSamRestartStorm
         exp_alerts:
-          - exp_labels: {{severity: warning, node: "1", process: sam, job: pycorosync, instance: a}}
+          - exp_labels: {{severity: warning, node: "1", job: pycorosync, instance: a}}
             exp_annotations:
               summary: "SAM on node 1 restarted 10 instances in 5 minutes"
               description: "Supervised processes keep failing; look at their logs and at resources.process.* in cmap."

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pycorosync.monitoring import status
-from pycorosync.monitoring.reading import LinkSample, NodeReading, ProcessSample, QuorumState
+from pycorosync.monitoring.reading import LinkSample, NodeReading, ProcessSample, QuorumState, SamState
 
 
 def reading(tokens: int, mcast_tx: int, cpu: float, quorate: bool = True) -> NodeReading:
@@ -21,6 +21,7 @@ def reading(tokens: int, mcast_tx: int, cpu: float, quorate: bool = True) -> Nod
         quorum=QuorumState(quorate, 3, 3, 2, 1),
         links=(LinkSample(1, True, 0.2, 10, 20), LinkSample(3, False, None, 0, 0)),
         processes=(ProcessSample("totem", 100, cpu, 50 << 20, 1),),
+        sam=SamState({"running": 2, "failed": 0}, 4),
     )
 
 
@@ -33,6 +34,7 @@ def test_status_shows_ring_members_quorum_rates_links_and_processes() -> None:
     assert "quorate" in lines[2] and "votes 3  expected 3  needed 2" in lines[2]
     assert "tokens 125.0/s" in lines[3] and "mcast tx 10.0/s" in lines[3] and "rx 30.0/s" in lines[3]
     assert "flow-control waits 1" in lines[4]
+    assert "SAM        2 running; restarts 4" in lines
     assert "1:up (0.2s ago)" in text and "3:DOWN (never)" in text
     assert any(line.split()[:3] == ["totem", "100", "25.0%"] for line in lines)
     assert "\x1b[" not in text, "no ANSI codes without color"
