@@ -2,6 +2,7 @@
 
     NODEINFO     u8 kind=1 | 3 pad | u32 nodeid | u32 votes | u32 expected_votes | u32 flags
     RECONFIGURE  u8 kind=2 | 3 pad | u32 nodeid (0 = expected votes for all) | u32 expected_votes | i32 votes
+    CANCEL_WFA   u8 kind=3 | 3 pad | u32 nodeid (who asked): every member stops waiting for all
 
 Little endian. ``decode`` returns None for anything malformed: the service counts it and drops it.
 """
@@ -12,13 +13,15 @@ import struct
 
 from .votequorum import NodeInfo, Reconfigure
 
-__all__ = ["KIND_NODEINFO", "KIND_RECONFIGURE", "decode", "encode"]
+__all__ = ["KIND_CANCEL_WFA", "KIND_NODEINFO", "KIND_RECONFIGURE", "decode", "encode"]
 
 KIND_NODEINFO = 1
 KIND_RECONFIGURE = 2
+KIND_CANCEL_WFA = 3
 
 _NODEINFO = struct.Struct("<B3xIIII")
 _RECONFIGURE = struct.Struct("<B3xIIi")
+_CANCEL_WFA = struct.Struct("<B3xI")
 _U32_MAX = 0xFFFFFFFF
 
 
@@ -26,6 +29,8 @@ def encode(message: NodeInfo | Reconfigure) -> bytes:
     """The body of one votequorum cluster message."""
     if isinstance(message, NodeInfo):
         return _NODEINFO.pack(KIND_NODEINFO, message.nodeid, message.votes, message.expected_votes, message.flags)
+    if message.cancel_wait_for_all:
+        return _CANCEL_WFA.pack(KIND_CANCEL_WFA, message.nodeid)
     return _RECONFIGURE.pack(KIND_RECONFIGURE, message.nodeid, message.expected_votes, message.votes)
 
 
@@ -44,4 +49,7 @@ def decode(body: bytes) -> NodeInfo | Reconfigure | None:
         if nodeid == 0 and expected == 0:
             return None
         return Reconfigure(nodeid, expected, votes)
+    if kind == KIND_CANCEL_WFA and len(body) == _CANCEL_WFA.size:
+        _, nodeid = _CANCEL_WFA.unpack(body)
+        return Reconfigure(nodeid, cancel_wait_for_all=True) if nodeid else None
     return None

@@ -4,7 +4,8 @@
     runtime.votequorum.lowest_node_id       u32   lowest node id of the last quorate membership (-1 before)
     runtime.votequorum.highest_node_id      u32
     runtime.votequorum.two_node             u8
-    runtime.votequorum.ev_barrier           u32   expected_votes_tracking floor (0 without tracking)
+    runtime.votequorum.ev_barrier           u32   the configured expected votes, or the last setexpected
+    runtime.votequorum.ev_tracking_barrier  u32   only with expected_votes_tracking: the highest seen
     runtime.votequorum.wait_for_all_status  u8    only with wait_for_all
     runtime.votequorum.atb_type             u32   only with auto_tie_breaker (0 none, 1 lowest, 2 highest, 3 list)
 
@@ -38,8 +39,10 @@ def runtime_keys(nodeid: int, vq: Votequorum | None) -> dict[str, tuple[Value, V
         PREFIX + "lowest_node_id": (vq.lowest_node_id & 0xFFFFFFFF, ValueType.UINT32),
         PREFIX + "highest_node_id": (vq.highest_node_id & 0xFFFFFFFF, ValueType.UINT32),
         PREFIX + "two_node": (int(settings.two_node), ValueType.UINT8),
-        PREFIX + "ev_barrier": (vq.ev_barrier, ValueType.UINT32),
+        PREFIX + "ev_barrier": (vq.configured_expected_votes, ValueType.UINT32),
     }
+    if settings.expected_votes_tracking:
+        keys[PREFIX + "ev_tracking_barrier"] = (vq.ev_barrier, ValueType.UINT32)
     if settings.wait_for_all:
         keys[PREFIX + "wait_for_all_status"] = (int(vq.wait_for_all_status), ValueType.UINT8)
     if settings.auto_tie_breaker != ATB_NONE:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,14 @@ from .votequorum import (
     NodeInfo,
     NodelistNotification,
     QuorumNotification,
+    Reconfigure,
     StoreExpectedVotes,
     VoteError,
     Votequorum,
 )
 
 EV_TRACKING_FILE = "ev_tracking"
+_U32 = struct.Struct("<I")
 OUTBOX_RETRY_S = 0.005
 #: how often the cmap keys are checked (cmap restarted?) and ``quorum.cancel_wait_for_all`` is read
 HOUSEKEEPING_S = 1.0
@@ -62,17 +65,22 @@ class _Session:
 
 
 def read_ev_barrier(path: Path) -> int:
-    """The expected_votes_tracking barrier stored in ``path`` (0 when absent or unreadable)."""
+    """The expected_votes_tracking barrier stored in ``path``: a u32, as corosync stores it (0 when absent or
+    unreadable)."""
     try:
-        return max(0, int(path.read_text().split()[0]))
-    except (OSError, ValueError, IndexError):
+        data = path.read_bytes()
+    except OSError:
         return 0
+    return int(_U32.unpack(data)[0]) if len(data) == _U32.size else 0
 
 
 def write_ev_barrier(path: Path, expected_votes: int) -> None:
     """Stores the barrier atomically (a crash leaves the old value or the new one, never half)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{expected_votes}\n")
+    with open(tmp, "wb") as f:
+        f.write(_U32.pack(expected_votes))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -307,9 +315,9 @@ class QuorumService(ServiceProcess):
         self.call_later(HOUSEKEEPING_S, self._housekeeping)
         self.cmap_keys.update()
         self.cmap_keys.resync()
-        if self.vq is not None and self.vq.wait_for_all_status and self.cmap_keys.cancel_wait_for_all():
-            vlog.info("wait_for_all cancelled by quorum.cancel_wait_for_all")
-            self._handle(self.vq.cancel_wait_for_all())
+        if self.vq is not None and self.vq.settings.wait_for_all and self.cmap_keys.cancel_wait_for_all():
+            # as corosync: a cluster message, so that every member stops waiting
+            self._handle([self.vq.request_cancel_wait_for_all()])
 
     # -- cluster -------------------------------------------------------------------------------------
     def deliver(self, sender_nodeid: int, ring_id: RingId, body: bytes) -> None:
@@ -321,6 +329,8 @@ class QuorumService(ServiceProcess):
                 self.log.warning("dropped a malformed votequorum message from node %d (further ones are not logged)",
                                  sender_nodeid)
             return
+        if isinstance(message, Reconfigure) and message.cancel_wait_for_all:
+            vlog.info("wait_for_all_status reset by user on node %d.", message.nodeid)
         self._handle(self.vq.deliver(sender_nodeid, message))
 
     def sync_init(self, ring_id: RingId, members: tuple[int, ...], transitional: tuple[int, ...]) -> None:

@@ -91,11 +91,13 @@ class NodeInfo:
 
 @dataclass(frozen=True)
 class Reconfigure:
-    """A cluster message that changes expected votes (``nodeid`` 0) or one node's votes for every member."""
+    """A cluster message that changes expected votes (``nodeid`` 0) or one node's votes for every member, or,
+    with ``cancel_wait_for_all``, ends the wait for all nodes on every member (``nodeid``: who asked)."""
 
     nodeid: int
     expected_votes: int = 0
     votes: int = -1
+    cancel_wait_for_all: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ class Votequorum:
     members: tuple[int, ...] = ()
     previous_members: tuple[int, ...] = ()
     activated_members: tuple[int, ...] = ()  # the membership of the last sync that reached activation
+    # corosync's ev_barrier: the configured expected votes, or the last setexpected; allow_downscale's floor
+    configured_expected_votes: int = 0
     wait_for_all_status: bool = False
     lowest_node_id: int = -1
     highest_node_id: int = -1
@@ -189,6 +193,7 @@ class Votequorum:
         expected = max(self.settings.expected_votes, self.ev_barrier if self.settings.expected_votes_tracking else 0)
         self.nodes[self.nodeid] = _Node(self.nodeid, self.settings.node_votes, expected)
         self.members = self.activated_members = (self.nodeid,)
+        self.configured_expected_votes = self.settings.expected_votes
         self.wait_for_all_status = self.settings.wait_for_all
         self.quorum = self._calculate_quorum(allow_decrease=True, max_expected=0)[0]
 
@@ -333,8 +338,12 @@ class Votequorum:
             return VoteError.INVALID_PARAM
         return Multicast(Reconfigure(nodeid=target.nodeid, votes=votes))
 
+    def request_cancel_wait_for_all(self) -> Multicast:
+        """``quorum.cancel_wait_for_all`` was set here: every member stops waiting when this is delivered."""
+        return Multicast(Reconfigure(nodeid=self.nodeid, cancel_wait_for_all=True))
+
     def cancel_wait_for_all(self) -> list[Action]:
-        """``quorum.cancel_wait_for_all`` was set: stop waiting for all nodes and recalculate."""
+        """Stop waiting for all nodes and recalculate (a delivered cancel request does this on every member)."""
         self.wait_for_all_status = False
         return self._recalculate(allow_decrease=False, by_current_nodes=False)
 
@@ -380,7 +389,10 @@ class Votequorum:
         return []
 
     def _deliver_reconfigure(self, message: Reconfigure) -> list[Action]:
+        if message.cancel_wait_for_all:
+            return self.cancel_wait_for_all()
         if message.nodeid == 0:
+            self.configured_expected_votes = message.expected_votes
             for node in self._members():
                 node.expected_votes = message.expected_votes
             actions: list[Action] = [ExpectedVotesNotification(message.expected_votes)]
@@ -398,7 +410,7 @@ class Votequorum:
         for nodeid in left:
             self.nodes[nodeid].flags &= ~NODE_FLAG_LEAVING
         # never below the configured expected votes: from there on quorum works as usual
-        lowered = max(self.us.expected_votes - leaving_votes, self.settings.expected_votes, self.total_votes(), 1)
+        lowered = max(self.us.expected_votes - leaving_votes, self.configured_expected_votes, self.total_votes(), 1)
         if lowered == self.us.expected_votes:
             return []
         for node in self._members():

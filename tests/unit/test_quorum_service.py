@@ -236,9 +236,28 @@ def test_expected_votes_tracking_barrier_is_stored_in_the_state_dir(tmp_path: Pa
 
 def test_cancel_wait_for_all_in_cmap_ends_the_wait(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, 3, "quorum {\n    provider: corosync_votequorum\n    wait_for_all: 1\n}\n")
-    cluster.ring([1, 2])  # node 3 never came: waiting for all
+    ring = cluster.ring([1, 2])  # node 3 never came: waiting for all
     svc = cluster.services[1]
     assert not svc.quorate
     svc.cmap_keys.cancel_wait_for_all = lambda: True  # type: ignore[method-assign]
-    svc._housekeeping()
-    assert svc.quorate and svc.vq is not None and not svc.vq.wait_for_all_status
+    svc._housekeeping()  # set on node 1 only: a cluster message ends the wait on both
+    cluster.flush([1, 2], ring)
+    for node in (cluster.services[1], cluster.services[2]):
+        assert node.quorate and node.vq is not None and not node.vq.wait_for_all_status
+
+
+def test_runtime_keys_name_the_configured_expected_votes_ev_barrier(tmp_path: Path) -> None:
+    from pycorosync.engine.config.types import ValueType
+    from pycorosync.services.quorum.cmap_keys import runtime_keys
+
+    cluster = Cluster(tmp_path, 3, "quorum {\n    provider: corosync_votequorum\n    expected_votes_tracking: 1\n}\n")
+    ring = cluster.ring([1, 2, 3])
+    keys = runtime_keys(1, cluster.services[1].vq)
+    assert keys["runtime.votequorum.ev_barrier"] == (3, ValueType.UINT32)
+    assert keys["runtime.votequorum.ev_tracking_barrier"] == (3, ValueType.UINT32)
+    assert keys["runtime.votequorum.this_node_id"] == (1, ValueType.UINT32)
+    assert keys["runtime.votequorum.lowest_node_id"] == (1, ValueType.UINT32)
+    conn = cluster.client(1)
+    request(cluster.services[1], conn, p.Msg.VQ_SETEXPECTED, p.encode_u32(5))
+    cluster.flush([1, 2, 3], ring)
+    assert runtime_keys(1, cluster.services[1].vq)["runtime.votequorum.ev_barrier"] == (5, ValueType.UINT32)

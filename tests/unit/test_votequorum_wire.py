@@ -18,7 +18,8 @@ def test_nodeinfo_round_trips(nodeid: int, votes: int, expected: int, flags: int
 
 
 def test_reconfigure_round_trips_for_expected_votes_and_node_votes() -> None:
-    for message in (Reconfigure(0, expected_votes=5), Reconfigure(3, votes=2), Reconfigure(3, votes=0)):
+    for message in (Reconfigure(0, expected_votes=5), Reconfigure(3, votes=2), Reconfigure(3, votes=0),
+                    Reconfigure(2, cancel_wait_for_all=True)):
         assert decode(encode(message)) == message
 
 
