@@ -58,7 +58,7 @@ nodelist {{
 logging {{
     to_stderr: yes
     to_syslog: no
-    timestamp: on
+    timestamp: hires
 }}
 {extra}
 """
