@@ -34,6 +34,7 @@ class CmapSession:
     notifications_sent: int = 0
     notifications_delayed: int = 0
     track_contexts: dict[int, int] = field(default_factory=dict)
+    view_sent: bool = False  # the read view's descriptor went to this connection (once only)
 
 
 class CmapDispatcher:

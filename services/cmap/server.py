@@ -126,13 +126,18 @@ class CmapService:
 
     def _send_view(self, conn: ServerConnection) -> tuple[int, bytes]:
         """MSG_VIEW: one socket message to the client (b"V" with the view's descriptor, or b"N"), then
-        the response; the client reads the socket message before the response."""
+        the response; the client reads the socket message before the response. Once per connection:
+        a client asking again gets CS_ERR_EXIST and nothing on its socket (which it may not read)."""
+        session: CmapSession = conn.context
+        if session.view_sent:
+            return p.MSG_VIEW, encode_response(int(CsErrorCode.CS_ERR_EXIST), b"")
+        session.view_sent = True
         fds = [self.view.reader_fd()] if self.view is not None else []
         try:
             with socket.socket(fileno=os.dup(conn.fileno())) as sock:
                 socket.send_fds(sock, [b"V" if fds else b"N"], fds)
-        except OSError as exc:
-            log.warning("cmap view: cannot send it to pid %d: %s", conn.pid, exc)
+        except OSError as exc:  # the client went away, or filled its socket: it only hurts itself
+            log.debug("cmap view: cannot send it to pid %d: %s", conn.pid, exc)
             return p.MSG_VIEW, encode_response(int(CsErrorCode.CS_ERR_LIBRARY), b"")
         return p.MSG_VIEW, encode_response(int(CS_OK) if fds else int(CsErrorCode.CS_ERR_NOT_SUPPORTED), b"")
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from pycorosync.cmap import CMAP_MAP_STATS, CmapClient, CsError, CsErrorCode, ValueType
+from pycorosync.ipc.client import connect
+from pycorosync.ipc.framing import decode_response
+from pycorosync.services.cmap import protocol as p
 from tests.cluster.test_cmap_service import cmap_service
 
 
@@ -95,3 +98,13 @@ def test_a_stopped_service_closes_its_view_at_once(tmp_path: Path) -> None:
         assert e.value.code == CsErrorCode.CS_ERR_LIBRARY
     finally:
         cmap.close()
+
+
+def test_a_connection_gets_the_view_once_and_a_client_asking_again_is_refused(service: tuple[Path, Path]) -> None:
+    run_dir, _ = service
+    with connect(str(run_dir), "cmap") as raw, CmapClient(str(run_dir)) as other:
+        answers = [decode_response(raw.request(p.MSG_VIEW, b"", timeout=10)[1])[0] for _ in range(50)]
+        assert answers[0] == CsErrorCode.CS_OK  # its descriptor waits, unread, on the raw socket
+        assert set(answers[1:]) == {CsErrorCode.CS_ERR_EXIST}
+        other.set("still.served", "yes")
+        assert other.get_string("still.served") == "yes"
