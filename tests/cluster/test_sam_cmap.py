@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pycorosync.cmap import CmapClient, ValueType
+from pycorosync.cmap import CmapClient, CsError, ValueType
 from pycorosync.localcluster import Cluster, wait_for
 from tests.unit import test_sam_support as support
 from tests.unit.test_sam_support import ProcTree, start_app
@@ -187,3 +187,37 @@ def test_sam_run_with_cmap_publishes_its_program_and_removes_the_keys_when_stopp
     os.kill(run.pid, signal.SIGTERM)
     assert run.wait() == 128 + signal.SIGTERM
     assert keys_of(node.run_dir, prefix) == {}
+
+
+def test_keys_and_the_recovery_tracker_come_back_after_the_cmap_service_restarts(
+    proc_trees: list[ProcTree], tmp_path: Path, node: Any, control: tuple[Path, Callable[[str], None]]
+) -> None:
+    path, send = control
+    app = start_driver(proc_trees, tmp_path, node, path)
+    pid1 = int(app.expect("child 1 ").split()[2])
+    prefix = f"resources.process.{app.pid}."
+    send("start")
+    app.expect("ok start 1")
+    old_cmap = node.child_pid("cmap")
+    node.kill_child("cmap")
+    wait_for(lambda: node.child_pid("cmap") not in (None, old_cmap), 60, "cmap restarted by the node")
+
+    def back() -> bool:
+        try:
+            keys = keys_of(node.run_dir, prefix)
+        except CsError:
+            return False
+        return keys.get("state", ("",))[0] == "running" and keys.get("pid", (0,))[0] == pid1
+    try:
+        wait_for(back, 60, "SAM keys written again")  # the node restarts cmap first (seconds on a loaded machine)
+    except AssertionError as exc:
+        app.kill_tree()
+        raise AssertionError(f"{exc}; app: {app.lines} {app.stderr.decode(errors='replace')[-3000:]}") from None
+    with CmapClient(str(node.run_dir)) as cmap:
+        cmap.set(prefix + "recovery", "quit")  # tracked again on the new connection
+    wait_key(node.run_dir, prefix, "recovery", lambda v: v == "quit", "recovery = quit")
+    os.kill(pid1, signal.SIGKILL)
+    assert app.wait() == 128 + signal.SIGKILL
+    with CmapClient(str(node.run_dir)) as cmap:
+        for key in cmap.keys(prefix):
+            cmap.delete(key)
