@@ -72,7 +72,7 @@ def wait_key(run_dir: Path, prefix: str, name: str, pred: Callable[[object], boo
         value = keys_of(run_dir, prefix).get(name)
         return value if value is not None and pred(value[0]) else None
     try:
-        return wait_for(check, 10, what)
+        return wait_for(check, 20, what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; keys under {prefix}: {keys_of(run_dir, prefix)}") from None
 
