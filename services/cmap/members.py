@@ -60,14 +60,14 @@ class MembershipKeys:
             base = f"runtime.members.{nodeid}."
             count = 0
             if base + "join_count" in self.icmap:
-                count = int(self.icmap.get(base + "join_count")[1])  # type: ignore[arg-type]
+                count = int(self.icmap.get(base + "join_count")[1])
             self.icmap.set(base + "ip", ValueType.STRING, member_ip_string(self.icmap, nodeid), internal=True)
             self.icmap.set(base + "join_count", ValueType.UINT32, (count + 1) % 2**32, internal=True)
             self.icmap.set(base + "status", ValueType.STRING, "joined", internal=True)
             if nodeid == self.nodeid:
                 version = 0
                 if "totem.config_version" in self.icmap:
-                    version = int(self.icmap.get("totem.config_version")[1])  # type: ignore[arg-type]
+                    version = int(self.icmap.get("totem.config_version")[1])
                 self.icmap.set(base + "config_version", ValueType.UINT64, version, internal=True)
         for nodeid in sorted(self.members - new):
             self.icmap.set(f"runtime.members.{nodeid}.status", ValueType.STRING, "left", internal=True)

@@ -52,7 +52,7 @@ class CmapProcess(ServiceProcess):
         cmap.table_link, self._keep = attach_node_stats(cmap.stats, self.node)
         version = 0
         if "totem.config_version" in cmap.icmap:
-            version = int(cmap.icmap.get("totem.config_version")[1])  # type: ignore[arg-type]
+            version = int(cmap.icmap.get("totem.config_version")[1])
         self.cmap = cmap
         self.sync = CmapSync(self.nodeid, version)
         self._every(HEARTBEAT_INTERVAL_NS / 1e9, self._beat)

@@ -218,7 +218,7 @@ class IcmapViewWriter:
         flags = 0
         if len(value) > MAX_MIRRORED_VALUE:
             value, flags = b"", FLAG_NOT_MIRRORED
-        raw = _ENTRY_HEAD.pack(entry[0], flags, len(kb), len(value)) + kb + value
+        raw: bytes = _ENTRY_HEAD.pack(entry[0], flags, len(kb), len(value)) + kb + value
         return raw + _PADDING[len(raw) & 7]
 
     def _free_slot(self, crc: int) -> int:
@@ -317,7 +317,7 @@ class IcmapViewReader:
         return ASK_SERVICE
 
     def _alive(self) -> bool:
-        beat = _U64.unpack_from(self._mm, _HEARTBEAT_OFF)[0]
+        beat: int = _U64.unpack_from(self._mm, _HEARTBEAT_OFF)[0]
         return time.monotonic_ns() - beat < LEASE_NS
 
     def _probe(self, key: str, state: int) -> object:
