@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,14 @@ def test_members_and_links_of_a_two_node_ring_show_in_cmap(make_cluster: Callabl
         wait_until(lambda: cmap.get_string("runtime.members.2.status") == "left", 30, "node 2 left")
         cluster.nodes[2].start()
         wait_until(lambda: cmap.get_u32("runtime.members.2.join_count") == 2, 60, "node 2 rejoined")
+        assert cmap.get_string("runtime.members.2.status") == "joined"
+        # config reload inside the node (what cfgtool -R asks of every node): file keys change,
+        # runtime keys stay
+        conf = node1.config_path
+        conf.write_text(re.sub(r"\btoken: \d+", "token: 450", conf.read_text(), count=1))
+        with CmapClient(str(node1.run_dir), engine=True) as cfg:
+            assert cfg.reload() == ""
+        assert cmap.get_u32("totem.token") == 450
         assert cmap.get_string("runtime.members.2.status") == "joined"
         # a killed cmap process: its clients lose it, the supervisor restarts it, and the new one
         # learns the configuration in force again (totem answers its hello with the current ring)
