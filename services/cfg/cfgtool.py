@@ -9,9 +9,10 @@
     -H [--force]           shut this node down (--force: whatever the trackers answer)
 
 As corosync-cfgtool 3.1: the last action given wins; no action prints the usage; errors go to stderr.
-Exit codes: 1 when the daemon cannot be reached or a node id is invalid; -R the reload result
-(1 when cmap holds a reload error); -L the cs_error of a failure; -a 1 when the node is unknown;
--k 1 on failure; -s, -n and -H 0 (-H reports a refused shutdown on stderr only, as corosync does).
+Exit codes: 1 when the daemon cannot be reached or a node id is invalid; -s -b 1 when a link is faulty
+(a peer's character is not 3); -R the reload result (1 when cmap holds a reload error); -L the cs_error
+of a failure; -a 1 when the node is unknown; -k 1 on failure; -s, -n and -H otherwise 0 (-H reports a
+refused shutdown on stderr only, as corosync-cfgtool does).
 """
 
 from __future__ import annotations
@@ -172,9 +173,13 @@ class _Tool:
                         self.err.write(f"Could not get the node status for nodeid {nid}, the error is: {exc.code}\n")
         if nodes_view:
             self.out.write(format_nodes(local, transport, node_ids, statuses))
-        else:
-            self.out.write(format_links(local, transport, node_ids, statuses, brief, interface))
-        return 0
+            return 0
+        text = format_links(local, transport, node_ids, statuses, brief, interface)
+        self.out.write(text)
+        # corosync-cfgtool(8): with -b, 1 when a link is faulty (a peer's link not enabled and connected)
+        faulty = any(line.startswith("\tstatus\t= ") and set(line[len("\tstatus\t= "):]) - {"n", "3"}
+                     for line in text.splitlines())
+        return 1 if brief and faulty else 0
 
     # -- -R / -L ---------------------------------------------------------------------------------------
     def reload(self) -> int:
@@ -348,7 +353,7 @@ def format_links(local: int, transport: str, node_ids: list[int], statuses: dict
 
     lines = [f"Local node ID {local}, transport {transport}"]
     empty = CfgNodeStatus(0, 0, False)
-    others = [n for n in node_ids if n != local]
+    others = [n for n in node_ids if n != local and statuses.get(n) is not None]
     # as corosync: which links exist is read from another node's status (ours only has the local link)
     ref = statuses.get(others[-1] if others else local) or empty
     own = statuses.get(local) or empty
@@ -363,8 +368,12 @@ def format_links(local: int, transport: str, node_ids: list[int], statuses: dict
         if brief:
             chars = []
             for nid in node_ids:
-                ln = (statuses.get(nid) or empty).link(number)
-                chars.append("n" if nid == local else chr(ord("0") + (int(ln.enabled) | int(ln.connected) << 1)))
+                st = statuses.get(nid)
+                if nid == local or st is None:
+                    chars.append("n" if nid == local else "?")  # '?': the status could not be read
+                    continue
+                ln = st.link(number)
+                chars.append(chr(ord("0") + (int(ln.enabled) | int(ln.connected) << 1)))
             lines.append("\tstatus\t= " + "".join(chars))
             continue
         lines.append("\tstatus:")

@@ -41,7 +41,8 @@ def test_cfgtool_shows_all_nodes_connected_then_a_killed_one_disconnected(cluste
                    "\t\tnodeid:          3:\tconnected\n")
     rc, out, _ = tool(n1, "-n")
     assert rc == 0 and out.count(" reachable\n") == 2 and "   LINK: 0  (127.0.0.3) enabled connected mtu: " in out
-    assert tool(n1, "-s", "-b")[1].endswith("\tstatus\t= n33\n")
+    rc, out, _ = tool(n1, "-s", "-b")
+    assert (rc, out.splitlines()[-1]) == (0, "\tstatus\t= n33")
     assert [tool(n1, "-a", str(i))[1] for i in (1, 2, 3)] == ["127.0.0.1\n", "127.0.0.2\n", "127.0.0.3\n"]
     assert tool(n1, "-a", "9") == (1, "", "Could not get node address for nodeid 9\n")
 
@@ -61,6 +62,8 @@ def test_cfgtool_shows_all_nodes_connected_then_a_killed_one_disconnected(cluste
     rc, out, _ = tool(n1, "-s")
     assert out.endswith("\t\tnodeid:          2:\tconnected\n\t\tnodeid:          3:\tdisconnected\n")
     assert "nodeid: 3" not in tool(n1, "-n")[1]
+    rc, out, _ = tool(n1, "-s", "-b")
+    assert (rc, out.splitlines()[-1]) == (1, "\tstatus\t= n31")  # a faulty link: exit 1, as corosync-cfgtool
 
 
 def test_kill_reload_and_reopen_log_files(cluster3: Cluster) -> None:

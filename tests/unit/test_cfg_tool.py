@@ -70,6 +70,12 @@ def test_brief_status_has_a_character_per_node_and_n_for_this_one() -> None:
     assert brief_status(NodeLinks(1, "knet", ADDRS, 1397), None, (1, 2)) == "n31"
 
 
+def test_brief_status_marks_a_node_whose_status_cannot_be_read() -> None:
+    st = _statuses("knet", 1397, (1, 2, 3))
+    st[3] = None
+    assert cfgtool.format_links(1, "knet", [1, 2, 3], st, brief=True).splitlines()[-1] == "\tstatus\t= n3?"
+
+
 def test_interface_filter_keeps_only_the_matching_link() -> None:
     st = _statuses("knet", 1397, (1, 2, 3))
     assert "LINK ID 0" in cfgtool.format_links(1, "knet", [1, 2, 3], st, interface="10.77.0.1")
