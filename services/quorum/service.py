@@ -105,6 +105,10 @@ class QuorumService(ServiceProcess):
         self.ev_path = self.state_dir / EV_TRACKING_FILE
         if self.provider == p.PROVIDER_VOTEQUORUM:
             settings = QuorumSettings.from_config(load(self.node.config), self.nodeid)
+            if settings.expected_votes <= 0:
+                # corosync refuses to start votequorum so: a lone node would otherwise be quorate
+                vlog.error("configuration error: nodelist or quorum.expected_votes must be configured!")
+                raise SystemExit(1)
             barrier = read_ev_barrier(self.ev_path) if settings.expected_votes_tracking else 0
             self.vq = Votequorum(self.nodeid, settings, ev_barrier=barrier)
         elif self.provider:
@@ -122,13 +126,12 @@ class QuorumService(ServiceProcess):
         self._outbox: list[bytes] = []
         self._outbox_timer: TimerHandle | None = None
         self._lms_timer: TimerHandle | None = None
-        self._synthesized_ring: tuple[int, int] | None = None
         self.cmap_keys = RuntimeKeys(self.node.run_dir, self.nodeid, self.vq)
         # not before the loop runs: cmap may still be starting, and the node waits for this service's readiness
         self.call_later(0.0, self._housekeeping)
 
     def exec_exit(self) -> None:
-        if self.vq is not None and self.vq.settings.allow_downscale and self._submit is not None:
+        if self.vq is not None and self.vq.settings.allow_downscale and self.has_rings:
             # a clean shutdown: the others lower expected votes for us (allow_downscale)
             self.mcast(cluster_msg.encode(self.vq.prepare_leave().message))
         self.cmap_keys.close()
