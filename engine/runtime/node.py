@@ -251,6 +251,14 @@ def build_node(
                                reload_signal=signal.SIGHUP))
 
     def create_segments() -> None:
+        # the stats table (PROTOCOL.md §1), a slot per process named now; the supervisor does not record
+        # each child's pid in its slot yet, so every slot shows the supervisor's (readers skip pid 0 only)
+        from pycorosync.ipc.stats import StatsTable
+
+        table = StatsTable.create(resources.stats_name, n_slots=len(rows) + 2)
+        for slot, row in enumerate(rows):
+            table.set_slot(slot, row[0], os.getpid())
+        table.close()
         name = resources.segment_name
         for attempt in range(3):
             layout.create(name).close()
