@@ -258,3 +258,20 @@ def test_allow_downscale_lowers_expected_votes_when_a_node_shuts_down_cleanly(
         info = vq.getinfo(0)
         assert (info.node_expected_votes, info.total_votes, info.quorum) == (2, 2, 2)
         assert info.flags & InfoFlag.ALLOW_DOWNSCALE and info.flags & InfoFlag.QUORATE
+
+
+def test_last_man_standing_lowers_expected_votes_when_its_window_expires(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    config = ("quorum {\n    provider: corosync_votequorum\n    last_man_standing: 1\n"
+              "    last_man_standing_window: 1500\n}\n")
+    cluster = make_cluster(3, extra_config=config, test_services=(), totem=TOTEM)
+    wait_quorum(cluster, 1, True, [1, 2, 3])
+    with VotequorumClient(str(cluster.nodes[1].run_dir)) as vq:
+        vq.trackstart(context=8, flags=CS_TRACK_CHANGES_ONLY)
+        cluster.nodes[3].kill()
+        expected = next((e for e in vq.events(timeout=30) if isinstance(e, ExpectedVotesEvent)), None)
+        assert expected == ExpectedVotesEvent(8, 2)  # the window ran out with nodes 1 and 2 still quorate
+        info = vq.getinfo(0)
+        assert (info.node_expected_votes, info.quorum, info.total_votes) == (2, 2, 2)
+        assert info.flags & InfoFlag.LAST_MAN_STANDING and info.flags & InfoFlag.QUORATE
