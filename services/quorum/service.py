@@ -52,6 +52,7 @@ OUTBOX_RETRY_S = 0.005
 HOUSEKEEPING_S = 1.0
 
 _E = CsErrorCode
+NOTICE = 25  # corosync's notice level (between INFO and WARNING), as the node's log setup names it
 vlog = logging.getLogger("VOTEQ")
 
 
@@ -237,10 +238,10 @@ class QuorumService(ServiceProcess):
         self.quorate, self.quorum_ring, self.quorum_members = quorate, ring_id, members
         if was != quorate or not self.first_sync_done:
             if quorate:
-                self.log.info("This node is within the primary component and will provide service.")
+                self.log.log(NOTICE, "This node is within the primary component and will provide service.")
             else:
-                self.log.info("This node is within the non-primary component and will NOT provide service.")
-        self.log.info("Members[%d]: %s", len(members), " ".join(str(m) for m in members))
+                self.log.log(NOTICE, "This node is within the non-primary component and will NOT provide service.")
+        self.log.log(NOTICE, "Members[%d]: %s", len(members), " ".join(str(m) for m in members))
         payload = p.encode_q_notify(quorate, ring_id, members)
         for conn, session in self._sessions():
             if session.q_track:
@@ -284,7 +285,7 @@ class QuorumService(ServiceProcess):
                     vlog.error("cannot store expected votes in %s: %s", self.ev_path, exc)
         recalculated = any(isinstance(action, QuorumNotification) for action in actions)
         if recalculated and vq.settings.wait_for_all and vq.wait_for_all_status and not vq.quorate:
-            vlog.info("Waiting for all cluster members. Current votes: %d expected_votes: %d",
+            vlog.log(NOTICE, "Waiting for all cluster members. Current votes: %d expected_votes: %d",
                       vq.total_votes(), vq.expected_votes)
         self._flush_outbox()
         self._arm_lms_timer()
