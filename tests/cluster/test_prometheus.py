@@ -153,6 +153,13 @@ def test_a_live_scrape_passes_promtool_and_pycorosync_status_shows_the_same_node
     for name in ("pycorosync_srp_orf_token_rx_total", "pycorosync_process_cpu_seconds_total",
                  "pycorosync_service_messages_delivered_total", "pycorosync_ring_used_bytes"):
         assert name in text, f"{name} missing from a live scrape"
+    # the stats table is shared: the transport's row counts the ring's traffic, cmap's its clients
+    from prometheus_client.parser import text_string_to_metric_families
+
+    labelled = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert labelled[("pycorosync_exporter_source_up", (("node", "1"), ("source", "stats_table")))] == 1
+    assert labelled[("pycorosync_transport_tx_packets_total", (("node", "1"), ("process", "transport")))] > 0
 
     view = subprocess.run([sys.executable, "-m", "pycorosync", "--run-dir", str(cluster.nodes[1].run_dir), "status",
                            "--interval", "0.5"], capture_output=True, timeout=120)
