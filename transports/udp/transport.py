@@ -294,7 +294,7 @@ class UdpTransport:
     # -- loop --------------------------------------------------------------------------------------------
     def run(
         self, stop_fd: int = -1, should_stop: Callable[[], bool] | None = None,
-        on_ready: Callable[[], None] | None = None,
+        on_ready: Callable[[], object] | None = None,
     ) -> int:
         """Serves until SIGTERM/SIGINT, ``stop_fd`` readable, or ``should_stop()``; returns the exit status.
 
