@@ -98,8 +98,8 @@ def _rows(m: ExportedMetric, reading: NodeReading, node: str, view: _TableView |
             elif m.key == "deliver_pushed" and r.ring.startswith("deliver."):
                 yield [node, r.ring.removeprefix("deliver.")], float(r.pushed)
             elif m.key in ("used", "capacity", "full"):
-                value = {"used": r.used_bytes, "capacity": r.capacity_bytes, "full": r.full}[m.key]
-                yield [node, r.ring], float(value)
+                fill = {"used": r.used_bytes, "capacity": r.capacity_bytes, "full": r.full}[m.key]
+                yield [node, r.ring], float(fill)
     elif src == "table":
         if view is not None:
             yield from _table_rows(m, view, node, reading.monotonic_ns)
@@ -107,9 +107,9 @@ def _rows(m: ExportedMetric, reading: NodeReading, node: str, view: _TableView |
         yield from _status_rows(m, reading, node)
     elif src == "quorum":
         q = reading.quorum
-        value = None if q is None else getattr(q, m.key)
-        if value is not None:
-            yield [node], float(value)
+        answer = None if q is None else getattr(q, m.key)
+        if answer is not None:
+            yield [node], float(answer)
     elif src == "process":
         for p in reading.processes:
             yield [node, p.process], float(
@@ -120,10 +120,9 @@ def _rows(m: ExportedMetric, reading: NodeReading, node: str, view: _TableView |
             if m.key == "last_heard":
                 if link.last_heard_s is None:
                     continue
-                value: float = link.last_heard_s
+                yield [node, str(link.peer)], link.last_heard_s
             else:
-                value = float(getattr(link, m.key))
-            yield [node, str(link.peer)], value
+                yield [node, str(link.peer)], float(getattr(link, m.key))
     elif src == "sam":
         sam = reading.sam
         if sam is not None and m.key == "instances":

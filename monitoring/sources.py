@@ -200,7 +200,8 @@ class NodeReader:
         if seg is None:
             return None
         try:
-            return seg.samples(time.monotonic_ns(), self.spec.nodeid)
+            samples: tuple[LinkSample, ...] = seg.samples(time.monotonic_ns(), self.spec.nodeid)
+            return samples
         except (ValueError, IndexError):
             self._links.drop()
             return None
