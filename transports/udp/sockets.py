@@ -100,7 +100,11 @@ def open_udp_multicast(
     link = LinkSockets(rx=rx, tx=tx, family=family, extra=[uni])
     try:
         rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        rx.bind((group, port))
+        if family == socket.AF_INET:
+            rx.bind((group, port))
+        else:
+            # a scoped group (ff02:: link-local, ff12:: ...) binds only with the interface as scope id
+            rx.bind((group, port, 0, _ifindex_of(bind_addr)))
         if family == socket.AF_INET:
             mreq = socket.inet_aton(group) + socket.inet_aton(bind_addr)
             rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
@@ -134,6 +138,15 @@ def _ifindex_of(addr: str) -> int:
     if addr in ("::1",):
         with contextlib.suppress(OSError):
             return socket.if_nametoindex("lo")
+    try:
+        want = socket.inet_pton(socket.AF_INET6, addr).hex()
+        with open("/proc/net/if_inet6") as f:  # "<address hex> <ifindex hex> <prefix> <scope> <flags> <name>"
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == want:
+                    return int(parts[1], 16)
+    except (OSError, ValueError):
+        pass
     return 0
 
 
