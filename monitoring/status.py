@@ -24,7 +24,8 @@ BOLD, RED, GREEN, RESET = "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[0m"
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("status", help="live view of the local node and cluster (members, quorum, rates, links)",
-                              description=__doc__.split("\n\n")[0] if __doc__ else None)
+                              description="The local node and its cluster at a glance: ring, members, quorum, "
+                                          "rates over the interval, links, processes.")
     p.add_argument("--watch", "-w", action="store_true", help="refresh in place until interrupted")
     p.add_argument("--interval", "-i", type=float, default=1.0, metavar="S", help="seconds between refreshes (1)")
     p.add_argument("--count", "-n", type=int, default=None, metavar="N", help="with --watch: stop after N views")

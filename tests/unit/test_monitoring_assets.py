@@ -151,3 +151,11 @@ def test_alerts_fire_on_quorum_loss_node_down_retransmit_storm_slow_token_and_sa
     tests.write_text(RULE_TESTS.format(alerts=json.dumps(str(ALERTS))))
     done = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, timeout=60)
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+
+def test_no_node_process_imports_the_monitoring_package() -> None:
+    """The exporter reads the node from outside: nothing on the data path may depend on it."""
+    pattern = re.compile(r"^\s*(from|import)\s+pycorosync\.monitoring\b", re.M)
+    offenders = [str(path.relative_to(REPO)) for folder in ("engine", "ipc", "transports", "services")
+                 for path in (REPO / folder).rglob("*.py") if pattern.search(path.read_text())]
+    assert offenders == []
