@@ -37,6 +37,9 @@ from pycorosync.ipc.server import Server, ServerConnection, ServerLimits
 
 SERVER_TICK_S = 1.0  # handshake expiry and backlog retries: a safety net, the doorbells do the work
 SYNC_PROCESS_RETRY_S = 0.002
+#: a service stops submitting while this much waits in its submit ring (a message larger than that still goes
+#: into an emptier ring): the ring is sized for 16 MiB messages, not to queue seconds of small ones
+SUBMIT_HIGH_WATER_BYTES = 4 << 20
 HELD_RETRY_S = 0.01  # requests held for lack of submit room: a safety net, totem's producer wake-up does the work
 DELIVER_PER_ROUND = 256
 
@@ -136,6 +139,8 @@ class ServiceProcess:
         """Multicasts ``body`` to this service on every member; False = submit ring full (try again)."""
         if self._submit is None:
             raise RuntimeError(f"service '{self.name}' has no rings to totem (node-local service)")
+        if self._submit.used_bytes() > SUBMIT_HIGH_WATER_BYTES:
+            return False
         ok = bool(self._submit.push(rec.SUBMIT_MCAST, rec.encode_submit_mcast(body, int(guarantee))))
         if ok:
             self._notify_totem()
