@@ -4,8 +4,9 @@ A synthetic node in shared memory (the node segment with its rings and totem's b
 with every slot in use and every column non-zero) is read by the real collector (monitoring.sources +
 monitoring.collector) in an exporter process serving HTTP. The data path is a producer process pushing
 256-byte records through the node segment's ``submit.cpg`` ring to a consumer process, as a service
-does to totem. Phases alternate: no scrape, a 1 Hz scrape, a 10 Hz scrape; the no-scrape phases are the
-in-run baseline for the throughput ratios. "collect" is what the exporter serves (collector.exposition);
+does to totem. Phases alternate (no scrape, a 1 Hz scrape, a 10 Hz scrape; the order rotates each round,
+so that a drift of the machine's load does not favour one case); the no-scrape phases are the in-run
+baseline for the throughput ratios. "collect" is what the exporter serves (collector.exposition);
 "collect_prometheus_client" renders the same families with prometheus_client's writer, for comparison.
 "exporter_cpu_ms_per_scrape" is what a scrape takes from the machine (the HTTP wall time on a loaded
 2-core machine is mostly waiting for a core).
@@ -15,8 +16,14 @@ Prints one JSON object per line:
     {"bench": "metrics", "case": "scrape_http", "load": "none"|"ring", "p50_ms": ..., "p99_ms": ...,
      "exporter_cpu_ms_per_scrape": ...}
     {"bench": "metrics", "case": "ring", "scrape_hz": 0|1|10, "records_per_s": ..., "ratio_to_no_scrape": ...}
+    {"bench": "metrics", "case": "cluster", "scrape_hz": 0|1, "mcasts_per_s": ..., "ratio_to_no_scrape": ...,
+     "scrape_p50_ms": ...}                                                 (or "skipped": why)
 
-    python bench/metrics.py [--seconds 3] [--rounds 3]
+The cluster case runs a real 3-node cluster on loopback with every node's exporter: node 1 multicasts
+1 KiB messages through the testecho service as fast as flow control accepts them (its client drains the
+deliveries), while node 1's exporter is scraped at 0 or 1 Hz, alternating.
+
+    python bench/metrics.py [--seconds 3] [--rounds 3] [--no-cluster]
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ def emit(**fields: Any) -> None:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rotated(cases: tuple[int, ...], by: int) -> tuple[int, ...]:
+    k = by % len(cases)
+    return cases[k:] + cases[:k]
 
 
 def make_node(prefix: str) -> tuple[Any, Any]:
@@ -154,10 +166,78 @@ def ring_phase(counter: Any, port: int, hz: int, seconds: float, scrape_ms: list
     return (counter.value - start_n) / (time.perf_counter() - t0)
 
 
+def cluster_case(seconds: float, rounds: int) -> None:
+    """Cluster traffic with node 1's exporter scraped at 0 and 1 Hz (see the module docstring)."""
+    import socket
+    import tempfile
+
+    from pycorosync.engine.runtime import testservice as ts
+    from pycorosync.ipc.client import CS_DISPATCH_ALL
+    from pycorosync.ipc.errors import CS_ERR_TRY_AGAIN, CsError
+    from pycorosync.ipc.framing import check_response
+    from pycorosync.localcluster import Cluster
+
+    ports = {}
+    for i in (1, 2, 3):
+        with socket.socket() as s:
+            s.bind((f"127.0.0.{i}", 0))
+            ports[i] = s.getsockname()[1]
+    base = Path(tempfile.mkdtemp(prefix="pcs-bench-metrics-"))
+    cluster = Cluster(base, 3, extra_config="monitoring {\n    prometheus: 127.0.0.1:9405\n}\n",
+                      env={i: {"PYCOROSYNC_PROMETHEUS": f"127.0.0.{i}:{p}"} for i, p in ports.items()})
+    try:
+        try:
+            cluster.start()
+            cluster.wait_ring()
+        except AssertionError as exc:
+            emit(case="cluster", skipped=f"the cluster did not form: {str(exc).splitlines()[0]}")
+            return
+        conn = cluster.nodes[1].connect("testecho")
+        body = bytes([2]) + bytes(1024)
+        address = f"127.0.0.1:{ports[1]}"
+
+        def phase(hz: int, scrape_ms: list[float]) -> float:
+            sent, t0 = 0, time.perf_counter()
+            next_scrape = t0
+            while (now := time.perf_counter()) - t0 < seconds:
+                if hz and now >= next_scrape:
+                    t1 = time.perf_counter()
+                    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
+                        resp.read()
+                    scrape_ms.append((time.perf_counter() - t1) * 1000)
+                    next_scrape += 1.0 / hz
+                try:
+                    check_response(conn.request(ts.MCAST, body, timeout=10)[1])
+                    sent += 1
+                except CsError as exc:
+                    if exc.code != CS_ERR_TRY_AGAIN:
+                        raise
+                conn.dispatch(CS_DISPATCH_ALL, lambda _t, _p: None)
+            return sent / (time.perf_counter() - t0)
+
+        scrapes: list[float] = []
+        phase(0, scrapes)  # warm-up: the exporter's first collection, the client's first rings
+        rates: dict[int, list[float]] = {0: [], 1: []}
+        for r in range(rounds):
+            for hz in rotated((0, 1), r):
+                rates[hz].append(phase(hz, scrapes))
+        base_rate = statistics.median(rates[0])
+        for hz in (0, 1):
+            med = statistics.median(rates[hz])
+            emit(case="cluster", scrape_hz=hz, body_bytes=1024, mcasts_per_s=round(med),
+                 ratio_to_no_scrape=round(med / base_rate, 3) if base_rate else None,
+                 rounds=[round(r) for r in rates[hz]],
+                 **({"scrape_p50_ms": round(pct(scrapes, 0.5), 3)} if hz and scrapes else {}))
+        conn.close()
+    finally:
+        cluster.stop()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="seconds per throughput phase")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of (none, 1 Hz, 10 Hz)")
+    ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node cluster case")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     from prometheus_client import CollectorRegistry, generate_latest
@@ -201,8 +281,8 @@ def main() -> int:
         time.sleep(1.0)  # both sides past their imports
         rates: dict[int, list[float]] = {0: [], 1: [], 10: []}
         loaded: list[float] = []
-        for _ in range(args.rounds):
-            for hz in (0, 1, 10):
+        for r in range(args.rounds):
+            for hz in rotated((0, 1, 10), r):  # each case takes each position in turn: load drifts
                 rates[hz].append(ring_phase(counter, port, hz, args.seconds, loaded))
         emit(case="scrape_http", load="ring", **scrape_burst(port, procs[0].pid),
              p50_ms_at_1_and_10_hz=round(pct(loaded, 0.5), 3))
@@ -222,6 +302,8 @@ def main() -> int:
         seg.unlink()
         table.close()
         table.unlink()
+    if not args.no_cluster:
+        cluster_case(args.seconds, args.rounds)
     return 0
 
 
