@@ -71,7 +71,8 @@ def test_pure_totem_core_imports_no_clock_randomness_or_io() -> None:
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: the Totem core must stay pure"
 
 
-CMAP_CLIENT = ("pycorosync.services.cmap.client", "pycorosync.services.cmap.protocol")
+# the cmap client side: the library, its wire protocol and the publisher built on the client only
+CMAP_CLIENT = ("pycorosync.services.cmap.client", "pycorosync.services.cmap.protocol", "pycorosync.services.cmap.publisher")
 
 
 def test_services_never_import_each_other() -> None:
