@@ -137,7 +137,10 @@ def _rows(m: ExportedMetric, reading: NodeReading, node: str, view: _TableView |
 
 def _status_rows(m: ExportedMetric, reading: NodeReading, node: str) -> Iterator[tuple[list[str], float]]:
     st = reading.status
-    if m.key == "state":
+    if m.key == "members":
+        for member in st.get("members") or ():
+            yield [node, str(member)], 1.0
+    elif m.key == "state":
         state = st.get("state")
         if isinstance(state, str):
             for name in TOTEM_STATES:

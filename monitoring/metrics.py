@@ -18,7 +18,7 @@ names its *source* (where the exporter reads it) and the key there:
 
 Every metric carries ``node`` (the node id); the others have bounded label sets: ``process`` (the node
 plan's names), ``ring`` (2 + 2 per service), ``service`` (the service table), ``peer`` (the nodelist),
-``reason`` (a fixed list), ``state`` (4 Totem states).
+``reason`` (a fixed list), ``state`` (4 Totem states), ``member`` (the nodelist's ids).
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def _build() -> list[ExportedMetric]:
            "runtime.members.<id>.status (count of joined)"),
         _m("cluster_nodes_configured", "gauge", "Nodes in the nodelist of the config", "status", "configured_nodes",
            "nodelist.node.<pos>.nodeid (count)"),
+        _m("ring_member", "gauge", "1 for each node id in the ring this node is in", "status", "members",
+           "runtime.members.<id>.status (joined)", ("node", "member")),
         _m("ring_seq", "gauge", "Sequence number of the current ring id", "runtime", "ring_seq",
            "runtime.totem.pg.mrp.srp.ring_id (seq part)"),
         _m("ring_representative", "gauge", "Node id of the current ring's representative", "status", "ring_rep"),

@@ -270,6 +270,9 @@ class NodeReader:
             return out
         ring = body.get("ring_id")
         out["state"] = body.get("state")
+        members = body.get("members")
+        if isinstance(members, list) and all(isinstance(m, int) for m in members):
+            out["members"] = tuple(members)
         if isinstance(ring, list) and len(ring) == 2:
             out["ring_rep"] = ring[0]
             out["sync_completed"] = int(body.get("sync_completed") == ring)

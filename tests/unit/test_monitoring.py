@@ -285,9 +285,11 @@ def test_node_reader_reads_totem_block_rings_stats_table_and_status_file(tmp_pat
     assert submit.pushed == 1 and submit.used_bytes >= 108
     assert reading.table is not None and reading.table.value(0, "transport.tx_packets") == 11
     assert reading.status["ring_rep"] == 1 and reading.status["sync_completed"] == 1
+    assert reading.status["members"] == (1, 2, 3)
     assert reading.sources["node_segment"] and reading.sources["stats_table"] and not reading.sources["quorum"]
     text = scrape(reading)
     assert value(text, "pycorosync_service_messages_sent_total", node="1", service="cpg") == 1
+    assert value(text, "pycorosync_ring_member", node="1", member="3") == 1
 
 
 def test_exporter_whose_port_is_taken_says_ready_and_serves_once_the_port_is_free(

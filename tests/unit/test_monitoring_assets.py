@@ -98,7 +98,7 @@ tests:
           - exp_labels: {{severity: warning, node: "1", job: pycorosync, instance: a}}
             exp_annotations:
               summary: "Node 1 sees 2 ring members, fewer than configured"
-              description: "A configured node is out of the ring (down, partitioned or not started)."
+              description: "A configured node is out of the ring (down, partitioned or not started); pycorosync_ring_member shows which ids are in."
       - eval_time: 60s
         alertname: PycorosyncNodeUnreachable
         exp_alerts:
