@@ -198,6 +198,12 @@ class Connection:
         return self._closed
 
     @property
+    def sock(self) -> socket.socket:
+        """The connection's socket (read-only: a service may pass extra descriptors on it, e.g. cmap's
+        read view). Its hang-up is the server's death; do not read or close it while requests are in flight."""
+        return self._sock
+
+    @property
     def server_gone(self) -> bool:
         """True once the server's end of the socket hung up."""
         return self._server_gone

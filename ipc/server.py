@@ -33,6 +33,8 @@ import numpy as np
 
 from pycorosync.ipc import conn as proto
 from pycorosync.ipc import fastpath
+from pycorosync.ipc import ring_kernels as rk
+from pycorosync.ipc import stats as node_stats
 from pycorosync.ipc import wakeup as wake
 from pycorosync.ipc.creds import AccessPolicy, PeerCred, peer_cred
 from pycorosync.ipc.errors import (
@@ -40,6 +42,7 @@ from pycorosync.ipc.errors import (
     CS_ERR_EXIST,
     CS_ERR_NO_RESOURCES,
     CS_ERR_NOT_EXIST,
+    CS_ERR_TRY_AGAIN,
     CS_ERR_VERSION,
     CS_OK,
     CsError,
@@ -51,6 +54,21 @@ log = logging.getLogger("MAIN")
 
 _HANGUP = select.EPOLLHUP | select.EPOLLRDHUP | select.EPOLLERR
 _SOCKET_EVENTS = select.EPOLLIN | select.EPOLLRDHUP
+# a framed response (ipc.framing) that starts with this refuses its request with CS_ERR_TRY_AGAIN
+_TRY_AGAIN_HEADER = int(CS_ERR_TRY_AGAIN).to_bytes(4, "little")
+#: the connection stats reach the node's stats table at most this often (from ``tick``, never per message)
+STATS_PUBLISH_INTERVAL_S = 0.5
+# ConnStats counters summed into the stats table's ipcs.<name> columns (queued and flow_control are states)
+_PUBLISHED_COUNTERS = (
+    "requests",
+    "responses",
+    "dispatched",
+    "invalid_request",
+    "overload",
+    "flow_control_count",
+    "send_retries",
+    "try_again",
+)
 
 
 class Poller(Protocol):
@@ -89,6 +107,7 @@ class ConnStats:
     queued: int = 0  # responses and events waiting for ring space now
     invalid_request: int = 0
     overload: int = 0  # event or response that did not fit its ring at once
+    try_again: int = 0  # responses refusing a request with CS_ERR_TRY_AGAIN (corosync's "overload")
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -176,6 +195,8 @@ class ServerConnection:
         if self.closed:
             return False
         self.stats.responses += 1
+        if payload[:4] == _TRY_AGAIN_HEADER:
+            self.stats.try_again += 1
         if not self._response_backlog and self._push(self._segment.response_io, self._response_efd, rtype, payload):
             return True
         self.stats.overload += 1
@@ -340,6 +361,7 @@ class Server:
         limits: ServerLimits | None = None,
         request_types: Collection[int] | None = None,
         poller: Poller | None = None,
+        stats_row: node_stats.StatsRow | None = None,
     ) -> None:
         self.service = proto.check_service_name(service)
         self.handler = handler
@@ -354,6 +376,12 @@ class Server:
         )
         self.request_types = frozenset(request_types) if request_types is not None else None
         self.stats = ServerStats()
+        # what closed connections counted, so that the published counters never go back when one closes
+        self.closed_totals = ConnStats()
+        self._closed_ring_full = 0
+        self._stats_table: node_stats.StatsTable | None = None
+        self.stats_row = stats_row
+        self._next_publish = 0.0
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / proto.socket_name(service)
         self.connections: dict[int, ServerConnection] = {}
@@ -373,6 +401,11 @@ class Server:
         self._listen: socket.socket | None = None
         self._doorbell = -1
         try:
+            if self.stats_row is None:
+                # inside a node: this process's slot (named as the service) of the node's stats table
+                found = node_stats.node_process_row(self.service)
+                if found is not None:
+                    self._stats_table, self.stats_row = found
             listen = self._bind()
             self._doorbell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self._poller.register(listen.fileno(), select.EPOLLIN)
@@ -558,6 +591,47 @@ class Server:
                 conn._flush()
                 if not conn._response_backlog:
                     wake.ring_eventfd(self._doorbell)
+        if self.stats_row is not None and now >= self._next_publish:
+            self._next_publish = now + STATS_PUBLISH_INTERVAL_S
+            self.publish_stats()
+
+    # stats ------------------------------------------------------------------------------------------------------
+    def totals(self) -> dict[str, int]:
+        """This server's counters over every connection it ever had (``ConnStats`` names plus ``active``,
+        ``closed``, ``ring_full``, and ``ring_used_bytes`` / ``ring_capacity_bytes`` summed over the
+        open connections' request, response and event rings)."""
+        out = {name: getattr(self.closed_totals, name) for name in _PUBLISHED_COUNTERS}
+        ring_full, used, capacity = self._closed_ring_full, 0, 0
+        for conn in self.connections.values():
+            for name in _PUBLISHED_COUNTERS:
+                out[name] += getattr(conn.stats, name)
+            seg = conn._segment
+            for ring in (seg.request, seg.response, seg.event):
+                used += _ring_used(ring)
+                capacity += ring.capacity
+            ring_full += _ring_full(seg.response) + _ring_full(seg.event)
+        out["active"] = len(self.connections)
+        out["closed"] = self.stats.disconnected + self.stats.dropped
+        out["ring_full"] = ring_full
+        out["ring_used_bytes"] = used
+        out["ring_capacity_bytes"] = capacity
+        return out
+
+    def publish_stats(self) -> None:
+        """Writes ``totals()`` into this process's row of the node's stats table (``ipcs.*``, ``ipc.ring_*``);
+        ``tick`` calls it every STATS_PUBLISH_INTERVAL_S. A no-op without a row."""
+        row = self.stats_row
+        if row is None:
+            return
+        t = self.totals()
+        row.set("ipcs.active", t["active"])
+        row.set("ipcs.closed", t["closed"])
+        for name in _PUBLISHED_COUNTERS:
+            row.set(f"ipcs.{name}", t[name])
+        row.set("ipc.ring_full", t["ring_full"])
+        row.set("ipc.ring_used_bytes", t["ring_used_bytes"])
+        row.set("ipc.ring_capacity_bytes", t["ring_capacity_bytes"])
+        row.set("process.heartbeat_ns", time.monotonic_ns())
 
     def poll(self, timeout: float) -> int:
         """One round of the server's own epoll; returns the number of events handled."""
@@ -753,6 +827,9 @@ class Server:
                 reason,
             )
         self.connections.pop(conn.conn_id, None)
+        for name in _PUBLISHED_COUNTERS:
+            setattr(self.closed_totals, name, getattr(self.closed_totals, name) + getattr(conn.stats, name))
+        self._closed_ring_full += _ring_full(conn._segment.response) + _ring_full(conn._segment.event)
         fd = conn._sock.fileno()
         if self._by_fd.pop(fd, None) is not None:
             with contextlib.suppress(OSError, ValueError, KeyError):
@@ -819,6 +896,13 @@ class Server:
             self._lock_fd = -1
         if self._own_epoll is not None:
             self._own_epoll.close()
+        if self.stats_row is not None:
+            with contextlib.suppress(Exception):
+                self.publish_stats()  # the row outlives this server: show no client left
+        if self._stats_table is not None:
+            self.stats_row = None
+            self._stats_table.close()
+            self._stats_table = None
 
     def __enter__(self) -> Server:
         return self
@@ -828,6 +912,23 @@ class Server:
 
     def __iter__(self) -> Iterator[ServerConnection]:
         return iter(list(self.connections.values()))
+
+
+def _ring_header_i64(ring: Ring, offset: int) -> int:
+    arr = ring.array
+    base = ring.offset + offset
+    return int(arr[base : base + 8].view(np.int64)[0])
+
+
+def _ring_used(ring: Ring) -> int:
+    """Bytes waiting in a ring, clamped: the client can write any value into its indices."""
+    used = _ring_header_i64(ring, rk.OFF_TAIL) - _ring_header_i64(ring, rk.OFF_HEAD)
+    return max(0, min(used, ring.capacity))
+
+
+def _ring_full(ring: Ring) -> int:
+    """Pushes this process (the producer of ``ring``) found no room for."""
+    return max(0, _ring_header_i64(ring, rk.OFF_N_FULL))
 
 
 def _error_payload(code: int) -> bytes:

@@ -28,15 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from pycorosync.ipc.segment import Segment, SegmentKind, SegmentLayoutError
+
+_log = logging.getLogger("IPC")
 
 STATS_LAYOUT_VERSION = 1
 STATS_MAGIC = 0x54534350  # "PCST" little-endian
@@ -89,8 +93,10 @@ METRICS: list[Metric] = [
     _c("ipcs.responses", "responses", "Responses sent to clients"),
     _c("ipcs.dispatched", "events", "Events sent to clients"),
     _c("ipcs.invalid_request", "requests", "Malformed requests dropped"),
-    _c("ipcs.overload", "requests", "Requests refused with CS_ERR_TRY_AGAIN (ring or queue full)"),
+    _c("ipcs.overload", "records", "Responses or events that did not fit their client ring at once (they wait)"),
     _c("ipcs.flow_control_count", "events", "Times a client was flow-controlled"),
+    _c("ipcs.send_retries", "retries", "Backlog flushes that found a client's ring still full"),
+    _c("ipcs.try_again", "requests", "Requests answered CS_ERR_TRY_AGAIN (corosync counts these as overload)"),
     _c("ipc.ring_full", "records", "Pushes refused because the ring was full (back-pressure)"),
     _c("ipc.wakeups_sent", "wakeups", "Doorbell writes to a sleeping consumer"),
     _c("ipc.ring_corrupt", "rings", "Rings dropped because the peer wrote impossible records"),
@@ -161,6 +167,11 @@ METRICS: list[Metric] = [
     Metric("totem.token_rotation_seconds", "counter", "f64", "seconds", "Sum of the measured token rotations"),
 ]
 
+
+
+#: the environment variable a node's supervisor gives every child (PROTOCOL.md §1: a JSON object whose
+#: "stats" member names the node's stats table); read here so that ipc code needs nothing from the engine
+NODE_ENV = "PYCOROSYNC_NODE"
 
 
 def registry_hash(metrics: Sequence[Metric]) -> int:
@@ -434,3 +445,33 @@ class StatsTable:
 
     def unlink(self) -> bool:
         return self.segment.unlink()
+
+
+def node_process_row(
+    process: str, environ: Mapping[str, str] | None = None
+) -> tuple[StatsTable, StatsRow] | None:
+    """The node's stats table and the row of the slot named ``process``, when this process was started
+    by a node (``$PYCOROSYNC_NODE`` names the table); None outside a node, or when the table or the slot
+    cannot be had (logged: a process runs on without its row, it never fails for it)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(NODE_ENV)
+    if not raw:
+        return None
+    try:
+        name = json.loads(raw).get("stats") or ""
+    except (ValueError, AttributeError):
+        _log.warning("$%s is not a JSON object: no stats row for '%s'", NODE_ENV, process)
+        return None
+    if not name:
+        return None
+    try:
+        table = StatsTable.attach(str(name))
+    except Exception as exc:  # gone, another build's layout, no permission
+        _log.warning("stats table %s unavailable to '%s': %s", name, process, exc)
+        return None
+    slot = table.find_slot(process)
+    if slot is None:
+        _log.debug("stats table %s has no slot named '%s'", name, process)
+        table.close()
+        return None
+    return table, table.row(slot)

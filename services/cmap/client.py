@@ -129,7 +129,7 @@ class _CmapBase:
         reads and discards whatever the socket holds).
         """
         conn = self._conn
-        sock = getattr(conn, "_sock", None)  # ipc.client.Connection has no public accessor for its socket
+        sock = getattr(conn, "sock", None)
         if not isinstance(sock, socket.socket):
             return None
         conn.send(p.MSG_VIEW, b"")

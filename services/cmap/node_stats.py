@@ -10,10 +10,15 @@ A third: the transport's link table (``transports/links.py``, segment ``<prefix>
 rx_total_bytes}`` (pycorosync's udp transport has one link; its counters are every datagram, so
 only corosync's ``*_total_*`` names are shown).
 
+Every service's IPC server (ipc/server.py) publishes its connection totals into its own row; from those
+rows come ``stats.ipcs.service<id>.{active,closed,requests,responses,dispatched,invalid_request,
+overload,flow_control_count,send_retries,try_again,ring_used_bytes,ring_capacity_bytes}`` (per service:
+the table has one row per process, not per connection).
+
 Not available from any source yet, so not shown: ``stats.pg.*``,
 ``stats.srp.{continuous_sendmsg_failures,time_since_token_last_received}``, other services'
-per-connection ``stats.ipcs.service<id>.*`` keys, ``stats.schedmiss.*``, the rest of ``stats.knet.*``
-(mtu, latency, up/down counts, ping/pong/pmtu split, ``stats.knet.handle.*``).
+per-connection ``stats.ipcs.service<id>.<pid>.<conn>.*`` keys (cmap shows its own), ``stats.schedmiss.*``,
+the rest of ``stats.knet.*`` (mtu, latency, up/down counts, ping/pong/pmtu split, ``stats.knet.handle.*``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ _COROSYNC_SRP_COUNT = 27
 _FIREWALL_GATHERS = 3  # corosync: firewall_enabled_or_nic_failure = continuous_gather > 3
 
 Row = tuple[str, ValueType, Value]
+# the ipcs.* counters an IPC server publishes (ipc/server.py), shown per service as stats.ipcs.service<id>.<name>
+_TABLE_COUNTERS = ("requests", "responses", "dispatched", "invalid_request", "overload", "flow_control_count",
+                   "send_retries", "try_again")
+SERVICE_KEYS = ("active", "closed", *_TABLE_COUNTERS, "ring_used_bytes", "ring_capacity_bytes")
 LINK_TABLE_LAYOUT_VERSION = 1  # transports.udp.node.LAYOUT_VERSION, the segment the link table lives in
 
 
@@ -83,18 +92,57 @@ class StatsTableLink:
         return [("stats.ipcs.global.active", ValueType.UINT64, active),
                 ("stats.ipcs.global.closed", ValueType.UINT64, closed)]
 
+    def service_ipc_rows(self) -> list[Row]:
+        """``stats.ipcs.service<id>.<name>`` for every service whose IPC server published its row (each
+        service's totals over all its connections; corosync itself shows only the per-connection keys)."""
+        snap = self.table.snapshot()
+        names = {m.name for m in snap.metrics}
+        if "process.heartbeat_ns" not in names:
+            return []
+        out: list[Row] = []
+        for info in snap.slots:
+            service_id = _service_id(info.process)
+            if not info.pid or service_id is None or not snap.value(info.slot, "process.heartbeat_ns"):
+                continue  # not a service, or its server never wrote the row
+            base = f"stats.ipcs.service{service_id}."
+            for key in SERVICE_KEYS:
+                column = f"ipc.{key}" if key.startswith("ring_") else f"ipcs.{key}"
+                if column in names:
+                    out.append((base + key, ValueType.UINT64, max(0, int(snap.value(info.slot, column)))))
+        return out
+
     def write_own_row(self, server: Any) -> None:
-        """Copies the IPC server's counters into this process's row (called from the housekeeping tick)."""
+        """Copies the IPC server's counters into this process's row (called from the housekeeping tick).
+
+        A server that has a row of its own (``ipc.server.Server.stats_row``: inside a node) publishes
+        itself from its tick; this writes only for a server given a table by hand (tests, standalone cmap).
+        """
         if self.slot is None or server is None:
+            return
+        if getattr(server, "stats_row", None) is not None:
             return
         with contextlib.suppress(KeyError, IndexError):
             row = self.table.row(self.slot)
-            conns = list(server)
-            row.set("ipcs.active", len(conns))
-            row.set("ipcs.closed", server.stats.disconnected + server.stats.dropped)
-            for name in ("requests", "responses", "dispatched", "invalid_request", "overload", "flow_control_count"):
-                row.set(f"ipcs.{name}", sum(getattr(c.stats, name) for c in conns))
+            totals = server.totals() if hasattr(server, "totals") else None
+            if totals is None:
+                return
+            row.set("ipcs.active", totals["active"])
+            row.set("ipcs.closed", totals["closed"])
+            for name in _TABLE_COUNTERS:
+                row.set(f"ipcs.{name}", totals[name])
+            row.set("ipc.ring_used_bytes", totals["ring_used_bytes"])
+            row.set("ipc.ring_capacity_bytes", totals["ring_capacity_bytes"])
             row.set("process.heartbeat_ns", time.monotonic_ns())
+
+
+def _service_id(process: str) -> int | None:
+    """corosync's service id of a node process named after its service (None: transport, totem...)."""
+    from pycorosync.engine.runtime.node import entry_by_name
+
+    try:
+        return entry_by_name(process).service_id
+    except KeyError:
+        return None
 
 
 # corosync's stats.pg.* (u32), read from the totem runtime's counters when it publishes them
@@ -194,6 +242,7 @@ def attach_node_stats(stats: StatsMap, node: Any) -> tuple[StatsTableLink | None
             table = StatsTable.attach(node.stats, writer=False)
             keep.append(table)
             link = StatsTableLink(table)
+            stats.register("stats.ipcs.service", link.service_ipc_rows)
         except Exception as exc:
             log.warning("node stats table %s unavailable: %s", node.stats, exc)
     return link, keep
