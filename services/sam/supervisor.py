@@ -34,6 +34,7 @@ from pycorosync.engine.supervisor.loop import EventLoop, Timer
 from pycorosync.engine.supervisor.policy import GiveUp, RestartBudget
 from pycorosync.engine.supervisor.process import ChildProcess, ChildSpec, ExitStatus
 from pycorosync.ipc.errors import CS_ERR_INVALID_PARAM, CS_ERR_LIBRARY, CS_ERR_TOO_BIG, CS_OK, CsError
+from pycorosync.services.sam import deathsig
 from pycorosync.services.sam import protocol as sp
 from pycorosync.services.sam.cmapstate import (
     STATE_FAILED,
@@ -158,7 +159,10 @@ class SamSupervisor:
         return child
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> ChildProcess:
-        """Starts ``argv`` with ``$SAM_HC_FD`` (write end of its heartbeat pipe); raises OSError naming it."""
+        """Starts ``argv`` with ``$SAM_HC_FD`` (write end of its heartbeat pipe); raises OSError naming it.
+
+        The program gets SIGKILL if this process dies (``deathsig``): killed supervisor, no orphan."""
+        argv = deathsig.wrap_argv(argv, self.settings.name)
         hc_r, hc_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         os.set_blocking(hc_w, True)
         if self.hc_fd_slot is not None:
