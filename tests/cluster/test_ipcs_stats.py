@@ -1,0 +1,98 @@
+"""Every service's IPC stats on a real node: stats.ipcs.service<id>.* in cmap, and the exporter's metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pycorosync.cmap import CMAP_MAP_STATS, CmapClient, CsError
+from pycorosync.cpg import CpgClient
+
+DEADLINE_S = 30.0
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = cond()
+        except CsError:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout}s")
+        time.sleep(0.1)
+
+
+def cmapctl_stats(run_dir: str, prefix: str) -> dict[str, str]:
+    """``pycorosync cmapctl -m stats PREFIX`` as {key: value text}."""
+    out = subprocess.run([sys.executable, "-m", "pycorosync", "--run-dir", run_dir, "cmapctl", "-m", "stats", prefix],
+                         capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+    assert out.returncode == 0, out.stderr
+    keys = {}
+    for line in out.stdout.splitlines():
+        key, _, value = line.partition(" = ")
+        keys[key.split(" (")[0]] = value
+    return keys
+
+
+def exported(cluster_name: str, nodeid: int, run_dir: str) -> str:
+    """The exporter's text for the node, read from its shared memory as the exporter process reads it."""
+    from pathlib import Path
+
+    from pycorosync.ipc.segment import segment_name
+    from pycorosync.monitoring.collector import exposition
+    from pycorosync.monitoring.sources import NodeReader, NodeSpec
+
+    spec = NodeSpec(nodeid=nodeid, cluster=cluster_name, run_dir=Path(run_dir),
+                    stats=segment_name(cluster_name, nodeid, "stats"), services=None)
+    reader = NodeReader(spec)
+    try:
+        return exposition(reader.read())
+    finally:
+        reader.close()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the series ``name`` with these labels in an exposition text (None: absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_a_cpg_client_moves_the_cpg_services_ipc_stats_in_cmap_and_the_exporter(
+    make_cluster: Callable[..., Any],
+) -> None:
+    cluster = make_cluster(1)
+    node = cluster.nodes[1]
+    run_dir = str(node.run_dir)
+    with CpgClient(run_dir) as cpg:
+        cpg.join("ipcs-stats")
+        for _ in range(3):
+            cpg.local_get()
+        with CmapClient(run_dir, CMAP_MAP_STATS) as stats:
+            # the cpg server publishes at its housekeeping tick (1 s): wait for it, no sleep
+            wait_until(lambda: stats.get_u64("stats.ipcs.service2.active") == 1, DEADLINE_S, "cpg's open connection")
+            wait_until(lambda: stats.get_u64("stats.ipcs.service2.requests") >= 4, DEADLINE_S, "cpg's requests")
+            assert stats.get_u64("stats.ipcs.service2.responses") >= 4
+            assert stats.get_u64("stats.ipcs.service2.ring_capacity_bytes") > 0
+            # the global totals count the cpg client and this cmap client
+            assert stats.get_u64("stats.ipcs.global.active") >= 2
+        keys = cmapctl_stats(run_dir, "stats.ipcs.")
+        assert int(keys["stats.ipcs.service2.active"]) == 1
+        assert int(keys["stats.ipcs.service2.requests"]) >= 4
+        assert "stats.ipcs.service0.active" in keys  # cmap's own server publishes too
+        text = exported(cluster.name, 1, run_dir)
+        assert (sample(text, "pycorosync_ipc_connections", node="1", process="cpg") or 0) == 1
+        assert (sample(text, "pycorosync_ipc_requests_total", node="1", process="cpg") or 0) >= 4
+        assert (sample(text, "pycorosync_ipc_ring_capacity_bytes", node="1", process="cpg") or 0) > 0
+    # the client left: the connection is closed, and the counters do not go back
+    with CmapClient(run_dir, CMAP_MAP_STATS) as stats:
+        wait_until(lambda: stats.get_u64("stats.ipcs.service2.closed") >= 1, DEADLINE_S, "cpg's closed connection")
+        assert stats.get_u64("stats.ipcs.service2.active") == 0
+        assert stats.get_u64("stats.ipcs.service2.requests") >= 4
