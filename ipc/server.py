@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pycorosync.ipc import conn as proto
-from pycorosync.ipc import fastpath
+from pycorosync.ipc import connfile, fastpath
 from pycorosync.ipc import ring_kernels as rk
 from pycorosync.ipc import stats as node_stats
 from pycorosync.ipc import wakeup as wake
@@ -381,6 +381,7 @@ class Server:
         self._closed_ring_full = 0
         self._stats_table: node_stats.StatsTable | None = None
         self.stats_row = stats_row
+        self._conn_file: connfile.ConnectionFile | None = None
         self._next_publish = 0.0
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / proto.socket_name(service)
@@ -407,6 +408,8 @@ class Server:
                 if found is not None:
                     self._stats_table, self.stats_row = found
             listen = self._bind()
+            if self.stats_row is not None:
+                self._conn_file = connfile.ConnectionFile(self.run_dir, self.service)
             self._doorbell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self._poller.register(listen.fileno(), select.EPOLLIN)
             self._poller.register(self._doorbell, select.EPOLLIN)
@@ -632,6 +635,10 @@ class Server:
         row.set("ipc.ring_used_bytes", t["ring_used_bytes"])
         row.set("ipc.ring_capacity_bytes", t["ring_capacity_bytes"])
         row.set("process.heartbeat_ns", time.monotonic_ns())
+        if self._conn_file is not None:
+            self._conn_file.update(
+                {"pid": c.pid, "conn": c.conn_id, **c.stats.as_dict()} for c in self.connections.values()
+            )
 
     def poll(self, timeout: float) -> int:
         """One round of the server's own epoll; returns the number of events handled."""
@@ -899,6 +906,9 @@ class Server:
         if self.stats_row is not None:
             with contextlib.suppress(Exception):
                 self.publish_stats()  # the row outlives this server: show no client left
+        if self._conn_file is not None:
+            self._conn_file.remove()
+            self._conn_file = None
         if self._stats_table is not None:
             self.stats_row = None
             self._stats_table.close()

@@ -15,9 +15,11 @@ rows come ``stats.ipcs.service<id>.{active,closed,requests,responses,dispatched,
 overload,flow_control_count,send_retries,try_again,ring_used_bytes,ring_capacity_bytes}`` (per service:
 the table has one row per process, not per connection).
 
+Per connection, corosync's ``stats.ipcs.service<id>.<pid>.<conn>.*`` of the other services come from
+the files their servers keep in the run dir (``ipc/connfile.py``; cmap's own from its live server).
+
 Not available from any source yet, so not shown: ``stats.pg.*``,
-``stats.srp.{continuous_sendmsg_failures,time_since_token_last_received}``, other services'
-per-connection ``stats.ipcs.service<id>.<pid>.<conn>.*`` keys (cmap shows its own), ``stats.schedmiss.*``,
+``stats.srp.{continuous_sendmsg_failures,time_since_token_last_received}``, ``stats.schedmiss.*``,
 the rest of ``stats.knet.*`` (mtu, latency, up/down counts, ping/pong/pmtu split, ``stats.knet.handle.*``).
 """
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pycorosync.engine.config.types import Value, ValueType
@@ -133,6 +135,61 @@ class StatsTableLink:
             row.set("ipc.ring_used_bytes", totals["ring_used_bytes"])
             row.set("ipc.ring_capacity_bytes", totals["ring_capacity_bytes"])
             row.set("process.heartbeat_ns", time.monotonic_ns())
+
+
+def connection_rows(service_id: int, conns: Iterable[Mapping[str, Any]]) -> list[Row]:
+    """corosync's ``stats.ipcs.service<id>.<pid>.<conn>.*`` keys (with its types) from the connection
+    stats a server wrote (``ipc.connfile``); numbers that are not numbers are shown as 0."""
+    u64, u32 = ValueType.UINT64, ValueType.UINT32
+
+    def num(conn: Mapping[str, Any], name: str) -> int:
+        value = conn.get(name, 0)
+        return max(0, int(value)) if isinstance(value, int) else 0
+
+    out: list[Row] = []
+    for conn in conns:
+        pid = num(conn, "pid")
+        base = f"stats.ipcs.service{service_id}.{pid}.0x{num(conn, 'conn'):x}."
+        out += [
+            (base + "procname", ValueType.STRING, _procname(pid)),
+            (base + "requests", u64, num(conn, "requests")),
+            (base + "responses", u64, num(conn, "responses")),
+            (base + "dispatched", u64, num(conn, "dispatched")),
+            (base + "overload", u64, num(conn, "overload")),
+            (base + "invalid_request", u64, num(conn, "invalid_request")),
+            (base + "queueing", ValueType.INT32, 1 if num(conn, "queued") else 0),
+            (base + "queued", u32, min(num(conn, "queued"), 2**32 - 1)),
+            (base + "sent", u32, 0),
+            (base + "send_retries", u64, num(conn, "send_retries")),
+            (base + "recv_retries", u64, 0),
+            (base + "flow_control", u32, min(num(conn, "flow_control"), 1)),
+            (base + "flow_control_count", u64, num(conn, "flow_control_count")),
+        ]
+    return out
+
+
+def _procname(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def connections_provider(run_dir: str, services: Iterable[str]) -> Callable[[], list[Row]]:
+    """Per-connection keys of the other services of the node, from the files their servers keep
+    (``ipc.connfile``; cmap's own connections come from its live server)."""
+    ids = [(name, sid) for name in services if name != "cmap" and (sid := _service_id(name)) is not None]
+
+    def rows() -> list[Row]:
+        from pycorosync.ipc import connfile
+
+        out: list[Row] = []
+        for name, sid in ids:
+            out += connection_rows(sid, connfile.read(run_dir, name))
+        return out
+
+    return rows
 
 
 def _service_id(process: str) -> int | None:
@@ -243,6 +300,8 @@ def attach_node_stats(stats: StatsMap, node: Any) -> tuple[StatsTableLink | None
             keep.append(table)
             link = StatsTableLink(table)
             stats.register("stats.ipcs.service", link.service_ipc_rows)
+            if getattr(node, "run_dir", None):
+                stats.register("stats.ipcs.service", connections_provider(str(node.run_dir), node.services))
         except Exception as exc:
             log.warning("node stats table %s unavailable: %s", node.stats, exc)
     return link, keep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -83,6 +84,11 @@ def test_a_cpg_client_moves_the_cpg_services_ipc_stats_in_cmap_and_the_exporter(
             assert stats.get_u64("stats.ipcs.service2.ring_capacity_bytes") > 0
             # the global totals count the cpg client and this cmap client
             assert stats.get_u64("stats.ipcs.global.active") >= 2
+            # per connection, as corosync names them: this process is the cpg client
+            mine = f"stats.ipcs.service2.{os.getpid()}."
+            conn_keys = wait_until(lambda: [k for k, _, _ in stats.iter(mine) if k.endswith(".requests")],
+                                   DEADLINE_S, "the cpg connection's own keys")
+            assert len(conn_keys) == 1 and stats.get_u64(conn_keys[0]) >= 4
         keys = cmapctl_stats(run_dir, "stats.ipcs.")
         assert int(keys["stats.ipcs.service2.active"]) == 1
         assert int(keys["stats.ipcs.service2.requests"]) >= 4
@@ -96,3 +102,5 @@ def test_a_cpg_client_moves_the_cpg_services_ipc_stats_in_cmap_and_the_exporter(
         wait_until(lambda: stats.get_u64("stats.ipcs.service2.closed") >= 1, DEADLINE_S, "cpg's closed connection")
         assert stats.get_u64("stats.ipcs.service2.active") == 0
         assert stats.get_u64("stats.ipcs.service2.requests") >= 4
+        wait_until(lambda: not list(stats.iter(f"stats.ipcs.service2.{os.getpid()}.")), DEADLINE_S,
+                   "the closed connection's keys gone")

@@ -186,3 +186,55 @@ def test_client_connection_exposes_its_socket_read_only(
         assert conn.sock.family == socket.AF_UNIX
         with pytest.raises(AttributeError):
             setattr(conn, "sock", None)  # noqa: B010
+
+
+def test_server_in_a_node_keeps_a_per_connection_file_and_removes_it_at_close(
+    table: StatsTable, run_dir: Path
+) -> None:
+    from pycorosync.ipc import connfile
+
+    server = Server(run_dir, echo.SERVICE, BusyEcho(), request_types={echo.ECHO, echo.EMIT, BUSY},
+                    stats_row=table.row(1))
+    thread = ServerThread(server)
+    with thread:
+        with connect(run_dir, echo.SERVICE) as conn:
+            conn.call(echo.ECHO, b"a", timeout=DEADLINE_S)
+            conn.call(echo.ECHO, b"b", timeout=DEADLINE_S)
+            assert wait_until(lambda: [c.get("requests") for c in connfile.read(run_dir, echo.SERVICE)] == [2])
+            (row,) = connfile.read(run_dir, echo.SERVICE)
+            assert row["pid"] == os.getpid() and row["conn"] == conn.conn_id and row["responses"] == 2
+        assert wait_until(lambda: connfile.read(run_dir, echo.SERVICE) == [])
+    assert not connfile.path_for(run_dir, echo.SERVICE).exists()
+
+
+def test_a_connection_file_of_a_dead_or_broken_writer_reads_as_no_connections(run_dir: Path) -> None:
+    from pycorosync.ipc import connfile
+
+    path = connfile.path_for(run_dir, "cpg")
+    writer = connfile.ConnectionFile(run_dir, "cpg")
+    assert writer.update([{"pid": 7, "conn": 1, "requests": 3}])
+    assert not writer.update([{"pid": 7, "conn": 1, "requests": 3}])  # unchanged: not rewritten
+    assert connfile.read(run_dir, "cpg") == [{"pid": 7, "conn": 1, "requests": 3}]
+    path.write_text(json.dumps({"pid": 2**22 + 12345, "service": "cpg", "connections": [{"pid": 7}]}))
+    assert connfile.read(run_dir, "cpg") == []  # no such writer process
+    path.write_text("{not json")
+    assert connfile.read(run_dir, "cpg") == []
+    writer.remove()
+    assert connfile.read(run_dir, "cpg") == []
+
+
+def test_per_connection_keys_have_corosyncs_names_and_types() -> None:
+    from pycorosync.services.cmap.node_stats import connection_rows
+
+    rows = {k: (t, v) for k, t, v in connection_rows(2, [
+        {"pid": os.getpid(), "conn": 26, "requests": 5, "queued": 2, "flow_control": 1, "overload": "junk"}])}
+    base = f"stats.ipcs.service2.{os.getpid()}.0x1a."
+    assert rows[base + "requests"] == (ValueType.UINT64, 5)
+    assert rows[base + "queueing"] == (ValueType.INT32, 1)
+    assert rows[base + "queued"] == (ValueType.UINT32, 2)
+    assert rows[base + "flow_control"] == (ValueType.UINT32, 1)
+    assert rows[base + "overload"] == (ValueType.UINT64, 0)  # not a number: shown as 0, never a crash
+    assert rows[base + "procname"][0] == ValueType.STRING and rows[base + "procname"][1]
+    assert sorted(k[len(base):] for k in rows) == sorted([
+        "procname", "requests", "responses", "dispatched", "overload", "invalid_request", "queueing", "queued",
+        "sent", "send_retries", "recv_retries", "flow_control", "flow_control_count"])
