@@ -22,6 +22,7 @@ import os
 import select
 import socket
 import stat
+import struct
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -54,6 +55,7 @@ log = logging.getLogger("MAIN")
 
 _HANGUP = select.EPOLLHUP | select.EPOLLRDHUP | select.EPOLLERR
 _SOCKET_EVENTS = select.EPOLLIN | select.EPOLLRDHUP
+_I64 = struct.Struct("<q")
 # a framed response (ipc.framing) that starts with this refuses its request with CS_ERR_TRY_AGAIN
 _TRY_AGAIN_HEADER = int(CS_ERR_TRY_AGAIN).to_bytes(4, "little")
 #: the connection stats reach the node's stats table at most this often (from ``tick``, never per message)
@@ -296,6 +298,22 @@ class _Segment:
         self.request_io = RingIO(self.request, scratch if scratch is not None else fastpath.scratch_for(self.request))
         self.response_io = RingIO(self.response)
         self.event_io = RingIO(self.event)
+        # where the stats tick reads each ring's indices (tail, head) and the server's refused pushes
+        self._fill_at = tuple(
+            (r.offset + rk.OFF_TAIL, r.offset + rk.OFF_HEAD, r.capacity) for r in (self.request, self.response, self.event)
+        )
+        self._full_at = (self.response.offset + rk.OFF_N_FULL, self.event.offset + rk.OFF_N_FULL)
+
+    def fill(self) -> tuple[int, int, int]:
+        """(bytes waiting in the three rings, their capacity, pushes the server found no room for). The
+        client can write any value into the indices: each ring's fill is clamped to its capacity."""
+        mm, read = self.mm, _I64.unpack_from
+        used = capacity = 0
+        for tail_at, head_at, cap in self._fill_at:
+            used += max(0, min(read(mm, tail_at)[0] - read(mm, head_at)[0], cap))
+            capacity += cap
+        full = max(0, read(mm, self._full_at[0])[0]) + max(0, read(mm, self._full_at[1])[0])
+        return used, capacity, full
 
     def release(self) -> None:
         # numpy views pin the mapping: drop them before unmapping (else BufferError)
@@ -608,11 +626,10 @@ class Server:
         for conn in self.connections.values():
             for name in _PUBLISHED_COUNTERS:
                 out[name] += getattr(conn.stats, name)
-            seg = conn._segment
-            for ring in (seg.request, seg.response, seg.event):
-                used += _ring_used(ring)
-                capacity += ring.capacity
-            ring_full += _ring_full(seg.response) + _ring_full(seg.event)
+            conn_used, conn_capacity, conn_full = conn._segment.fill()
+            used += conn_used
+            capacity += conn_capacity
+            ring_full += conn_full
         out["active"] = len(self.connections)
         out["closed"] = self.stats.disconnected + self.stats.dropped
         out["ring_full"] = ring_full
@@ -836,7 +853,7 @@ class Server:
         self.connections.pop(conn.conn_id, None)
         for name in _PUBLISHED_COUNTERS:
             setattr(self.closed_totals, name, getattr(self.closed_totals, name) + getattr(conn.stats, name))
-        self._closed_ring_full += _ring_full(conn._segment.response) + _ring_full(conn._segment.event)
+        self._closed_ring_full += conn._segment.fill()[2]
         fd = conn._sock.fileno()
         if self._by_fd.pop(fd, None) is not None:
             with contextlib.suppress(OSError, ValueError, KeyError):
@@ -922,23 +939,6 @@ class Server:
 
     def __iter__(self) -> Iterator[ServerConnection]:
         return iter(list(self.connections.values()))
-
-
-def _ring_header_i64(ring: Ring, offset: int) -> int:
-    arr = ring.array
-    base = ring.offset + offset
-    return int(arr[base : base + 8].view(np.int64)[0])
-
-
-def _ring_used(ring: Ring) -> int:
-    """Bytes waiting in a ring, clamped: the client can write any value into its indices."""
-    used = _ring_header_i64(ring, rk.OFF_TAIL) - _ring_header_i64(ring, rk.OFF_HEAD)
-    return max(0, min(used, ring.capacity))
-
-
-def _ring_full(ring: Ring) -> int:
-    """Pushes this process (the producer of ``ring``) found no room for."""
-    return max(0, _ring_header_i64(ring, rk.OFF_N_FULL))
 
 
 def _error_payload(code: int) -> bytes:

@@ -211,9 +211,14 @@ def test_a_connection_file_of_a_dead_or_broken_writer_reads_as_no_connections(ru
     from pycorosync.ipc import connfile
 
     path = connfile.path_for(run_dir, "cpg")
-    writer = connfile.ConnectionFile(run_dir, "cpg")
+    writer = connfile.ConnectionFile(run_dir, "cpg", interval_s=0.0)
     assert writer.update([{"pid": 7, "conn": 1, "requests": 3}])
     assert not writer.update([{"pid": 7, "conn": 1, "requests": 3}])  # unchanged: not rewritten
+    slow = connfile.ConnectionFile(run_dir, "quorum", interval_s=3600.0)
+    assert slow.update([{"pid": 7, "conn": 1, "requests": 1}])
+    assert not slow.update([{"pid": 7, "conn": 1, "requests": 2}])  # changed, but too soon after the last write
+    assert connfile.read(run_dir, "quorum") == [{"pid": 7, "conn": 1, "requests": 1}]
+    slow.remove()
     assert connfile.read(run_dir, "cpg") == [{"pid": 7, "conn": 1, "requests": 3}]
     path.write_text(json.dumps({"pid": 2**22 + 12345, "service": "cpg", "connections": [{"pid": 7}]}))
     assert connfile.read(run_dir, "cpg") == []  # no such writer process
