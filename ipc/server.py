@@ -368,6 +368,10 @@ class Server:
     ``handle(fd, events)`` (False: not the server's) and calls ``tick()`` a few times a second. The
     server is not thread-safe: call it, and the connections' ``send_*``, from the loop's thread only.
     Per connection it holds four descriptors: the socket, two eventfds and its memory mapping.
+
+    Stats: ``stats_row`` (an ``ipc.stats.StatsRow``), or inside a node the slot of the node's stats table
+    named after ``service``, receives ``totals()`` from ``tick`` (``publish_stats``), and the connections'
+    own counters go to ``<run_dir>/<service>.ipcs.json`` (``ipc.connfile``). Neither happens without a row.
     """
 
     def __init__(
@@ -920,10 +924,9 @@ class Server:
             self._lock_fd = -1
         if self._own_epoll is not None:
             self._own_epoll.close()
-        if self.stats_row is not None:
+        if self._conn_file is not None:  # only a server that got to listen: never overwrite a live one's row
             with contextlib.suppress(Exception):
                 self.publish_stats()  # the row outlives this server: show no client left
-        if self._conn_file is not None:
             self._conn_file.remove()
             self._conn_file = None
         if self._stats_table is not None:

@@ -243,3 +243,15 @@ def test_per_connection_keys_have_corosyncs_names_and_types() -> None:
     assert sorted(k[len(base):] for k in rows) == sorted([
         "procname", "requests", "responses", "dispatched", "overload", "invalid_request", "queueing", "queued",
         "sent", "send_retries", "recv_retries", "flow_control", "flow_control_count"])
+
+
+def test_a_server_that_cannot_listen_leaves_the_running_servers_row_alone(
+    table: StatsTable, serve: Callable[[StatsRow | None], Server], run_dir: Path
+) -> None:
+    row = table.row(1)
+    serve(row)
+    with connect(run_dir, echo.SERVICE):
+        assert wait_until(lambda: row.get("ipcs.active") == 1)
+        with pytest.raises(CsError):
+            Server(run_dir, echo.SERVICE, BusyEcho(), stats_row=table.row(1))  # the service runs already
+        assert row.get("ipcs.active") == 1
