@@ -8,7 +8,8 @@ so nothing else has to be passed around::
     rings = layout.attach(name)          # a child: NodeRings with .tx .rx .submit[svc] .deliver[svc] .stats
 
 Payload: a stats block (``STATS_SLOTS`` int64: Totem's ``stats.srp.*`` counters in
-``engine.totem.stats.COUNTER_NAMES`` order, then pycorosync's runtime counters), then ``tx``, ``rx``,
+``engine.totem.stats.COUNTER_NAMES`` order, the schedmiss entries from ``SCHEDMISS_BASE``, pycorosync's
+runtime counters from ``RUNTIME_BASE``), then ``tx``, ``rx``,
 then ``submit.<svc>`` and ``deliver.<svc>`` for each service in list order. Ring capacities are powers
 of two; a ring carries records up to half its capacity, so a service that must pass 16 MiB messages
 in one record needs 64 MiB rings (the pages are only touched as they are used).
@@ -33,7 +34,33 @@ RUNTIME_BASE = 96
 RUNTIME_COUNTERS = (
     "frames_rx", "frames_tx", "tx_backlog", "deliver_backlog", "submits", "submit_queue_full",
     "bad_records", "sync_completed", "sync_aborted", "ring_seq", "members", "deliver_throttled",
+    # corosync's stats.pg.*: free frames in the core's send queue; frames of messages totem took from its
+    # services that wait to enter that queue (corosync: frames reserved for requests being admitted)
+    "msg_queue_avail", "msg_reserved",
+    # CLOCK_MONOTONIC (ns, shared by the node's processes) of the last ORF token received, 0 = none yet;
+    # frames in a row that the tx ring could not take at once (stats.srp.continuous_sendmsg_failures)
+    "last_token_rx_ns", "continuous_sendmsg_failures",
 )
+#: corosync's stats.schedmiss.*: the last SCHEDMISS_KEPT times the totem loop ran late (totem_stats.py).
+#: Slots: events recorded (ever), epoch ms of the last ``stats.clear.schedmiss`` (written by cmap only),
+#: then SCHEDMISS_KEPT entries of (epoch ms, delay in microseconds), entry = event number % SCHEDMISS_KEPT
+SCHEDMISS_BASE = 64
+SCHEDMISS_KEPT = 10
+SCHEDMISS_EVENTS = SCHEDMISS_BASE
+SCHEDMISS_CLEARED_MS = SCHEDMISS_BASE + 1
+SCHEDMISS_ENTRIES = SCHEDMISS_BASE + 2
+
+
+def _check_stats_block() -> None:
+    from pycorosync.engine.totem.stats import COUNTER_NAMES
+
+    if len(COUNTER_NAMES) > SCHEDMISS_BASE:
+        raise AssertionError(f"{len(COUNTER_NAMES)} Totem counters overlap the schedmiss slots at {SCHEDMISS_BASE}")
+    if SCHEDMISS_ENTRIES + 2 * SCHEDMISS_KEPT > RUNTIME_BASE or RUNTIME_BASE + len(RUNTIME_COUNTERS) > STATS_SLOTS:
+        raise AssertionError("node stats block: schedmiss or runtime counters do not fit their slots")
+
+
+_check_stats_block()
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from typing import Any
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS, NodeRings
 from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService
+from pycorosync.engine.runtime.totem_stats import SchedMissCheck, SchedMissLog, TokenRotation
 from pycorosync.engine.totem.api import (
     Action,
     ConfigChange,
@@ -63,6 +64,7 @@ STATS_INTERVAL_NS = 1_000_000_000
 BLOCKED_POLL_S = 0.005  # a submit refused by a full send queue is retried this often
 LEAVE_FLUSH_S = 1.0
 _U64 = struct.Struct("<Q")
+_LAST_TOKEN_SLOT = RUNTIME_COUNTERS.index("last_token_rx_ns")
 
 
 class Bells:
@@ -84,7 +86,8 @@ class TotemRuntime:
 
     def __init__(self, core: TotemCore, rings: NodeRings, bells: Bells, service_ids: Mapping[str, int],
                  sync_services: Sequence[str], status_path: Path | None = None,
-                 on_ring: Callable[[int], None] | None = None) -> None:
+                 on_ring: Callable[[int], None] | None = None,
+                 stats_table: tuple[Any, int] | None = None) -> None:
         self.core = core
         self.rings = rings
         self.bells = bells
@@ -112,6 +115,18 @@ class TotemRuntime:
         self._wake_producer: set[str] = set()  # producers of rx / submit.<svc> waiting for room
         self._bad_logged: set[str] = set()
         self._next_stats_ns = 0
+        # measured here, not by the core: token rotations into this process's row of the node stats table
+        # (``stats_table`` = (StatsTable, slot); ipc/stats.py), late loop runs into the schedmiss slots
+        self.stats_table = None if stats_table is None else stats_table[0]
+        if stats_table is None:
+            self.rotation = TokenRotation()
+        else:
+            table, slot = stats_table
+            self.rotation = TokenRotation(table.cells[slot], table.f64[slot])
+        self._orf_rx_seen = 0
+        self.schedmiss = SchedMissLog(rings.stats) if len(rings.stats) else None
+        self.sched_check = SchedMissCheck(core.cfg.token, time.monotonic_ns())
+        self._tx_blocked_at = -1  # frames_tx when the tx ring first refused a frame (-1: it takes them)
 
     # -- one round ------------------------------------------------------------------------------
     def start(self, now_ns: int) -> None:
@@ -120,6 +135,12 @@ class TotemRuntime:
 
     def pump(self, now_ns: int) -> float | None:
         """Does every pending piece of work; returns how long the loop may sleep (seconds, None = forever)."""
+        # housekeeping first: a loop kept busy by traffic (the 0.0 return below) must still do it
+        if now_ns >= self.sched_check.next_ns:
+            self._check_scheduling(now_ns)
+        if now_ns >= self._next_stats_ns:
+            self.write_stats()
+            self._next_stats_ns = now_ns + STATS_INTERVAL_NS
         for _ in range(64):  # bounded: the loop comes back after polling its other fds
             did = self._flush_outputs()
             did |= self._read_rx(now_ns)
@@ -136,15 +157,13 @@ class TotemRuntime:
         else:
             self._ring_bells()
             return 0.0
-        if now_ns >= self._next_stats_ns:
-            self.write_stats()
-            self._next_stats_ns = now_ns + STATS_INTERVAL_NS
         timeout = None
         deadline = self.core.next_deadline_ns()
         if deadline is not None:
             timeout = max(0.0, (deadline - now_ns) / 1e9)
         stats_left = max(0.0, (self._next_stats_ns - now_ns) / 1e9)
         timeout = stats_left if timeout is None else min(timeout, stats_left)
+        timeout = min(timeout, self.sched_check.due_in_s(now_ns))
         if self.submit_blocked or self.pending_barriers or self.tx_backlog:
             timeout = min(timeout, BLOCKED_POLL_S)
         return timeout
@@ -183,6 +202,8 @@ class TotemRuntime:
         if not self.tx_backlog and self.rings.tx.push(dest, frame):
             self._wake.add("transport")
             return
+        if not self.tx_backlog:
+            self._tx_blocked_at = self.counters["frames_tx"] - 1
         self.tx_backlog.append((dest, frame))
         if len(self.tx_backlog) > TX_BACKLOG_FRAMES:
             self.tx_backlog.popleft()
@@ -213,6 +234,7 @@ class TotemRuntime:
         rtype, payload = rec.encode_deliver(record)
         for name in self.service_ids:
             self._to_service(name, rtype, payload)
+        self.rotation.restart()
         if change.type == ConfigType.REGULAR:
             self.last_regular = change
             self.counters["ring_seq"] = change.ring_id.seq
@@ -305,7 +327,29 @@ class TotemRuntime:
         self.counters["frames_rx"] += len(items)
         for _src, frame in items:
             self.apply(now_ns, self.core.on_frame(now_ns, frame))
+        # one token circulates: a batch holds at most one that the core took (duplicates are not counted)
+        orf_rx = self.core.stats["orf_token_rx"]
+        if orf_rx != self._orf_rx_seen:
+            self._orf_rx_seen = orf_rx
+            self._token_received(now_ns)
         return True
+
+    def _token_received(self, now_ns: int) -> None:
+        self.rotation.record(now_ns)
+        stats = self.rings.stats
+        if len(stats):
+            stats[RUNTIME_BASE + _LAST_TOKEN_SLOT] = now_ns
+
+    def _check_scheduling(self, now_ns: int) -> None:
+        """corosync's scheduler-pause check (totem_stats.py): a late run is logged and kept for cmap."""
+        gap_ms = self.sched_check.check(now_ns)
+        if gap_ms is None:
+            return
+        stamp_ms = time.time_ns() // 1_000_000
+        if self.schedmiss is not None:
+            self.schedmiss.record(stamp_ms, gap_ms)
+        log.warning("totem process was not scheduled (@%d) for %0.4f ms (threshold is %0.4f ms). "
+                    "Consider token timeout increase.", stamp_ms, gap_ms, self.sched_check.threshold_ns / 1e6)
 
     def _read_submits(self, now_ns: int) -> bool:
         """Takes a batch off every submit ring (one publish each) and hands it to the core in order; what
@@ -416,8 +460,22 @@ class TotemRuntime:
             return
         for i, name in enumerate(COUNTER_NAMES):
             stats[i] = int(self.core.stats.get(name, 0))
+        counters = self.counters
+        counters["msg_queue_avail"] = self.core.msg_queue_avail
+        counters["msg_reserved"] = self._reserved_frames()
+        counters["continuous_sendmsg_failures"] = (counters["frames_tx"] - self._tx_blocked_at
+                                                   if self.tx_backlog and self._tx_blocked_at >= 0 else 0)
         for i, name in enumerate(RUNTIME_COUNTERS):
-            stats[RUNTIME_BASE + i] = int(self.counters[name])
+            if i != _LAST_TOKEN_SLOT:  # written as tokens come (_token_received)
+                stats[RUNTIME_BASE + i] = int(counters[name])
+
+    def _reserved_frames(self) -> int:
+        """Frames that the messages taken from services and not yet in the core's queue will fill
+        (corosync's msg_reserved: frames promised to requests not queued yet)."""
+        nbytes = sum(len(data) for pending in self.pending_submits.values() for _rtype, data in pending)
+        nbytes += sum(len(payload) for _ring, payload in self.pending_barriers)
+        frame = max(1, int(getattr(self.core.sendq, "frame_bytes", 1)))
+        return -(-nbytes // frame)
 
     def write_status(self) -> None:
         if self.status_path is None:
@@ -501,10 +559,14 @@ def build_runtime(node: Any, keys: Mapping[str, object], state_dir: Path) -> Tot
     reset = [r for s in node.services for r in (f"submit.{s}", f"deliver.{s}")]
     rings = node.attach(reset)
     entries = {s: entry_by_name(s) for s in node.services}
+    from pycorosync.ipc.stats import node_process_row
+
+    found = node_process_row("totem")  # this process's row of the node stats table (None outside a node)
     return TotemRuntime(
         core, rings, Bells(node.bells), {s: e.service_id for s, e in entries.items()},
         [s for s, e in entries.items() if e.sync], status_path=Path(node.run_dir) / "totem.status.json",
         on_ring=lambda seq: write_ring_seq(ring_path, seq),
+        stats_table=None if found is None else (found[0], found[1].slot),
     )
 
 
