@@ -92,6 +92,11 @@ class ServiceProcess:
         self._bad_logged = False
         self._ep: select.epoll | None = None
         self._requests_held = False
+        # service.* columns of this process's stats-table row: counted here, written from the 1 s tick
+        self.mcast_tx_bytes = 0
+        self.delivered_bytes = 0
+        self.flow_control_waits = 0
+        self._refused = False  # mcast refused during the client request being handled
 
     # -- hooks (corosync's service contract) -------------------------------------------------------
     def exec_init(self) -> None:
@@ -139,12 +144,13 @@ class ServiceProcess:
         """Multicasts ``body`` to this service on every member; False = submit ring full (try again)."""
         if self._submit is None:
             raise RuntimeError(f"service '{self.name}' has no rings to totem (node-local service)")
-        if self._submit.used_bytes() > SUBMIT_HIGH_WATER_BYTES:
-            return False
-        ok = bool(self._submit.push(rec.SUBMIT_MCAST, rec.encode_submit_mcast(body, int(guarantee))))
-        if ok:
+        if self._submit.used_bytes() <= SUBMIT_HIGH_WATER_BYTES and self._submit.push(
+                rec.SUBMIT_MCAST, rec.encode_submit_mcast(body, int(guarantee))):
+            self.mcast_tx_bytes += len(body)
             self._notify_totem()
-        return ok
+            return True
+        self._refused = True
+        return False
 
     def call_later(self, delay_s: float, callback: Callable[[], object]) -> TimerHandle:
         """Runs ``callback()`` from the loop after ``delay_s`` seconds."""
@@ -193,12 +199,27 @@ class ServiceProcess:
         """Called on every loop round while requests are held: send what waits, then ``release_requests``."""
         self.release_requests()
 
+    def publish_stats(self) -> None:
+        """Writes the ``service.*`` counters into this process's row of the node stats table (the row the
+        IPC server found: none outside a node)."""
+        row = None if self.server is None else self.server.stats_row
+        if row is None:
+            return
+        with contextlib.suppress(KeyError, IndexError, ValueError):  # a table of another build: skip
+            row.set("service.mcast_tx_bytes", self.mcast_tx_bytes)
+            row.set("service.delivered_bytes", self.delivered_bytes)
+            row.set("service.flow_control_waits", self.flow_control_waits)
+
     # -- IPC handler (ipc.server.ServiceHandler) ------------------------------------------------------
     def on_connect(self, conn: ServerConnection) -> int | None:
         return self.lib_init(conn)
 
     def on_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
-        return self.lib_request(conn, rtype, payload)
+        self._refused = False
+        answer = self.lib_request(conn, rtype, payload)
+        if self._refused:  # totem could not take it: answered CS_ERR_TRY_AGAIN, or held (retries not counted)
+            self.flow_control_waits += 1
+        return answer
 
     def on_disconnect(self, conn: ServerConnection) -> None:
         self.lib_exit(conn)
@@ -233,6 +254,7 @@ class ServiceProcess:
 
     def _dispatch(self, r: rec.DeliverRecord) -> None:
         if isinstance(r, rec.MessageRecord):
+            self.delivered_bytes += len(r.body)
             self.deliver(r.sender_nodeid, r.ring_id, r.body)
         elif isinstance(r, rec.ConfchgRecord):
             if r.type == ConfigType.REGULAR:
@@ -314,12 +336,13 @@ class ServiceProcess:
                 if self._requests_held:
                     self.retry_held()
                 timer_left = self._run_timers()
+                now = time.monotonic()
+                if now >= next_tick:  # also while deliveries keep the loop busy
+                    self.server.tick()
+                    self.publish_stats()
+                    next_tick = now + SERVER_TICK_S
                 if did:
                     continue
-                now = time.monotonic()
-                if now >= next_tick:
-                    self.server.tick()
-                    next_tick = now + SERVER_TICK_S
                 timeout = next_tick - now
                 if timer_left is not None:
                     timeout = min(timeout, timer_left)
@@ -351,6 +374,7 @@ class ServiceProcess:
         finally:
             with contextlib.suppress(Exception):
                 self.exec_exit()
+            self.publish_stats()
             if self.server is not None:
                 self.server.close()
             if self._rings is not None:

@@ -136,3 +136,49 @@ def test_a_late_loop_run_is_kept_as_a_schedmiss_event() -> None:
     assert delay_ms == pytest.approx(rt.sched_check.threshold_ns / 1e6 + 50, abs=0.01)
     rt.pump(late + 1 * MS)  # the next run is on time
     assert len(rt.schedmiss.events()) == 1
+
+
+class _FullAfter:
+    """A submit ring that takes ``room`` records, then is full."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def used_bytes(self) -> int:
+        return 0
+
+    def push(self, _rtype: int, _payload: bytes) -> bool:
+        self.room -= 1
+        return self.room >= 0
+
+    def needs_wake(self) -> bool:
+        return False
+
+
+def test_a_service_counts_bytes_sent_and_delivered_and_each_client_request_that_met_a_full_totem() -> None:
+    from types import SimpleNamespace
+
+    from pycorosync.engine.runtime.service import ServiceProcess
+    from pycorosync.engine.totem.api import RingId
+
+    class Echo(ServiceProcess):
+        name = "statsecho"
+        service_id = 201
+
+        def lib_request(self, conn: object, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
+            for _ in range(3):  # a request whose retries inside one call count once
+                if self.mcast(payload):
+                    return rtype, b"ok"
+            return rtype, b"try again"
+
+    svc = Echo(SimpleNamespace(nodeid=1, services=("statsecho",), bells={}))  # type: ignore[arg-type]
+    svc._submit = _FullAfter(room=2)
+    assert svc.on_request(None, 1, b"abcd") == (1, b"ok")  # type: ignore[arg-type]
+    assert svc.on_request(None, 1, b"efghij") == (1, b"ok")  # type: ignore[arg-type]
+    assert svc.on_request(None, 1, b"klm") == (1, b"try again")  # type: ignore[arg-type]
+    assert (svc.mcast_tx_bytes, svc.flow_control_waits) == (10, 1)
+    assert not svc.mcast(b"internal") and svc.flow_control_waits == 1  # not a client request
+    from pycorosync.engine.runtime import records as rec
+
+    svc._dispatch(rec.MessageRecord(2, RingId(1, 8), 2, b"x" * 7))
+    assert svc.delivered_bytes == 7
