@@ -18,9 +18,13 @@ the table has one row per process, not per connection).
 Per connection, corosync's ``stats.ipcs.service<id>.<pid>.<conn>.*`` of the other services come from
 the files their servers keep in the run dir (``ipc/connfile.py``; cmap's own from its live server).
 
-Not available from any source yet, so not shown: ``stats.pg.*``,
-``stats.srp.{continuous_sendmsg_failures,time_since_token_last_received}``, ``stats.schedmiss.*``,
-the rest of ``stats.knet.*`` (mtu, latency, up/down counts, ping/pong/pmtu split, ``stats.knet.handle.*``).
+The totem runtime's counters (``layout.RUNTIME_COUNTERS`` in the same block) give ``stats.pg.*`` and
+``stats.srp.{continuous_sendmsg_failures,time_since_token_last_received}``; its schedmiss slots
+(``layout.SCHEDMISS_*``) give ``stats.schedmiss.<0..9>.{timestamp,delay}``, 0 newest, a key pair per
+event kept, as corosync adds them; ``stats.clear.schedmiss`` hides the events recorded so far.
+
+Not available from any source yet, so not shown: the rest of ``stats.knet.*`` (mtu, latency, up/down
+counts, ping/pong/pmtu split, ``stats.knet.handle.*``).
 """
 
 from __future__ import annotations
@@ -221,6 +225,36 @@ def pg_provider(block: Any, runtime_base: int, runtime_names: Iterable[str]) -> 
     return rows
 
 
+def srp_runtime_provider(block: Any, runtime_base: int, runtime_names: Iterable[str]) -> Callable[[], list[Row]]:
+    """``stats.srp.{time_since_token_last_received,continuous_sendmsg_failures}`` from the runtime counters
+    (absent when this build's runtime does not publish them)."""
+    names = list(runtime_names)
+    last = runtime_base + names.index("last_token_rx_ns") if "last_token_rx_ns" in names else None
+    fails = runtime_base + names.index("continuous_sendmsg_failures") if "continuous_sendmsg_failures" in names else None
+
+    def rows() -> list[Row]:
+        out: list[Row] = []
+        if last is not None:
+            stamp = int(block[last])  # CLOCK_MONOTONIC ns of the last token, 0 = none yet (corosync: 0)
+            since_ms = max(0, (time.monotonic_ns() - stamp) // 1_000_000) if stamp > 0 else 0
+            out.append(("stats.srp.time_since_token_last_received", ValueType.UINT64, since_ms))
+        if fails is not None:
+            out.append(("stats.srp.continuous_sendmsg_failures", ValueType.UINT32,
+                        max(0, min(int(block[fails]), 2**32 - 1))))
+        return out
+
+    return rows
+
+
+def schedmiss_rows(log: Any) -> list[Row]:
+    """``stats.schedmiss.<n>.{timestamp,delay}`` (u64 epoch ms, float ms; 0 newest) of a SchedMissLog."""
+    out: list[Row] = []
+    for n, (stamp_ms, delay_ms) in enumerate(log.events()):
+        out.append((f"stats.schedmiss.{n}.timestamp", ValueType.UINT64, stamp_ms))
+        out.append((f"stats.schedmiss.{n}.delay", ValueType.FLOAT, float(delay_ms)))
+    return out
+
+
 def link_rows(rows: Any) -> list[Row]:
     """``stats.knet.node<id>.link0.*`` from the rows of a link table (int64[n, 8], transports/links.py)."""
     from pycorosync.transports import links
@@ -286,6 +320,12 @@ def attach_node_stats(stats: StatsMap, node: Any) -> tuple[StatsTableLink | None
             pg = pg_provider(rings.stats, RUNTIME_BASE, RUNTIME_COUNTERS)
             if pg is not None:
                 stats.register("stats.pg.", pg)
+            stats.register("stats.srp.", srp_runtime_provider(rings.stats, RUNTIME_BASE, RUNTIME_COUNTERS))
+            from pycorosync.engine.runtime.totem_stats import SchedMissLog
+
+            schedmiss = SchedMissLog(rings.stats)
+            stats.register("stats.schedmiss.", lambda: schedmiss_rows(schedmiss))
+            stats.register_clear("schedmiss", lambda: schedmiss.clear(time.time_ns() // 1_000_000))
         except Exception as exc:  # the node segment is the supervisor's; its absence must not stop cmap
             log.warning("stats.srp.* unavailable: cannot attach node segment %s: %s", node.segment, exc)
     if getattr(node, "cluster", None) and getattr(node, "nodeid", None) is not None:

@@ -182,3 +182,31 @@ def test_a_service_counts_bytes_sent_and_delivered_and_each_client_request_that_
 
     svc._dispatch(rec.MessageRecord(2, RingId(1, 8), 2, b"x" * 7))
     assert svc.delivered_bytes == 7
+
+
+def test_cmap_shows_schedmiss_events_as_corosync_names_them_and_clears_them() -> None:
+    from pycorosync.engine.config.types import ValueType
+    from pycorosync.services.cmap.node_stats import schedmiss_rows, srp_runtime_provider
+    from pycorosync.services.cmap.stats_map import StatsMap
+
+    block = np.zeros(STATS_SLOTS, np.int64)
+    log = SchedMissLog(block)
+    stats = StatsMap()
+    stats.register("stats.schedmiss.", lambda: schedmiss_rows(log))
+    stats.register_clear("schedmiss", lambda: log.clear(time.time_ns() // 1_000_000))
+    stats.register("stats.srp.", srp_runtime_provider(block, RUNTIME_BASE, RUNTIME_COUNTERS))
+    assert stats.items("stats.schedmiss.") == []
+    log.record(1_000, 512.5)
+    log.record(2_000, 640.0)
+    assert stats.items("stats.schedmiss.") == [
+        ("stats.schedmiss.0.delay", (ValueType.FLOAT, 640.0)),
+        ("stats.schedmiss.0.timestamp", (ValueType.UINT64, 2_000)),
+        ("stats.schedmiss.1.delay", (ValueType.FLOAT, 512.5)),
+        ("stats.schedmiss.1.timestamp", (ValueType.UINT64, 1_000)),
+    ]
+    stats.set("stats.clear.schedmiss", ValueType.UINT8, 1)
+    assert stats.items("stats.schedmiss.") == []
+    assert stats.get("stats.srp.time_since_token_last_received") == (ValueType.UINT64, 0)  # no token yet
+    block[RUNTIME_BASE + RUNTIME_COUNTERS.index("last_token_rx_ns")] = time.monotonic_ns() - 250 * MS
+    assert 250 <= int(stats.get("stats.srp.time_since_token_last_received")[1]) < 10_000  # type: ignore[call-overload]
+    assert stats.get("stats.srp.continuous_sendmsg_failures") == (ValueType.UINT32, 0)
