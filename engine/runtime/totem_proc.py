@@ -455,6 +455,7 @@ class TotemRuntime:
 
     # -- status ----------------------------------------------------------------------------------
     def write_stats(self) -> None:
+        self.rotation.flush()
         stats = self.rings.stats
         if len(stats) == 0:
             return

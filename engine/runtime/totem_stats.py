@@ -8,7 +8,8 @@
   The totem loop is pycorosync's main loop: the same check runs there, and the events live in the node
   segment's stats block (``layout.SCHEDMISS_*``) for cmap to show.
 
-Both write a few int64 cells per event into arrays mapped once: nothing is allocated per token.
+Per token, a few Python counters; the shared cells are written from the 1 s stats tick (rotations)
+or once per event (schedmiss), into arrays mapped once.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ SCHEDMISS_THRESHOLD_FRACTION = 0.8
 
 
 class TokenRotation:
-    """Fills one stats-table row's ``totem.token_rotation_*`` columns, one ``record`` per token received.
+    """The ``totem.token_rotation_*`` columns of one stats-table row: ``record`` per token received (plain
+    Python counters), ``flush`` from the 1 s stats tick copies them into the row.
 
     ``i64`` and ``f64`` are the row as int64 and float64 views of the same cells (``StatsTable.cells[slot]``
-    and ``StatsTable.f64[slot]``); without a node, a private row of the same width."""
+    and ``StatsTable.f64[slot]``); without a node, a private row of the same width. Counting starts from
+    what the row holds, so a restarted totem process continues its predecessor's counters."""
 
-    __slots__ = ("_bounds_ns", "_c_count", "_c_seconds", "_cols", "_f64", "_i64", "last_ns")
+    __slots__ = ("_bounds_ns", "_c_count", "_c_seconds", "_cols", "_counts", "_f64", "_i64", "_seconds", "last_ns")
 
     def __init__(self, i64: np.ndarray[Any, Any] | None = None, f64: np.ndarray[Any, Any] | None = None) -> None:
         from pycorosync.ipc.stats import METRICS, TOKEN_ROTATION_BUCKETS_MS, column
@@ -50,6 +53,10 @@ class TokenRotation:
         self._cols = tuple(column(f"totem.token_rotation_le_{ms}ms") for ms in TOKEN_ROTATION_BUCKETS_MS)
         self._c_count = column("totem.token_rotation_count")
         self._c_seconds = column("totem.token_rotation_seconds")
+        # per bucket, then one more for rotations above the last bound; the count is their sum
+        self._counts = [int(i64[c]) for c in self._cols]
+        self._counts.append(max(0, int(i64[self._c_count]) - sum(self._counts)))
+        self._seconds = float(f64[self._c_seconds])
         self.last_ns: int | None = None  # the previous token's receipt (None: next token starts a rotation)
 
     def record(self, now_ns: int) -> None:
@@ -59,27 +66,33 @@ class TokenRotation:
         if last is None:
             return
         gap_ns = now_ns - last
-        i = bisect.bisect_left(self._bounds_ns, gap_ns)  # first bound >= gap: the bucket "le" that bound
-        if i < len(self._cols):
-            self._i64[self._cols[i]] += 1
-        self._i64[self._c_count] += 1
-        self._f64[self._c_seconds] += gap_ns / 1e9
+        # first bound >= gap: the bucket "le" that bound (past the last: the overflow slot)
+        self._counts[bisect.bisect_left(self._bounds_ns, gap_ns)] += 1
+        self._seconds += gap_ns / 1e9
 
     def restart(self) -> None:
         """The ring changed: the next token starts a new rotation (a reconfiguration is not one)."""
         self.last_ns = None
 
+    def flush(self) -> None:
+        """Copies the counters into the row (the stats tick, and at exit)."""
+        i64 = self._i64
+        for col, n in zip(self._cols, self._counts):
+            i64[col] = n
+        i64[self._c_count] = sum(self._counts)
+        self._f64[self._c_seconds] = self._seconds
+
     def buckets(self) -> tuple[int, ...]:
         """The per-bucket counts (not cumulative), in ``TOKEN_ROTATION_BUCKETS_MS`` order (tests, tools)."""
-        return tuple(int(self._i64[c]) for c in self._cols)
+        return tuple(self._counts[:-1])
 
     @property
     def count(self) -> int:
-        return int(self._i64[self._c_count])
+        return sum(self._counts)
 
     @property
     def seconds(self) -> float:
-        return float(self._f64[self._c_seconds])
+        return self._seconds
 
 
 class SchedMissLog:

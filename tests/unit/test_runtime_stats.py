@@ -61,13 +61,24 @@ def table() -> Iterator[StatsTable]:
 
 def test_rotations_are_written_into_the_totem_row_for_the_exporter(table: StatsTable) -> None:
     rot = TokenRotation(table.cells[1], table.f64[1])
-    for t_ms in (0, 3, 6):
+    for t_ms in (0, 3, 6, 6006):
         rot.record(t_ms * MS)
+    assert table.snapshot().value(1, "totem.token_rotation_count") == 0  # written at the stats tick
+    rot.flush()
     snap = table.snapshot()
     assert snap.value(1, "totem.token_rotation_le_5ms") == 2
-    assert snap.value(1, "totem.token_rotation_count") == 2
-    assert snap.value(1, "totem.token_rotation_seconds") == pytest.approx(0.006)
+    assert snap.value(1, "totem.token_rotation_count") == 3
+    assert snap.value(1, "totem.token_rotation_seconds") == pytest.approx(6.006)
     assert snap.value(0, "totem.token_rotation_count") == 0  # other rows untouched
+    # a restarted totem process continues from what its row holds
+    again = TokenRotation(table.cells[1], table.f64[1])
+    again.record(0)
+    again.record(4 * MS)
+    again.flush()
+    snap = table.snapshot()
+    assert snap.value(1, "totem.token_rotation_le_5ms") == 3
+    assert snap.value(1, "totem.token_rotation_count") == 4
+    assert snap.value(1, "totem.token_rotation_seconds") == pytest.approx(6.010)
 
 
 def test_schedmiss_keeps_the_last_ten_events_newest_first() -> None:
