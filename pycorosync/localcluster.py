@@ -297,6 +297,21 @@ class Cluster:
                 parts.append(f"--- node {i} ---\n" + "\n".join(lines))
         return "\n".join(parts)
 
+    def _sweep_strays(self) -> None:
+        """Kills any process still running for this cluster that no node knew of: e.g. a child a
+        supervisor restarted in the instant between a test's SIGKILL of its children and of itself,
+        which would otherwise live on and create its segments again after they were removed."""
+        marker = f"pcs-{self.name}-"
+        strays = []
+        for proc in psutil.process_iter(["pid"]):
+            if proc.pid == os.getpid():
+                continue
+            with contextlib.suppress(psutil.Error):
+                if marker in proc.environ().get("PYCOROSYNC_NODE", ""):
+                    proc.kill()
+                    strays.append(proc)
+        psutil.wait_procs(strays, timeout=10)
+
     def stop(self) -> None:
         """Stops every node (SIGTERM all at once, then wait) and removes the cluster's segments."""
         for node in self.nodes.values():
@@ -304,6 +319,7 @@ class Cluster:
             node.terminate()
         for node in self.nodes.values():
             node.stop()
+        self._sweep_strays()
         for path in SHM_DIR.glob(f"pcs-{self.name}-*"):
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -34,7 +34,10 @@ def test_three_nodes_form_one_ring_and_every_node_completes_sync(cluster3: Clust
     for node in cluster3.nodes.values():
         client = EchoClient(node)
         try:
-            status = client.status()
+            # totem reports the ring synchronized when it sent SYNC_COMPLETE; the service marks
+            # itself synced when it has read that record, a moment later
+            status = wait_for(lambda c=client: (st := c.status())["synced"] and st, 10.0,
+                              f"node {node.nodeid}'s service to finish sync")
         finally:
             client.close()
         assert status["members"] == [1, 2, 3]
