@@ -41,6 +41,7 @@ SUBSYSTEMS = (
     "SAM", "IPC",
 )  # fmt: skip
 LOGGING_ENV = "PYCOROSYNC_LOGGING"
+NODE_ENV = "PYCOROSYNC_NODE"  # engine.runtime.node's description of the node, read here for its config path
 IDENT = "pycorosync"
 
 PRIORITIES = {
@@ -269,14 +270,28 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
 
 
 class LogSetup:
-    """The handlers one ``configure()`` installed on the root logger."""
+    """The handlers one ``configure()`` installed on the root logger.
 
-    def __init__(self, config: LoggingConfig, handlers: list[logging.Handler]) -> None:
+    With a ``config_path``, ``reopen`` (SIGHUP, ``cfgtool -L``, and after a config reload) first re-reads the
+    file's ``logging.*`` keys and, when they changed, installs them (debug, to_stderr, to_logfile, logfile,
+    logger_subsys.*) as corosync re-applies its logging section on reload.
+    """
+
+    def __init__(self, config: LoggingConfig, handlers: list[logging.Handler],
+                 options: Mapping[str, Any] | None = None, config_path: str | None = None) -> None:
         self.config = config
         self.handlers = handlers
+        self.options = dict(options or {})  # configure()'s keyword arguments, for a re-apply
+        self.config_path = config_path
 
     def reopen(self) -> None:
-        """Reopens the log file (after logrotate moved it; ``cfgtool -L``)."""
+        """Re-applies changed logging keys of ``config_path`` (if any), else reopens the log file (after
+        logrotate moved it; ``cfgtool -L``)."""
+        if _current is not None and _current is not self:  # a bound method kept from before a re-apply
+            _current.reopen()
+            return
+        if self.config_path is not None and self.reapply():
+            return
         for handler in self.handlers:
             if isinstance(handler, logging.FileHandler):
                 handler.acquire()
@@ -287,12 +302,41 @@ class LogSetup:
                 finally:
                     handler.release()
 
+    def reapply(self) -> bool:
+        """Reads ``config_path`` again and installs its logging keys if they differ; True when it did.
+        A file that cannot be read or a bad value changes nothing (logged, the current settings stay)."""
+        path = self.config_path
+        if path is None:
+            return False
+        try:
+            config = LoggingConfig.from_keys(logging_keys_of(path))
+        except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+            logging.getLogger("MAIN").error("logging settings of %s not applied: %s", path, exc)
+            return False
+        if config == self.config:
+            return False
+        try:
+            configure(config, config_path=path, **self.options)
+        except ValueError as exc:  # e.g. the new log file cannot be opened: keep what worked
+            configure(self.config, config_path=path, **self.options)
+            logging.getLogger("MAIN").error("logging settings of %s not applied: %s", path, exc)
+            return False
+        logging.getLogger("MAIN").info("logging settings re-applied from %s", path)
+        return True
+
     def close(self) -> None:
         root = logging.getLogger()
         for handler in self.handlers:
             root.removeHandler(handler)
             handler.close()
         self.handlers = []
+
+
+def logging_keys_of(path: str) -> dict[str, object]:
+    """The ``logging.*`` keys of the corosync.conf at ``path`` (raises ConfigError / OSError)."""
+    from pycorosync.engine.config import load
+
+    return {k: v for k, v in load(path).keys.items() if k.startswith("logging.")}
 
 
 _current: LogSetup | None = None
@@ -304,8 +348,11 @@ def configure(
     stderr: IO[str] | None = None,
     hostname: str | None = None,
     syslog_address: str = "/dev/log",
+    config_path: str | None = None,
 ) -> LogSetup:
-    """Installs logging per the ``logging.*`` keys (replacing an earlier ``configure``); raises ValueError."""
+    """Installs logging per the ``logging.*`` keys (replacing an earlier ``configure``); raises ValueError.
+
+    ``config_path``: the corosync.conf those keys came from; ``reopen`` re-applies its logging keys."""
     global _current
     config = keys if isinstance(keys, LoggingConfig) else LoggingConfig.from_keys(keys)
     root = logging.getLogger()
@@ -345,7 +392,8 @@ def configure(
     for name in {*SUBSYSTEMS, *config.overrides}:
         levels = [t for out in ("stderr", "logfile", "syslog") if (t := config.subsys(name).threshold(out)) is not None]
         logging.getLogger(name).setLevel(min(levels) if levels else logging.CRITICAL + 1)
-    _current = LogSetup(config, handlers)
+    options = {"stderr": stderr, "hostname": hostname, "syslog_address": syslog_address}
+    _current = LogSetup(config, handlers, options, config_path)
     for text in warnings:
         logging.getLogger("MAIN").warning("%s", text)
     return _current
@@ -386,7 +434,8 @@ def reopen_on_signal(signum: int = signal.SIGHUP) -> bool:
 
 def configure_from_env(**kwargs: Any) -> LogSetup:
     """What a node process calls first: logging as its supervisor's config says (stderr only without one),
-    and SIGHUP reopens the log file (the supervisor forwards its own SIGHUP to its ready children)."""
+    and SIGHUP reopens the log file (the supervisor forwards its own SIGHUP to its ready children). Inside a
+    node ($PYCOROSYNC_NODE names the config file) SIGHUP also re-applies the file's changed logging keys."""
     raw = os.environ.get(LOGGING_ENV)
     keys: dict[str, object] = {"logging.to_syslog": "no"}
     if raw:
@@ -396,6 +445,17 @@ def configure_from_env(**kwargs: Any) -> LogSetup:
                 keys = loaded
         except ValueError:
             pass
+    kwargs.setdefault("config_path", _node_config_path())
     setup = configure(keys, **kwargs)
     reopen_on_signal(signal.SIGHUP)
     return setup
+
+
+def _node_config_path() -> str | None:
+    """The config file of the node this process belongs to ($PYCOROSYNC_NODE's ``config``), or None."""
+    try:
+        node = json.loads(os.environ.get(NODE_ENV, ""))
+    except ValueError:
+        return None
+    path = node.get("config") if isinstance(node, dict) else None
+    return str(path) if path else None

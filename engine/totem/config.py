@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 #: the IP/UDP headroom and crypto trailer a transport needs inside ``netmtu`` (bytes)
 DEFAULT_TRANSPORT_OVERHEAD_BYTES = 64
 #: corosync's send queue: 4 MiB worth of frames
 _SEND_QUEUE_BYTES = 4 * 1024 * 1024
+#: what a config reload may change in a running core (corosync's totem reload callback re-reads these);
+#: frame and queue sizes stay: the send queue and the transport were built for them
+RELOADABLE_FIELDS: tuple[str, ...] = (
+    "token", "token_coefficient", "token_retransmits_before_loss_const", "token_retransmit", "hold", "join",
+    "merge", "consensus", "fail_recv_const", "fail_recv_ms", "seqno_unchanged_const", "miss_count_const",
+    "window_size", "max_messages", "token_warning", "cancel_token_hold_on_retransmit",
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,15 @@ class TotemConfig:
         if self.send_queue_frames > 0:
             return self.send_queue_frames
         return max(1, _SEND_QUEUE_BYTES // self.netmtu)
+
+    def reloaded(self, new: TotemConfig) -> TotemConfig:
+        """This config with the run-time changeable values (``RELOADABLE_FIELDS``) taken from ``new``."""
+        return replace(self, **{name: getattr(new, name) for name in RELOADABLE_FIELDS})
+
+    def changes(self, new: TotemConfig) -> list[tuple[str, object, object]]:
+        """(field, old, new) for every reloadable value that differs in ``new``, in field order."""
+        return [(name, getattr(self, name), getattr(new, name)) for name in RELOADABLE_FIELDS
+                if getattr(self, name) != getattr(new, name)]
 
     @classmethod
     def defaults_for(cls, token: int = 3000, node_count: int = 2, token_coefficient: int = 650,

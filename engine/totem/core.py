@@ -23,6 +23,7 @@ from pycorosync.engine.totem.base import (
     T_TOKEN,
     T_WARNING,
 )
+from pycorosync.engine.totem.config import TotemConfig
 from pycorosync.engine.totem.flow import frames_allowed
 from pycorosync.engine.totem.membership import Membership
 from pycorosync.engine.totem.ordering import RingStore, deliver_frames, make_deliver, make_sendframe
@@ -123,6 +124,15 @@ class TotemCore(Membership):
         self._arm(T_LEAVE, now_ns + self._ms(self.cfg.join))
         self._log(out, "notice", "Leaving the ring")
         return out
+
+    def reconfigure(self, config: TotemConfig) -> list[tuple[str, object, object]]:
+        """A config reload: takes the run-time changeable values of ``config`` (``RELOADABLE_FIELDS``) and
+        returns what changed as (field, old, new). Timers armed already keep their deadline; every later
+        arm uses the new value, window_size/max_messages count from the next token. The ring stays."""
+        new = self.cfg.reloaded(config)
+        changed = self.cfg.changes(new)
+        self.cfg = new
+        return changed
 
     def on_timer(self, now_ns: int) -> list[Action]:
         """Run every timer due at ``now_ns``."""
