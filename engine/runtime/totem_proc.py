@@ -12,7 +12,10 @@ Also: the last ring seq is persisted in ``<state_dir or run_dir>/ringid_<nodeid>
 keeps it) and handed to the core at start; an incarnation counter in ``incarnation_<nodeid>`` grows
 by one per start; Totem's counters go to the node segment's stats block; ``totem.status.json`` in the
 run dir says the ring, its members and whether sync completed (for tools and tests); SIGTERM makes
-the core leave and the leave frames are flushed before exit so peers reconfigure at once.
+the core leave and the leave frames are flushed before exit so peers reconfigure at once. A config
+reload (cmap's ``config.totemconfig_reload_in_progress`` back to 0, totem_reload.py) hands the file's
+run-time totem values to the core without touching the ring and has every node process re-apply its
+logging keys (SIGHUP through the supervisor).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS, NodeRings
 from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService
+from pycorosync.engine.runtime.totem_reload import ConfigReloadWatch, signal_supervisor_reload
 from pycorosync.engine.runtime.totem_stats import SchedMissCheck, SchedMissLog, TokenRotation
 from pycorosync.engine.totem.api import (
     Action,
@@ -48,6 +52,7 @@ from pycorosync.engine.totem.api import (
     RingId,
     SendFrame,
 )
+from pycorosync.engine.totem.config import RELOADABLE_FIELDS, TotemConfig
 from pycorosync.engine.totem.core import TotemCore
 from pycorosync.engine.totem.stats import COUNTER_NAMES
 
@@ -65,6 +70,8 @@ BLOCKED_POLL_S = 0.005  # a submit refused by a full send queue is retried this 
 LEAVE_FLUSH_S = 1.0
 _U64 = struct.Struct("<Q")
 _LAST_TOKEN_SLOT = RUNTIME_COUNTERS.index("last_token_rx_ns")
+_MS_FIELDS = frozenset(["token", "token_retransmit", "hold", "join", "merge", "consensus", "fail_recv_ms",
+                        "token_coefficient"])
 
 
 class Bells:
@@ -127,6 +134,8 @@ class TotemRuntime:
         self.schedmiss = SchedMissLog(rings.stats) if len(rings.stats) else None
         self.sched_check = SchedMissCheck(core.cfg.token, time.monotonic_ns())
         self._tx_blocked_at = -1  # frames_tx when the tx ring first refused a frame (-1: it takes them)
+        self.reload_watch: ConfigReloadWatch | None = None  # set by the process main (needs cmap)
+        self.config_reloads = 0
 
     # -- one round ------------------------------------------------------------------------------
     def start(self, now_ns: int) -> None:
@@ -141,6 +150,11 @@ class TotemRuntime:
         if now_ns >= self._next_stats_ns:
             self.write_stats()
             self._next_stats_ns = now_ns + STATS_INTERVAL_NS
+            watch = self.reload_watch
+            if watch is not None and watch.client is None:
+                watch.tick(now_ns)
+                if watch.client is not None:
+                    self.write_status()  # says the reload is tracked now
         for _ in range(64):  # bounded: the loop comes back after polling its other fds
             did = self._flush_outputs()
             did |= self._read_rx(now_ns)
@@ -351,6 +365,30 @@ class TotemRuntime:
         log.warning("totem process was not scheduled (@%d) for %0.4f ms (threshold is %0.4f ms). "
                     "Consider token timeout increase.", stamp_ms, gap_ms, self.sched_check.threshold_ns / 1e6)
 
+    # -- config reload ------------------------------------------------------------------------------
+    def reload_config(self, keys: Mapping[str, object], quiet: bool = False) -> list[tuple[str, object, object]]:
+        """A config reload: the run-time totem values of ``keys`` (derived as at start) go to the core; what
+        changed is logged corosync-style and shown in the status file. The ring is never re-formed.
+        ``quiet``: a check that finds nothing changed says nothing (the re-read after connecting to cmap)."""
+        try:
+            new = TotemConfig.from_keys(keys)
+        except ValueError as exc:
+            log.error("config reload: totem settings not applied: %s", exc)
+            return []
+        changed = self.core.reconfigure(new)
+        if quiet and not changed:
+            return changed
+        self.config_reloads += 1
+        for name, old, value in changed:
+            unit = " ms" if name in _MS_FIELDS else ""
+            log.log(_LEVELS["notice"], "%s changed from %s to %s%s", name, old, value, unit)
+        if any(name == "token" for name, _old, _new in changed):
+            self.sched_check = SchedMissCheck(self.core.cfg.token, time.monotonic_ns())
+        if not changed:
+            log.info("config reload: no totem value changed")
+        self.write_status()
+        return changed
+
     def _read_submits(self, now_ns: int) -> bool:
         """Takes a batch off every submit ring (one publish each) and hands it to the core in order; what
         the core refuses (QueueFull) waits in ``pending_submits`` and no more is read from that ring."""
@@ -489,6 +527,9 @@ class TotemRuntime:
             "members": [] if change is None else list(change.members),
             "sync_completed": None if self.sync.completed is None else [self.sync.completed.rep,
                                                                         self.sync.completed.seq],
+            "config_reloads": self.config_reloads,
+            "reload_tracked": self.reload_watch is not None and self.reload_watch.client is not None,
+            "totem": {name: getattr(self.core.cfg, name) for name in RELOADABLE_FIELDS},
         }
         tmp = self.status_path.with_suffix(".tmp")
         with contextlib.suppress(OSError):
@@ -583,14 +624,23 @@ def serve(rt: TotemRuntime, bell_fd: int, on_ready: Callable[[], object] | None 
 
     old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    watch = rt.reload_watch
     try:
         ep.register(bell_fd, select.EPOLLIN)
         ep.register(wake_r, select.EPOLLIN)
+        watch_fd = -1  # the cmap client's socket while it is in the epoll
         rt.start(time.monotonic_ns())
         if on_ready is not None:
             on_ready()
         while not stopping:
             timeout = rt.pump(time.monotonic_ns())
+            if watch is not None and watch.fileno() != watch_fd:
+                with contextlib.suppress(OSError, ValueError):  # a closed client's fd left the epoll itself
+                    if watch_fd >= 0:
+                        ep.unregister(watch_fd)
+                watch_fd = watch.fileno()
+                if watch_fd >= 0:
+                    ep.register(watch_fd, select.EPOLLIN)
             if timeout == 0.0 or not rt.arm():
                 continue
             try:
@@ -599,6 +649,9 @@ def serve(rt: TotemRuntime, bell_fd: int, on_ready: Callable[[], object] | None 
                 events = []
             rt.disarm()
             for fd, _ev in events:
+                if fd == watch_fd and watch is not None:
+                    watch.on_readable()
+                    continue
                 with contextlib.suppress(BlockingIOError, OSError):
                     if fd == bell_fd:
                         os.eventfd_read(bell_fd)
@@ -608,6 +661,8 @@ def serve(rt: TotemRuntime, bell_fd: int, on_ready: Callable[[], object] | None 
         return 0
     finally:
         rt.write_stats()
+        if watch is not None:
+            watch.close()
         signal.set_wakeup_fd(old_wakeup)
         for s, h in old.items():
             signal.signal(s, h)
@@ -654,6 +709,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("totem of node %d starting: ring seq %d, incarnation %d, services %s", node.nodeid,
              rt.core.max_ring_seq, rt.core.incarnation, ", ".join(node.services) or "none")
+    if "cmap" in node.services:
+        def on_reload(new_keys: Mapping[str, object], catch_up: bool) -> None:
+            rt.reload_config(new_keys, quiet=catch_up)
+            if not catch_up:
+                signal_supervisor_reload(node.run_dir)  # every process re-applies its logging keys
+
+        rt.reload_watch = ConfigReloadWatch(node.run_dir, node.config, node.nodeid, on_reload)
     try:
         from pycorosync.engine.runtime.profiling import run_profiled
 
