@@ -112,9 +112,11 @@ class ConfigReloadWatch:
         if not self._ended:
             return
         catch_up, self._ended, self._catch_up = self._catch_up, False, False
+        from pycorosync.engine.config import ConfigError
+
         try:
             keys = config_keys(self.config_path, self.nodeid)
-        except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+        except (ConfigError, OSError, ValueError) as exc:
             log.error("config reload: %s not applied to totem: %s", self.config_path, exc)
             return
         self.reloads += 1

@@ -308,9 +308,11 @@ class LogSetup:
         path = self.config_path
         if path is None:
             return False
+        from pycorosync.engine.config import ConfigError
+
         try:
             config = LoggingConfig.from_keys(logging_keys_of(path))
-        except (OSError, ValueError) as exc:  # ConfigError is a ValueError
+        except (ConfigError, OSError, ValueError) as exc:
             logging.getLogger("MAIN").error("logging settings of %s not applied: %s", path, exc)
             return False
         if config == self.config:

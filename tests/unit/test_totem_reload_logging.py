@@ -90,3 +90,14 @@ def test_a_bad_logging_value_in_the_file_keeps_the_settings_in_force(tmp_path: P
     logsetup.reopen_log_files()
     logging.getLogger("MAIN").info("still here")
     assert "logging settings of" in out.getvalue() and "still here" in out.getvalue()
+
+
+def test_a_file_that_does_not_parse_only_reopens(tmp_path: Path) -> None:
+    conf = tmp_path / "corosync.conf"
+    write(conf, "    to_stderr: yes")
+    out = io.StringIO()
+    logsetup.configure(logsetup.logging_keys_of(str(conf)), stderr=out, config_path=str(conf))
+    conf.write_text("logging { this is not a config")
+    logsetup.reopen_log_files()
+    logging.getLogger("MAIN").info("still here")
+    assert "logging settings of" in out.getvalue() and "still here" in out.getvalue()
