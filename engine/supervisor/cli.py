@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def body(report: Any) -> int:
         try:
-            return run_node(plan, run_dir=run_dir, log_keys=keys, report=report)
+            return run_node(plan, run_dir=run_dir, log_keys=keys, report=report, config_path=str(config_path))
         finally:
             resources.close()
 

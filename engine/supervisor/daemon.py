@@ -92,8 +92,10 @@ def run_node(
     log_keys: Mapping[str, object],
     report: Report | None = None,
     child_env: Mapping[str, str] | None = None,
+    config_path: str | None = None,
 ) -> int:
-    """The daemon's body: logging, run dir, pid file, then the node until SIGTERM; returns the exit code."""
+    """The daemon's body: logging, run dir, pid file, then the node until SIGTERM; returns the exit code.
+    With ``config_path``, a SIGHUP (``cfgtool -L``, a config reload) re-applies the file's logging keys."""
     said = False
 
     def tell(error: str | None) -> None:
@@ -103,7 +105,7 @@ def run_node(
             report(error)
 
     try:
-        setup = logsetup.configure(log_keys)
+        setup = logsetup.configure(log_keys, config_path=config_path)
     except ValueError as exc:
         tell(str(exc))
         return 1
