@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pycorosync.ipc import conn as proto
 from pycorosync.ipc import fastpath
@@ -498,3 +499,21 @@ class Connection:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("server gone" if self._server_gone else "open")
         return f"<Connection {self.service}#{self.conn_id} {self.path} {state}>"
+
+
+_E = TypeVar("_E")
+
+
+async def first_event(events: AsyncIterator[_E], timeout: float | None, what: str) -> _E:
+    """The first item of a client's async event iterator (its ``next_event``): CsError(CS_ERR_TIMEOUT)
+    after ``timeout`` seconds, or when the iterator ends because the handle was closed."""
+
+    async def first() -> _E:
+        async for event in events:
+            return event
+        raise CsError(CS_ERR_TIMEOUT, f"{what} handle closed")
+
+    try:
+        return await asyncio.wait_for(first(), timeout)
+    except TimeoutError:
+        raise CsError(CS_ERR_TIMEOUT, f"no {what} event within {timeout}s") from None

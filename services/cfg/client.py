@@ -24,14 +24,13 @@ Every failure raises ``CsError`` with corosync's cs_error code (CS_ERR_LIBRARY w
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect
-from pycorosync.ipc.errors import CS_ERR_BAD_FLAGS, CS_ERR_TIMEOUT, CS_OK, CsError, CsErrorCode
+from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect, first_event
+from pycorosync.ipc.errors import CS_ERR_BAD_FLAGS, CS_OK, CsError, CsErrorCode
 from pycorosync.ipc.framing import decode_response
 from pycorosync.services.cfg import protocol as p
 from pycorosync.services.cfg.protocol import (
@@ -320,13 +319,5 @@ class AsyncCfgClient(_CfgBase):
 
     async def next_event(self, timeout: float | None = None) -> ShutdownRequest:
         """The next ShutdownRequest; CS_ERR_TIMEOUT after ``timeout`` seconds."""
-        async def first() -> ShutdownRequest:
-            async for event in self.events():
-                return event
-            raise CsError(CS_ERR_TIMEOUT, "cfg handle closed")
-
-        try:
-            return await asyncio.wait_for(first(), timeout)
-        except TimeoutError:
-            raise CsError(CS_ERR_TIMEOUT, f"no cfg event within {timeout}s") from None
+        return await first_event(self.events(), timeout, "cfg")
 

@@ -29,11 +29,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect
+from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect, first_event
 from pycorosync.ipc.errors import (
     CS_ERR_BAD_FLAGS,
     CS_ERR_NO_SECTIONS,
-    CS_ERR_TIMEOUT,
     CS_ERR_TOO_BIG,
     CS_ERR_TRY_AGAIN,
     CS_OK,
@@ -537,12 +536,4 @@ class AsyncCpgClient(_CpgBase):
 
     async def next_event(self, timeout: float | None = None) -> CpgEvent:
         """The next event; CS_ERR_TIMEOUT after ``timeout`` seconds."""
-        async def first() -> CpgEvent:
-            async for event in self.events():
-                return event
-            raise CsError(CS_ERR_TIMEOUT, "cpg handle closed")
-
-        try:
-            return await asyncio.wait_for(first(), timeout)
-        except TimeoutError:
-            raise CsError(CS_ERR_TIMEOUT, f"no cpg event within {timeout}s") from None
+        return await first_event(self.events(), timeout, "cpg")

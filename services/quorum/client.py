@@ -31,8 +31,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect
-from pycorosync.ipc.errors import CS_ERR_BAD_FLAGS, CS_ERR_TIMEOUT, CS_ERR_TRY_AGAIN, CsError
+from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect, first_event
+from pycorosync.ipc.errors import CS_ERR_BAD_FLAGS, CS_ERR_TRY_AGAIN, CsError
 
 from . import protocol as p
 from .votequorum import NodeState, VoteInfo
@@ -408,15 +408,7 @@ class _Async:
 
     async def next_event(self, timeout: float | None = None) -> AnyEvent:
         """The next notification; CS_ERR_TIMEOUT after ``timeout`` seconds."""
-        async def first() -> AnyEvent:
-            async for event in self._events():
-                return event
-            raise CsError(CS_ERR_TIMEOUT, "handle closed")
-
-        try:
-            return await asyncio.wait_for(first(), timeout)
-        except TimeoutError:
-            raise CsError(CS_ERR_TIMEOUT, f"no notification within {timeout}s") from None
+        return await first_event(self._events(), timeout, "quorum")
 
 
 class AsyncQuorumClient(_Async):
