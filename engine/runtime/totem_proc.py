@@ -175,7 +175,8 @@ class TotemRuntime:
         deadline = self.core.next_deadline_ns()
         if deadline is not None:
             timeout = max(0.0, (deadline - now_ns) / 1e9)
-        stats_left = max(0.0, (self._next_stats_ns - now_ns) / 1e9)
+        # the stats tick rides on other wake-ups; it forces one only a whole interval late
+        stats_left = max(0.0, (self._next_stats_ns + STATS_INTERVAL_NS - now_ns) / 1e9)
         timeout = stats_left if timeout is None else min(timeout, stats_left)
         timeout = min(timeout, self.sched_check.due_in_s(now_ns))
         if self.submit_blocked or self.pending_barriers or self.tx_backlog:

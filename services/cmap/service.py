@@ -23,9 +23,7 @@ from pycorosync.ipc.server import ServerConnection, ServerLimits
 from pycorosync.services.cmap import protocol as p
 from pycorosync.services.cmap.node_stats import attach_node_stats
 from pycorosync.services.cmap.server import CmapService, load_config_keys
-from pycorosync.services.cmap.stats_map import POLL_INTERVAL_S
 from pycorosync.services.cmap.sync import CmapSync
-from pycorosync.services.cmap.view import HEARTBEAT_INTERVAL_NS
 
 
 class CmapProcess(ServiceProcess):
@@ -55,8 +53,7 @@ class CmapProcess(ServiceProcess):
             version = int(cmap.icmap.get("totem.config_version")[1])
         self.cmap = cmap
         self.sync = CmapSync(self.nodeid, version)
-        self._every(HEARTBEAT_INTERVAL_NS / 1e9, self._beat)
-        self._every(POLL_INTERVAL_S, self._poll_stats)
+        self._beat()
 
     def run(self, on_ready: Callable[[], object] | None = None, stop_fd: int | None = None) -> int:
         """As the base, with cmap's access list (``uidgid.*``) on the IPC server before any client is read."""
@@ -79,12 +76,11 @@ class CmapProcess(ServiceProcess):
                 obj.close()
         self._keep = []
 
-    def _every(self, interval_s: float, fn: Callable[[], None]) -> None:
-        def tick() -> None:
-            fn()
-            self.call_later(interval_s, tick)
-
-        self.call_later(0.0, tick)
+    def housekeeping(self) -> None:
+        """From the loop's tick (SERVER_TICK_S, within view.HEARTBEAT_INTERVAL_NS): the read view's
+        heartbeat, and the stats map's poll for trackers (corosync polls every 1.5 s)."""
+        self._beat()
+        self._poll_stats()
 
     def _beat(self) -> None:
         if self.cmap is not None and self.cmap.view is not None:

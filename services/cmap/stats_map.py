@@ -5,7 +5,7 @@ Nothing is stored: each read asks the providers registered for a prefix (``stats
 (CS_ERR_ACCESS) except the ``stats.clear.*`` triggers, which may only be set (anything else on them
 is CS_ERR_NOT_SUPPORTED).
 
-Tracking follows corosync: the service calls ``poll()`` every 1.5 s; keys appearing or vanishing
+Tracking follows corosync: the service calls ``poll()`` every 1.5 s (the node's cmap: every 1 s tick); keys appearing or vanishing
 under a tracked prefix give ADD/DELETE, and a value change gives MODIFY to trackers of that exact
 key only.
 """

@@ -49,8 +49,10 @@ DEFAULT_SLOTS = 1 << 16
 DEFAULT_HEAP_BYTES = 16 << 20  # a memfd: only the pages written are ever allocated
 # larger values are marked, not copied: the client fetches them with a round trip
 MAX_MIRRORED_VALUE = 4096
-LEASE_NS = 1_000_000_000
-HEARTBEAT_INTERVAL_NS = 100_000_000
+LEASE_NS = 3_000_000_000
+#: the node's cmap beats from its loop's 1 s tick (an idle process should wake as rarely as it can);
+#: a lease of three beats tolerates a late tick
+HEARTBEAT_INTERVAL_NS = 1_000_000_000
 
 STATE_BUILDING, STATE_LIVE, STATE_INCOMPLETE, STATE_CLOSED = 0, 1, 2, 3
 SLOT_EMPTY, SLOT_DELETED = 0, 1

@@ -48,8 +48,6 @@ from .votequorum import (
 EV_TRACKING_FILE = "ev_tracking"
 _U32 = struct.Struct("<I")
 OUTBOX_RETRY_S = 0.005
-#: how often the cmap keys are checked (cmap restarted?) and ``quorum.cancel_wait_for_all`` is read
-HOUSEKEEPING_S = 1.0
 
 _E = CsErrorCode
 NOTICE = 25  # corosync's notice level (between INFO and WARNING), as the node's log setup names it
@@ -129,7 +127,7 @@ class QuorumService(ServiceProcess):
         self._lms_timer: TimerHandle | None = None
         self.cmap_keys = RuntimeKeys(self.node.run_dir, self.nodeid, self.vq)
         # not before the loop runs: cmap may still be starting, and the node waits for this service's readiness
-        self.call_later(0.0, self._housekeeping)
+        self.call_later(0.0, self.housekeeping)
 
     def exec_exit(self) -> None:
         if self.vq is not None and self.vq.settings.allow_downscale and self.has_rings:
@@ -315,8 +313,8 @@ class QuorumService(ServiceProcess):
         if self.vq is not None:
             self._handle(self.vq.tick(_now_ms()))
 
-    def _housekeeping(self) -> None:
-        self.call_later(HOUSEKEEPING_S, self._housekeeping)
+    def housekeeping(self) -> None:
+        """From the loop's 1 s tick (and once at start): runtime keys, the cancel_wait_for_all key."""
         self.cmap_keys.update()
         self.cmap_keys.resync()
         if self.vq is not None and self.vq.settings.wait_for_all and self.cmap_keys.cancel_wait_for_all():

@@ -240,7 +240,7 @@ def test_cancel_wait_for_all_in_cmap_ends_the_wait(tmp_path: Path) -> None:
     svc = cluster.services[1]
     assert not svc.quorate
     svc.cmap_keys.cancel_wait_for_all = lambda: True  # type: ignore[method-assign]
-    svc._housekeeping()  # set on node 1 only: a cluster message ends the wait on both
+    svc.housekeeping()  # set on node 1 only: a cluster message ends the wait on both
     cluster.flush([1, 2], ring)
     for node in (cluster.services[1], cluster.services[2]):
         assert node.quorate and node.vq is not None and not node.vq.wait_for_all_status
