@@ -17,7 +17,6 @@ import contextlib
 import logging
 import signal
 import socket
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -205,4 +204,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pycorosync.engine.supervisor.child import exit_process
+
+    exit_process(main())

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import sys
 import time
 
 from pycorosync.engine.runtime.service import ServiceProcess, service_main
@@ -105,4 +104,6 @@ class TestEchoService(ServiceProcess):
 
 
 if __name__ == "__main__":
-    sys.exit(service_main(TestEchoService))
+    from pycorosync.engine.supervisor.child import exit_process
+
+    exit_process(service_main(TestEchoService))

@@ -29,7 +29,6 @@ import os
 import select
 import signal
 import struct
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -727,4 +726,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pycorosync.engine.supervisor.child import exit_process
+
+    exit_process(main())

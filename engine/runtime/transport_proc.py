@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import sys
 from typing import Any
 
 log = logging.getLogger("TOTEM")
@@ -90,4 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pycorosync.engine.supervisor.child import exit_process
+
+    exit_process(main())

@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from pycorosync.engine.runtime.service import service_main
 from pycorosync.services.cfg.service import CfgService
 
@@ -20,4 +18,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pycorosync.engine.supervisor.child import exit_process
+
+    exit_process(main())

@@ -12,7 +12,6 @@ member's ``totem.config_version`` becomes ``runtime.members.<id>.config_version`
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -149,4 +148,6 @@ class CmapProcess(ServiceProcess):
 
 
 if __name__ == "__main__":
-    sys.exit(service_main(CmapProcess))
+    from pycorosync.engine.supervisor.child import exit_process
+
+    exit_process(service_main(CmapProcess))

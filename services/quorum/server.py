@@ -8,8 +8,6 @@ one process, is ``pycorosync.services.quorum.service.QuorumService``.
 
 from __future__ import annotations
 
-import sys
-
 from pycorosync.engine.runtime.service import service_main
 from pycorosync.services.quorum.service import QuorumService
 
@@ -20,4 +18,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pycorosync.engine.supervisor.child import exit_process
+
+    exit_process(main())

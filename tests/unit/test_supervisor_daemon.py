@@ -163,7 +163,7 @@ def test_stale_pid_file_of_a_dead_daemon_is_taken_over(tmp_path: Path, nodes: No
 def test_background_mode_returns_0_only_once_the_node_is_ready_and_the_daemon_runs_on(tmp_path: Path, nodes: Nodes) -> None:
     ev = tmp_path / "events"
     run_dir = tmp_path / "run"
-    plan = nodes.plan(child("A", ev, "--ready-delay", "0.3"), child("B", ev, "--ready-delay", "0.2"))
+    plan = nodes.plan(child("A", ev, "--ready-delay", "0.3"), child("B", ev, "--ready-delay", "0.2", depends_on=["A"]))
     launcher = nodes.launch(plan, run_dir, background=True)
     _, err = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, err

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import logging
 import os
-import sys
 from typing import Any
 
 log = logging.getLogger("TOTEM")
@@ -88,4 +87,6 @@ def _stats_row(stats_name: str) -> tuple[Any, list[int] | None]:
     return row, columns
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pycorosync.engine.supervisor.child import exit_process
+
+    exit_process(main())
