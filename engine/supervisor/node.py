@@ -45,6 +45,9 @@ class ChildSample:
     sampled_s: float  # time.monotonic() of the sample
 
 
+UNTIL_POLL_S = 0.05
+
+
 @dataclass(frozen=True)
 class NodePlan:
     """The processes of one node, in start order; each one's ``depends_on`` must come before it."""
@@ -179,6 +182,8 @@ class NodeSupervisor:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
+            if until is not None:  # outside state no fd of the loop announces: look again every UNTIL_POLL_S
+                left = UNTIL_POLL_S if left is None else min(left, UNTIL_POLL_S)
             self.loop.run_until(wake, left)
         return self.exit_code
 

@@ -9,6 +9,8 @@ Fixtures::
         cluster3.nodes[3].kill_child("totem")  # SIGKILL one process of a node (supervisor restarts it)
         cluster3.wait_ring([1, 2])             # every listed node in one synchronized ring of exactly them
 
+    def test_z(shared3): ...                   # one cluster per module, for tests that break no node
+
     def test_y(make_cluster):                  # your own shape
         c = make_cluster(5, totem={"token": 1000}, env={2: {"SOME": "1"}}, test_services=("testecho",))
 
@@ -165,3 +167,28 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 def cluster3(make_cluster: Callable[..., Cluster]) -> Cluster:
     """Three nodes with the testecho service, one synchronized ring (token 400 ms)."""
     return make_cluster(3)
+
+
+@pytest.fixture(scope="module")
+def _module_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    from tests.conftest import LONG_LIVED_PREFIXES
+
+    cluster = Cluster(tmp_path_factory.mktemp("shared"), 3)
+    prefix = f"pcs-{cluster.name}-"
+    LONG_LIVED_PREFIXES.add(prefix)
+    try:
+        cluster.start()
+        cluster.wait_ring()
+        yield cluster
+    finally:
+        cluster.stop()
+        LONG_LIVED_PREFIXES.discard(prefix)
+
+
+@pytest.fixture
+def shared3(_module_cluster3: Cluster) -> Cluster:
+    """A 3-node cluster as ``cluster3``, but one per test module: for tests that neither stop, pause nor
+    break a node, and that use names of their own (CPG groups, cmap keys) so that tests cannot see each
+    other's traffic. Checked to be one whole ring before each test."""
+    _module_cluster3.wait_ring([1, 2, 3], timeout=30)
+    return _module_cluster3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -82,10 +83,10 @@ def clients() -> Iterator[Callable[[CpgClient], CpgClient]]:
 
 
 def test_join_and_leave_are_seen_on_every_node_in_the_same_order(
-        cluster3: Cluster, clients: Callable[[CpgClient], CpgClient]) -> None:
-    handles = {n: clients(cpg(cluster3, n)) for n in (1, 2, 3)}
+        shared3: Cluster, clients: Callable[[CpgClient], CpgClient], group: bytes) -> None:
+    handles = {n: clients(cpg(shared3, n)) for n in (1, 2, 3)}
     for n in (1, 2, 3):
-        join(handles[n])
+        join(handles[n], group)
         next_of(handles[n], ConfChg)  # its own join
     # every node's handle saw the later joins: node 1 saw 2 and 3 join, in one order
     seen1 = [next_of(handles[1], ConfChg), next_of(handles[1], ConfChg)]
@@ -259,11 +260,17 @@ class Worker:
 
 
 @pytest.fixture
-def workers() -> Iterator[Callable[..., Worker]]:
+def group(request: pytest.FixtureRequest) -> bytes:
+    """A CPG group of this test's own: tests on the module's shared cluster never see each other's."""
+    return b"t-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16].encode()
+
+
+@pytest.fixture
+def workers(group: bytes) -> Iterator[Callable[..., Worker]]:
     made: list[Worker] = []
 
-    def make(cluster: Cluster, nodeid: int, group: bytes = GROUP) -> Worker:
-        w = Worker(cluster, nodeid, group)
+    def make(cluster: Cluster, nodeid: int, grp: bytes | None = None) -> Worker:
+        w = Worker(cluster, nodeid, grp or group)
         made.append(w)
         return w
 
@@ -288,8 +295,8 @@ def joined_all(cluster: Cluster, make: Callable[..., Worker], nodes: tuple[int, 
 
 
 def test_concurrent_senders_are_seen_in_one_order_on_every_node(
-        cluster3: Cluster, workers: Callable[..., Worker]) -> None:
-    ws = joined_all(cluster3, workers)
+        shared3: Cluster, workers: Callable[..., Worker]) -> None:
+    ws = joined_all(shared3, workers)
     for w in ws:
         w.command("send 150 200")
     total = 450
@@ -302,8 +309,8 @@ def test_concurrent_senders_are_seen_in_one_order_on_every_node(
 
 
 def test_two_concurrent_senders_same_order_and_fifo_per_sender(
-        cluster3: Cluster, workers: Callable[..., Worker]) -> None:
-    ws = joined_all(cluster3, workers)
+        shared3: Cluster, workers: Callable[..., Worker]) -> None:
+    ws = joined_all(shared3, workers)
     ws[0].command("send 200 64")
     ws[2].command("send 200 64")
     chains = [w.deliveries(400)[399]["chain"] for w in ws]
@@ -331,8 +338,8 @@ def test_killed_node_is_nodedown_on_every_survivor_within_token_plus_consensus(
         assert totem["ring"][1] > 0
 
 
-def test_killed_client_is_procdown_on_every_node(cluster3: Cluster, workers: Callable[..., Worker]) -> None:
-    ws = joined_all(cluster3, workers)
+def test_killed_client_is_procdown_on_every_node(shared3: Cluster, workers: Callable[..., Worker]) -> None:
+    ws = joined_all(shared3, workers)
     ws[1].proc.kill()
     ws[1].proc.wait(10)
     for w in (ws[0], ws[2]):
@@ -395,8 +402,8 @@ def test_paused_node_is_nodedown_then_nodeup_and_views_agree(
     assert views[0] == views[1] == views[2] == [m[:2] for m in up["members"]] and len(views[0]) == 3
 
 
-def test_largest_message_is_delivered_whole_on_every_node(cluster3: Cluster, workers: Callable[..., Worker]) -> None:
-    ws = joined_all(cluster3, workers)
+def test_largest_message_is_delivered_whole_on_every_node(shared3: Cluster, workers: Callable[..., Worker]) -> None:
+    ws = joined_all(shared3, workers)
     size = 16 * 1024 * 1024 - 256
     ws[0].command(f"send 1 {size}")
     ws[0].command("send 1 10")
@@ -406,9 +413,9 @@ def test_largest_message_is_delivered_whole_on_every_node(cluster3: Cluster, wor
     assert len({w.events[-1]["chain"] for w in ws if w.events[-1]["ev"] == "deliver"}) == 1
 
 
-def test_slow_client_does_not_stall_the_others(cluster3: Cluster, workers: Callable[..., Worker]) -> None:
-    ws = joined_all(cluster3, workers)
-    slow = workers(cluster3, 2)
+def test_slow_client_does_not_stall_the_others(shared3: Cluster, workers: Callable[..., Worker]) -> None:
+    ws = joined_all(shared3, workers)
+    slow = workers(shared3, 2)
     slow.join()
     slow.command("stall")
     slow.wait(lambda e: e["ev"] == "stalled")

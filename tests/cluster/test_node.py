@@ -29,10 +29,10 @@ def _members_seen(node_status: dict | None) -> list[int] | None:
     return None if node_status is None else node_status.get("members")
 
 
-def test_three_nodes_form_one_ring_and_every_node_completes_sync(cluster3: Cluster) -> None:
-    ring = cluster3.ring_of([1, 2, 3])
+def test_three_nodes_form_one_ring_and_every_node_completes_sync(shared3: Cluster) -> None:
+    ring = shared3.ring_of([1, 2, 3])
     assert ring is not None
-    for node in cluster3.nodes.values():
+    for node in shared3.nodes.values():
         client = EchoClient(node)
         try:
             # totem reports the ring synchronized when it sent SYNC_COMPLETE; the service marks
@@ -48,8 +48,8 @@ def test_three_nodes_form_one_ring_and_every_node_completes_sync(cluster3: Clust
         assert events == ["init", "activate", "complete"]
 
 
-def test_concurrent_senders_are_delivered_in_the_same_order_on_every_node(cluster3: Cluster) -> None:
-    clients = {i: EchoClient(n) for i, n in cluster3.nodes.items()}
+def test_concurrent_senders_are_delivered_in_the_same_order_on_every_node(shared3: Cluster) -> None:
+    clients = {i: EchoClient(n) for i, n in shared3.nodes.items()}
     per_sender = 300
     try:
         # interleave the three senders' submits so that their messages compete for the same token rotations
@@ -76,15 +76,17 @@ def test_killed_totem_is_a_configuration_change_within_token_plus_consensus_then
     try:
         t0 = time.monotonic()
         cluster3.nodes[3].kill_child("totem")
+        # as in corosync, the transitional configuration names the nodes that left. The next regular one is
+        # [1, 2], or already [1, 2, 3] when the restarted totem (a new incarnation) joins before the loss of
+        # the token is noticed: either way node 3's old incarnation has left
         for client in watchers.values():
-            wait_for(lambda c=client: any(e["type"] == "regular" and e["members"] == [1, 2] for e in c.confchgs)
-                     or c.poll(0.01) < 0, limit_s + 5, "a regular configuration without node 3")
+            wait_for(lambda c=client: any(e["type"] == "transitional" and e["members"] == [1, 2] for e in c.confchgs)
+                     or c.poll(0.01) < 0, limit_s + 5, "a transitional configuration without node 3")
         elapsed = time.monotonic() - t0
         assert elapsed < limit_s, f"failure detected after {elapsed:.2f} s (limit {limit_s:.2f} s)"
         for client in watchers.values():
-            # as in corosync, the transitional configuration names the nodes that left
             trans = [e for e in client.confchgs if e["type"] == "transitional" and e["members"] == [1, 2]]
-            assert trans and trans[0]["left"] == [3]
+            assert trans[0]["left"] == [3]
         # the supervisor restarts totem and the services after it (restart rule NODE): node 3 rejoins
         cluster3.wait_ring([1, 2, 3], timeout=60)
         assert cluster3.nodes[3].alive
@@ -117,8 +119,8 @@ def test_sigterm_of_a_daemon_is_seen_by_the_others_well_before_the_token_timeout
         watcher.close()
 
 
-def test_a_16_mib_message_arrives_whole_on_every_node(cluster3: Cluster) -> None:
-    clients = {i: EchoClient(n) for i, n in cluster3.nodes.items()}
+def test_a_16_mib_message_arrives_whole_on_every_node(shared3: Cluster) -> None:
+    clients = {i: EchoClient(n) for i, n in shared3.nodes.items()}
     try:
         body = os.urandom(16 << 20)
         clients[1].mcast(body)
