@@ -57,6 +57,18 @@ class RingIO:
             )
         return bool(push_notify(self._arr, self._base, self._cap, rtype, np.frombuffer(payload, np.uint8), efd))
 
+    def push_quiet(self, rtype: int, payload: bytes | bytearray | memoryview) -> bool:
+        """Writes one record without waking the consumer (``notify`` does, once for a batch); False when full."""
+        if len(payload) > self.max_payload:
+            raise RecordTooLargeError(
+                f"{self.ring.label}: record of {len(payload)} bytes exceeds the max payload of {self.max_payload} bytes"
+            )
+        return bool(rk.ring_push(self._arr, self._base, self._cap, rtype, np.frombuffer(payload, np.uint8)))
+
+    def notify(self, efd: int) -> bool:
+        """Wakes the consumer through ``efd`` if it sleeps (after ``push_quiet``); True if it rang."""
+        return bool(rk.ring_notify(self._arr, self._base, efd))
+
     def pop(self) -> tuple[int, bytes] | None:
         """The next record as (type, a copy of its payload), or None; RingCorruptError on an impossible record."""
         if self.scratch.shape[0] < self.max_payload:

@@ -249,13 +249,20 @@ class ServiceProcess:
             return False
         if self._deliver.producer_needs_wake():
             self._ring_totem()
-        for rtype, payload in items:
-            try:
-                self._dispatch(rec.decode_deliver(rtype, payload))
-            except rec.RecordError as exc:
-                if not self._bad_logged:
-                    self._bad_logged = True
-                    self.log.error("dropped a deliver record: %s (further ones are not logged)", exc)
+        server = self.server
+        if server is not None:
+            server.defer_event_wakes()  # each client woken once for the batch, not once per message
+        try:
+            for rtype, payload in items:
+                try:
+                    self._dispatch(rec.decode_deliver(rtype, payload))
+                except rec.RecordError as exc:
+                    if not self._bad_logged:
+                        self._bad_logged = True
+                        self.log.error("dropped a deliver record: %s (further ones are not logged)", exc)
+        finally:
+            if server is not None:
+                server.flush_event_wakes()
         return True
 
     def _dispatch(self, r: rec.DeliverRecord) -> None:

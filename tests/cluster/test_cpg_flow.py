@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.cluster.conftest import Cluster
-from tests.cluster.test_cpg import Worker, joined_all, workers  # noqa: F401  (workers is a fixture)
+from tests.cluster.test_cpg import Worker, group, joined_all, workers  # noqa: F401  (group, workers: fixtures)
 
 
 def test_client_that_stops_reading_is_disconnected_and_the_others_get_every_message(

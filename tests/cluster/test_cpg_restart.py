@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from pycorosync.cpg import CPG_REASON_PROCDOWN
 from tests.cluster.conftest import Cluster
-from tests.cluster.test_cpg import Worker, joined_all, workers  # noqa: F401  (workers is a fixture)
+from tests.cluster.test_cpg import Worker, group, joined_all, workers  # noqa: F401  (group, workers: fixtures)
 
 
 def _restarted_worker(cluster: Cluster, make: Callable[..., Worker], nodeid: int, old_pid: int,

@@ -603,3 +603,26 @@ def test_ring_size_the_ring_cannot_take_is_refused_when_the_server_starts(run_di
     with pytest.raises(RingLayoutError, match="power of two"):
         Server(run_dir, echo.SERVICE, RecordingEcho(), limits=ServerLimits(event_ring_bytes=5000))
     assert not (run_dir / proto.socket_name(echo.SERVICE)).exists()
+
+
+def test_deferred_event_wakes_wake_a_sleeping_client_once_for_a_batch(start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server()
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        assert handler.wait_for(lambda: len(handler.connected) == 1)
+        sconn = handler.connected[0]
+        assert conn.read_event() is None  # empty: the client's event ring is armed, as before it sleeps
+        wakes_before = conn._events.counters().wakes
+        server.defer_event_wakes()
+        for i in range(5):
+            assert sconn.send_event(echo.EVENT, i.to_bytes(8, "little"))
+        assert select.select([conn.fileno()], [], [], 0)[0] == [], "woken before the batch ended"
+        server.flush_event_wakes()
+        assert select.select([conn.fileno()], [], [], DEADLINE_S)[0] == [conn.fileno()]
+        assert conn._events.counters().wakes - wakes_before == 1
+        got = []
+        while (ev := conn.read_event()) is not None:
+            got.append(echo.event_index(ev[1]))
+        assert got == [0, 1, 2, 3, 4]
+        # outside a deferral every event may wake the client at once, as before
+        sconn.send_event(echo.EVENT, (9).to_bytes(8, "little"))
+        assert select.select([conn.fileno()], [], [], DEADLINE_S)[0] == [conn.fileno()]
