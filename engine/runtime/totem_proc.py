@@ -51,6 +51,7 @@ from pycorosync.engine.totem.api import (
     RingId,
     SendFrame,
 )
+from pycorosync.engine.totem.base import OPERATIONAL
 from pycorosync.engine.totem.config import RELOADABLE_FIELDS, TotemConfig
 from pycorosync.engine.totem.core import TotemCore
 from pycorosync.engine.totem.stats import COUNTER_NAMES
@@ -156,6 +157,8 @@ class TotemRuntime:
                     self.write_status()  # says the reload is tracked now
         for _ in range(64):  # bounded: the loop comes back after polling its other fds
             did = self._flush_outputs()
+            # submits first: a token read below then carries every message the services gave so far
+            did |= self._read_submits(now_ns)
             did |= self._read_rx(now_ns)
             deadline = self.core.next_deadline_ns()
             if deadline is not None and deadline <= now_ns:
@@ -182,10 +185,19 @@ class TotemRuntime:
             timeout = min(timeout, BLOCKED_POLL_S)
         return timeout
 
+    def _token_coming(self) -> bool:
+        """True while messages of this node wait for the token of a ring of several nodes: the token's
+        arrival wakes this loop, and submitting more changes nothing before it (the core sends no
+        hold cancel for a queue that was not empty), so the services need not ring totem per message."""
+        core = self.core
+        return core.state == OPERATIONAL and len(core.members) > 1 and len(core.sendq) > 0
+
     def arm(self) -> bool:
-        """Before sleeping: arm every inbound ring; False = one has data (do not sleep)."""
+        """Before sleeping: arm every inbound ring; False = one has data (do not sleep). The submit rings
+        are not armed while ``_token_coming()``: the submits are read when the token comes."""
         armed: list[Any] = []
-        for ring in (self.rings.rx, *self.rings.submit.values()):
+        inbound = (self.rings.rx,) if self._token_coming() else (self.rings.rx, *self.rings.submit.values())
+        for ring in inbound:
             if not ring.arm():
                 for r in armed:
                     r.disarm()

@@ -144,3 +144,28 @@ def test_ring_seq_and_incarnation_persist_across_starts(tmp_path: Any) -> None:
     inc = tmp_path / "incarnation_1"
     first = next_incarnation(inc)
     assert next_incarnation(inc) == first + 1
+
+
+def test_submits_do_not_ring_totem_while_its_queued_messages_wait_for_the_token_and_go_with_it() -> None:
+    nodes = {1: _node(1), 2: _node(2)}
+    services = {n: _Service(rt) for n, rt in nodes.items()}
+    assert _run(nodes, services, lambda: all(s.completed() for s in services.values())
+                and nodes[1].core.members == (1, 2), 10)
+    # node 2 is not the representative (which holds an idle ring's token); no frame reaches it from now on
+    # until the end, so the token cannot come while the test looks
+    rt = nodes[2]
+    submit = rt.rings.submit[SVC]
+    rt.pump(time.monotonic_ns())
+    while not rt.arm():  # frames carried before: let totem take them
+        rt.pump(time.monotonic_ns())
+    assert len(rt.core.sendq) == 0
+    assert services[2].mcast(b"first")
+    assert submit.needs_wake(), "an idle totem must be woken by a submit"
+    rt.disarm()
+    rt.pump(time.monotonic_ns())
+    assert len(rt.core.sendq) == 1, "the message waits for the token"
+    assert rt.arm()
+    assert services[2].mcast(b"second")
+    assert not submit.needs_wake(), "a submit woke totem although the token comes for its queue anyway"
+    rt.disarm()
+    assert _run(nodes, services, lambda: [b for _n, b in services[1].messages()][-2:] == [b"first", b"second"], 10)
