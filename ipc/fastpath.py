@@ -51,19 +51,18 @@ class RingIO:
 
     def push(self, rtype: int, payload: bytes | bytearray | memoryview, efd: int) -> bool:
         """Writes one record and wakes the consumer through ``efd`` if it sleeps; False when full."""
-        if len(payload) > self.max_payload:
-            raise RecordTooLargeError(
-                f"{self.ring.label}: record of {len(payload)} bytes exceeds the max payload of {self.max_payload} bytes"
-            )
-        return bool(push_notify(self._arr, self._base, self._cap, rtype, np.frombuffer(payload, np.uint8), efd))
+        return bool(push_notify(self._arr, self._base, self._cap, rtype, self._source(payload), efd))
 
     def push_quiet(self, rtype: int, payload: bytes | bytearray | memoryview) -> bool:
         """Writes one record without waking the consumer (``notify`` does, once for a batch); False when full."""
+        return bool(rk.ring_push(self._arr, self._base, self._cap, rtype, self._source(payload)))
+
+    def _source(self, payload: bytes | bytearray | memoryview) -> np.ndarray[Any, Any]:
         if len(payload) > self.max_payload:
             raise RecordTooLargeError(
                 f"{self.ring.label}: record of {len(payload)} bytes exceeds the max payload of {self.max_payload} bytes"
             )
-        return bool(rk.ring_push(self._arr, self._base, self._cap, rtype, np.frombuffer(payload, np.uint8)))
+        return np.frombuffer(payload, np.uint8)
 
     def notify(self, efd: int) -> bool:
         """Wakes the consumer through ``efd`` if it sleeps (after ``push_quiet``); True if it rang."""
