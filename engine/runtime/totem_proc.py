@@ -683,8 +683,21 @@ def serve(rt: TotemRuntime, bell_fd: int, on_ready: Callable[[], object] | None 
         os.close(wake_w)
 
 
+def _send_queued(rt: TotemRuntime, deadline: float) -> None:
+    """Before leaving: what the services submitted while they stopped (votequorum's leave message for
+    allow_downscale) goes out with the token, until the queue is empty or ``deadline`` (monotonic s)."""
+    core = rt.core
+    while time.monotonic() < deadline and core.state == OPERATIONAL and len(core.members) > 1:
+        rt.pump(time.monotonic_ns())
+        if not core.sendq and not any(rt.pending_submits.values()) and all(r.empty() for r in rt.rings.submit.values()):
+            return
+        time.sleep(0.002)  # bounded by the deadline: waiting for the token to come round
+
+
 def _flush_leave(rt: TotemRuntime) -> None:
-    """Leave, then keep sending (the core resends the leave join) until done or LEAVE_FLUSH_S passed."""
+    """Sends what is queued, leaves, then keeps sending (the core resends the leave join) until done or
+    LEAVE_FLUSH_S passed."""
+    _send_queued(rt, time.monotonic() + LEAVE_FLUSH_S)
     rt.leave(time.monotonic_ns())
     end = time.monotonic() + LEAVE_FLUSH_S
     while time.monotonic() < end:
