@@ -144,6 +144,45 @@ def wait_regular(clients: Mapping[int, EchoClient], members: list[int], timeout:
     return list(next(iter(rings.values())) or [])
 
 
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Polls ``cond()`` until truthy (returns it); CsError or KeyError from it count as "not yet" (a key, a
+    service or a stats row still coming). AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = cond()
+        except (CsError, KeyError):
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {timeout}s")
+        time.sleep(interval)
+
+
+def exported(cluster_name: str, nodeid: int, run_dir: str | Path) -> str:
+    """The exporter's text for a node, read from its shared memory as the exporter process reads it."""
+    from pycorosync.ipc.segment import segment_name
+    from pycorosync.monitoring.collector import exposition
+    from pycorosync.monitoring.sources import NodeReader, NodeSpec
+
+    spec = NodeSpec(nodeid=nodeid, cluster=cluster_name, run_dir=Path(run_dir),
+                    stats=segment_name(cluster_name, nodeid, "stats"), services=None)
+    reader = NodeReader(spec)
+    try:
+        return exposition(reader.read())
+    finally:
+        reader.close()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the series ``name`` with these labels in an exposition text (None: absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """Factory of started clusters (see the module docstring); all are stopped at teardown."""

@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
-from pycorosync.cmap import CMAP_MAP_STATS, CmapClient, CsError, ValueType
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = cond()
-        except CsError:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout}s")
-        time.sleep(0.05)
+from pycorosync.cmap import CMAP_MAP_STATS, CmapClient, ValueType
+from tests.cluster.conftest import wait_until
 
 
 def test_members_and_links_of_a_two_node_ring_show_in_cmap(make_cluster: Callable[..., Any]) -> None:

@@ -5,28 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-from pycorosync.cmap import CMAP_MAP_STATS, CmapClient, CsError
+from pycorosync.cmap import CMAP_MAP_STATS, CmapClient
 from pycorosync.cpg import CpgClient
+from tests.cluster.conftest import exported, sample, wait_until
 
 DEADLINE_S = 30.0
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = cond()
-        except CsError:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout}s")
-        time.sleep(0.1)
 
 
 def cmapctl_stats(run_dir: str, prefix: str) -> dict[str, str]:
@@ -39,31 +25,6 @@ def cmapctl_stats(run_dir: str, prefix: str) -> dict[str, str]:
         key, _, value = line.partition(" = ")
         keys[key.split(" (")[0]] = value
     return keys
-
-
-def exported(cluster_name: str, nodeid: int, run_dir: str) -> str:
-    """The exporter's text for the node, read from its shared memory as the exporter process reads it."""
-    from pathlib import Path
-
-    from pycorosync.ipc.segment import segment_name
-    from pycorosync.monitoring.collector import exposition
-    from pycorosync.monitoring.sources import NodeReader, NodeSpec
-
-    spec = NodeSpec(nodeid=nodeid, cluster=cluster_name, run_dir=Path(run_dir),
-                    stats=segment_name(cluster_name, nodeid, "stats"), services=None)
-    reader = NodeReader(spec)
-    try:
-        return exposition(reader.read())
-    finally:
-        reader.close()
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of the series ``name`` with these labels in an exposition text (None: absent)."""
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def test_a_cpg_client_moves_the_cpg_services_ipc_stats_in_cmap_and_the_exporter(

@@ -9,28 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pycorosync.cmap import CMAP_MAP_STATS, CmapClient, CsError
 from pycorosync.cpg import CpgClient, CsErrorCode, Deliver
+from tests.cluster.conftest import exported, sample, wait_until
 
 DEADLINE_S = 30.0
 GROUP = b"stats-columns"
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = cond()
-        except (CsError, KeyError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout}s")
-        time.sleep(0.1)
 
 
 def table_value(cluster_name: str, nodeid: int, process: str, metric: str) -> int | float:
@@ -45,28 +31,6 @@ def table_value(cluster_name: str, nodeid: int, process: str, metric: str) -> in
         return table.snapshot().value(slot, metric)
     finally:
         table.close()
-
-
-def exported(cluster_name: str, nodeid: int, run_dir: Path) -> str:
-    """The exporter's text for a node, read from its shared memory as the exporter process reads it."""
-    from pycorosync.ipc.segment import segment_name
-    from pycorosync.monitoring.collector import exposition
-    from pycorosync.monitoring.sources import NodeReader, NodeSpec
-
-    spec = NodeSpec(nodeid=nodeid, cluster=cluster_name, run_dir=run_dir,
-                    stats=segment_name(cluster_name, nodeid, "stats"), services=None)
-    reader = NodeReader(spec)
-    try:
-        return exposition(reader.read())
-    finally:
-        reader.close()
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def retry(call: Callable[[], Any], timeout: float = 20.0) -> Any:
