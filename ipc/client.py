@@ -15,6 +15,7 @@ time for requests; ``request_async`` serialises its callers).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import mmap
@@ -55,6 +56,8 @@ class CsDispatchFlags(enum.IntEnum):
 
 
 CS_DISPATCH_ONE = CsDispatchFlags.CS_DISPATCH_ONE
+#: events taken off the event ring in one go by ``read_event``
+EVENT_BATCH = 64
 CS_DISPATCH_ALL = CsDispatchFlags.CS_DISPATCH_ALL
 CS_DISPATCH_BLOCKING = CsDispatchFlags.CS_DISPATCH_BLOCKING
 CS_DISPATCH_ONE_NONBLOCKING = CsDispatchFlags.CS_DISPATCH_ONE_NONBLOCKING
@@ -170,6 +173,7 @@ class Connection:
                 self._array, layout.response_offset, f"{label} response", layout.response_capacity
             )
             self._events = Ring.attach(self._array, layout.event_offset, f"{label} event", layout.event_capacity)
+            self._pending_events: collections.deque[tuple[int, bytes]] = collections.deque()
             self.max_request_bytes = self._request.max_payload
             self._request_io = RingIO(self._request)
             scratch = fastpath.scratch_for(self._response, self._events)  # both are read by this thread only
@@ -329,12 +333,25 @@ class Connection:
         return self._event_poll.fileno()
 
     def read_event(self) -> tuple[int, bytes] | None:
-        """The next event, or None (never blocks). CS_ERR_LIBRARY when none is left and the server is gone."""
+        """The next event, or None (never blocks). CS_ERR_LIBRARY when none is left and the server is gone.
+
+        Events are taken off the ring a batch at a time (one scan and one release for up to
+        ``EVENT_BATCH`` records, never more bytes than the ring holds) and handed out one by one; the
+        event channel stays readable until both the batch and the ring are empty."""
         self._check_usable()
-        record = self._pop(self._event_io)
-        if record is not None:
+        pending = self._pending_events
+        if pending:
+            return pending.popleft()
+        try:
+            batch = self._events.pop_batch(EVENT_BATCH)
+        except RingCorruptError as exc:  # only this process can have broken it; the server would not
+            raise CsError(CS_ERR_LIBRARY, str(exc)) from None
+        if batch:
             self._after_read()
-            return record
+            if len(batch) > 1:
+                pending.extend(batch)
+                return pending.popleft()
+            return batch[0]
         # empty: the event channel must stop being readable unless an event slipped in meanwhile
         wake.clear_eventfd(self._event_efd)
         if not self._events.arm():

@@ -100,6 +100,10 @@ class ServiceProcess:
         self.delivered_bytes = 0
         self.flow_control_waits = 0
         self._refused = False  # mcast refused during the client request being handled
+        #: optional fast path for DELIVER_MESSAGE records: ``fast(payload)`` handles the record and returns
+        #: True, or returns False and leaves it to ``deliver`` (it must do exactly what ``deliver`` would,
+        #: ``delivered_bytes`` included)
+        self.deliver_fast: Callable[[bytes], bool] | None = None
 
     # -- hooks (corosync's service contract) -------------------------------------------------------
     def exec_init(self) -> None:
@@ -252,8 +256,11 @@ class ServiceProcess:
         server = self.server
         if server is not None:
             server.defer_event_wakes()  # each client woken once for the batch, not once per message
+        fast = self.deliver_fast
         try:
             for rtype, payload in items:
+                if fast is not None and rtype == rec.DELIVER_MESSAGE and fast(payload):
+                    continue
                 try:
                     self._dispatch(rec.decode_deliver(rtype, payload))
                 except rec.RecordError as exc:

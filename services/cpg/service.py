@@ -10,11 +10,13 @@ larger than an event ring record goes out in consecutive pieces the client libra
 from __future__ import annotations
 
 import collections
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycorosync.engine.runtime.service import ServiceProcess
+from pycorosync.engine.runtime import records as rec
+from pycorosync.engine.runtime.service import SUBMIT_HIGH_WATER_BYTES, ServiceProcess
 from pycorosync.engine.totem.api import ConfigType, Guarantee, RingId
 from pycorosync.ipc.errors import CS_OK, CsError, CsErrorCode
 from pycorosync.ipc.framing import encode_response
@@ -45,6 +47,19 @@ MAX_ITERATORS = 64
 _INVALID = int(CsErrorCode.CS_ERR_INVALID_PARAM)
 # event record types as plain ints: numba types an IntEnum member on a slow path (~0.2 ms per ring push)
 _EV_DELIVER = int(p.CpgMsg.EV_DELIVER)
+#: a DELIVER_MESSAGE record holding a cpg MCAST: the record header (sender, ring, guarantee), then the
+#: cluster message (id, guarantee, 0, pid, name length), then the name and the data
+_FAST_MCAST = struct.Struct("<IIQB3xBBHIH")
+_BODY_AT = 20  # where the cluster message starts (the record header's size)
+_NAME_AT = _BODY_AT + 8  # the name's length field: from here the record equals the event's tail
+_MID_MCAST = int(p.ExecMsg.MCAST)
+_DELIVER_HEAD = p.DELIVER_HEAD
+_MCAST_REQ_HEAD = p.MCAST_REQ_HEAD
+#: a SUBMIT_MCAST record holding a cpg MCAST: the submit header (guarantee), the cluster message's header
+#: (id, guarantee, 0, pid) and its name's length; the name and the data follow
+_EXEC_MCAST_HEAD = struct.Struct("<B3xBBHIH")
+_SUBMIT_MCAST_HEAD = 4
+_SUBMIT_MCAST = rec.SUBMIT_MCAST
 _EV_CONFCHG = int(p.CpgMsg.EV_CONFCHG)
 _EV_TOTEM_CONFCHG = int(p.CpgMsg.EV_TOTEM_CONFCHG)
 _MCAST_ASYNC = int(p.CpgMsg.MCAST_ASYNC)
@@ -124,6 +139,7 @@ class CpgService(ServiceProcess):
 
     def exec_init(self) -> None:
         self.engine = CpgEngine(self.nodeid, _Link(self))
+        self.deliver_fast = self._deliver_fast
         self._flush_timer: Any = None
         self.invalid_requests = 0
         #: requests taken off client rings that cannot be carried out yet (submit ring full, sync running),
@@ -187,6 +203,8 @@ class CpgService(ServiceProcess):
             self.hold_requests()
             return None  # answered (if it has an answer) when its turn comes
         if rtype == _MCAST_ASYNC:
+            if self._mcast_fast(conn.conn_id, session, payload):
+                return None
             if not self._mcast_async(conn, session, payload):
                 self._held.append((conn, session, rtype, bytes(payload)))
                 self.hold_requests(len(payload) + 64)
@@ -202,6 +220,37 @@ class CpgService(ServiceProcess):
             self.invalid_requests += 1
             conn.stats.invalid_request += 1
         return rtype, encode_response(code, body)
+
+    def _mcast_fast(self, conn_id: int, session: _Session, payload: bytes) -> bool:
+        """The common pipelined cpg_mcast_joined: a whole message of a joined handle that Totem takes at
+        once, put on the submit ring without decoding it into objects (the same record ``_mcast_async``
+        makes). False when it is anything else or Totem refuses it: ``_mcast_async`` then does it all."""
+        size = len(payload)
+        if size < _MCAST_REQ_HEAD.size:
+            return False
+        guarantee, piece, _zero, total = _MCAST_REQ_HEAD.unpack_from(payload)
+        if (piece != p.PIECE_WHOLE or guarantee > p.CpgGuarantee.CPG_TYPE_SAFE or total != size - _MCAST_REQ_HEAD.size
+                or total > p.MAX_ATOMIC_MSGSIZE):
+            return False
+        engine = self.engine
+        cpd = engine.cpds.get(conn_id)
+        if cpd is None or (cpd.state is not CpdState.JOIN_COMPLETED and cpd.state is not CpdState.JOIN_STARTED) \
+                or engine.blocked:
+            return False
+        submit = self._submit
+        group = cpd.group
+        body_bytes = _EXEC_MCAST_HEAD.size - _SUBMIT_MCAST_HEAD + len(group) + total
+        if submit is None or submit.used_bytes() > SUBMIT_HIGH_WATER_BYTES:
+            return False
+        record = b"".join((_EXEC_MCAST_HEAD.pack(guarantee, _MID_MCAST, guarantee, 0, cpd.pid, len(group)), group,
+                           memoryview(payload)[_MCAST_REQ_HEAD.size:]))
+        if not submit.push(_SUBMIT_MCAST, record):
+            return False
+        session.assembly = None
+        engine._submit_refused = False
+        self.mcast_tx_bytes += body_bytes
+        self._notify_totem()
+        return True
 
     def _mcast_async(self, conn: ServerConnection, session: _Session, payload: bytes) -> bool:
         """A pipelined cpg_mcast_joined; False = Totem cannot take it now (hold it). Errors have no client
@@ -322,6 +371,45 @@ class CpgService(ServiceProcess):
         return code
 
     # -- cluster ---------------------------------------------------------------------------------------
+    def _deliver_fast(self, payload: bytes) -> bool:
+        """The common delivery: a whole MCAST of a known sender to a group with local handles, turned into
+        its DELIVER event without decoding it into objects. The event is the same bytes ``encode_event``
+        makes: the cluster message's name and data follow the event header as they are. Anything else
+        (other messages, malformed ones, unknown senders, pieces) returns False for the general path."""
+        size = len(payload)
+        if size < _FAST_MCAST.size or payload[_BODY_AT] != _MID_MCAST:
+            return False
+        sender, _rep, _seq, _g, _mid, guarantee, _zero, pid, name_len = _FAST_MCAST.unpack_from(payload)
+        data_at = _FAST_MCAST.size + name_len
+        if name_len > p.CPG_MAX_NAME_LENGTH or data_at > size or size - data_at > DELIVER_PIECE_BYTES:
+            return False
+        group = payload[_FAST_MCAST.size:data_at]
+        engine = self.engine
+        entries = engine.groups.get(group)
+        if not entries:
+            return False
+        for nodeid, _pid in entries:
+            if nodeid == sender:
+                break
+        else:
+            return False
+        self.delivered_bytes += size - _BODY_AT
+        handles = engine._local.get(group)
+        server = self.server
+        if not handles or server is None:
+            return True
+        event = b""
+        connections = server.connections
+        for cpd in handles.values():
+            if cpd.state is CpdState.JOIN_COMPLETED or cpd.state is CpdState.LEAVE_STARTED:
+                conn = connections.get(cpd.conn_id)
+                if conn is not None:
+                    if not event:
+                        event = _DELIVER_HEAD.pack(sender, pid, p.PIECE_WHOLE, guarantee, 0, size - data_at) \
+                            + payload[_NAME_AT:]
+                    conn.send_event(_EV_DELIVER, event)
+        return True
+
     def deliver(self, sender_nodeid: int, ring_id: RingId, body: bytes) -> None:
         self.engine.deliver(sender_nodeid, body, (ring_id.rep, ring_id.seq))
 

@@ -189,3 +189,26 @@ def test_engine_survives_any_sequence_of_deliveries_and_sync_calls(steps: list[t
     for group, members in eng.view().items():
         assert members, f"empty group {group!r} kept"
         assert len(set(members)) == len(members)
+
+
+_MCAST_PREFIX = bytes([int(p.ExecMsg.MCAST)])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.booleans(), st.binary(max_size=60)), max_size=12))
+def test_hostile_deliveries_give_the_same_events_on_the_fast_and_the_general_path(
+        records: list[tuple[int, bool, bytes]]) -> None:
+    from tests.unit.test_cpg_fast_paths import Node, setup_group
+
+    outcomes = []
+    for fast in (True, False):
+        node = Node(fast=fast)
+        a, b, other = setup_group(node)
+        for sender, as_mcast, tail in records:
+            # half of them start as a cpg MCAST (then any header, name length and data), half are any bytes
+            body = _MCAST_PREFIX + tail if as_mcast else tail
+            node.deliver(sender, body)
+        stats = node.svc.engine.stats
+        outcomes.append((a.events, b.events, other.events, node.svc.delivered_bytes, stats.unknown_node,
+                         stats.malformed))
+    assert outcomes[0] == outcomes[1]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pycorosync.ipc import conn as proto
+from pycorosync.ipc import client as client_mod
 from pycorosync.ipc import echo
 from pycorosync.ipc.client import (
     CS_DISPATCH_ALL,
@@ -626,3 +627,30 @@ def test_deferred_event_wakes_wake_a_sleeping_client_once_for_a_batch(start_serv
         # outside a deferral every event may wake the client at once, as before
         sconn.send_event(echo.EVENT, (9).to_bytes(8, "little"))
         assert select.select([conn.fileno()], [], [], DEADLINE_S)[0] == [conn.fileno()]
+
+
+def test_events_are_read_off_the_ring_a_batch_at_a_time_and_the_channel_stays_readable(
+        start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server()
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        assert handler.wait_for(lambda: len(handler.connected) == 1)
+        sconn = handler.connected[0]
+        assert conn.read_event() is None
+        n = client_mod.EVENT_BATCH + 6
+        for i in range(n):
+            assert sconn.send_event(echo.EVENT, i.to_bytes(8, "little"))
+        assert select.select([conn.fileno()], [], [], DEADLINE_S)[0] == [conn.fileno()]
+        first = conn.read_event()
+        assert first is not None and echo.event_index(first[1]) == 0
+        # one read took a whole batch off the ring: its room is free for the server already
+        assert conn._events.used_bytes() < 8 * 24, "the batch was not released in one go"
+        got = [0]
+        while len(got) < n:
+            # events still wait (in the batch or the ring): the channel must stay readable for select users
+            assert select.select([conn.fileno()], [], [], 0)[0] == [conn.fileno()], f"not readable after {len(got)}"
+            ev = conn.read_event()
+            assert ev is not None
+            got.append(echo.event_index(ev[1]))
+        assert got == list(range(n))
+        assert conn.read_event() is None
+        assert select.select([conn.fileno()], [], [], 0)[0] == [], "readable with nothing left"

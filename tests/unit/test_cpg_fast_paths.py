@@ -1,0 +1,213 @@
+"""The cpg service's fast paths do exactly what its general paths do.
+
+``_mcast_fast`` (a whole pipelined cpg_mcast_joined straight onto the submit ring) and ``_deliver_fast`` (a
+delivered MCAST straight into DELIVER events) skip the decoding into objects. Here one real ``CpgService``
+(no event loop: its hooks are called directly, its submit ring is a real ring in memory, its clients are
+recorders) handles the same requests and deliveries once with the fast paths and once without, and the
+records, events and counters must be equal byte for byte; for everything a fast path does not take
+(pieces, unknown senders, other groups, malformed records, sync running, a full ring) it must decline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pycorosync.engine.runtime import records as rec
+from pycorosync.engine.runtime.node import NodeInfo
+from pycorosync.engine.totem.api import ConfigType, RingId
+from pycorosync.ipc.errors import CS_OK
+from pycorosync.ipc.ring import Ring
+from pycorosync.services.cpg import protocol as p
+from pycorosync.services.cpg.service import CpgService
+
+NODEID = 1
+PEER = 2
+RING = RingId(NODEID, 8)
+MCAST_ASYNC = int(p.CpgMsg.MCAST_ASYNC)
+_ids = itertools.count(1)
+
+
+class Conn:
+    """What the service needs of a client connection: ids, a context, and a recorder of its events."""
+
+    def __init__(self, pid: int) -> None:
+        self.conn_id = next(_ids)
+        self.pid = pid
+        self.context: Any = None
+        self.closed = False
+        self.events: list[tuple[int, bytes]] = []
+        self.stats = type("Stats", (), {"invalid_request": 0})()
+
+    def send_event(self, rtype: int, payload: bytes) -> bool:
+        self.events.append((rtype, bytes(payload)))
+        return True
+
+
+class Server:
+    def __init__(self) -> None:
+        self.connections: dict[int, Conn] = {}
+
+
+class Node:
+    """One service brought to a synchronized 2-node ring, with local handles joined to groups."""
+
+    def __init__(self, fast: bool) -> None:
+        info = NodeInfo(config="", nodeid=NODEID, cluster="t", run_dir="/nonexistent", segment="", stats="",
+                        services=(), bells={}, ring_capacity=0)
+        self.svc = CpgService(info)
+        self.svc.exec_init()
+        if not fast:
+            self.svc.deliver_fast = None
+            self.svc._mcast_fast = lambda *a: False  # type: ignore[method-assign]
+        cap = 1 << 22
+        self.ring = Ring.create(np.zeros(Ring.layout_bytes(cap), np.uint8), cap)
+        self.svc._submit = self.ring
+        self.server = Server()
+        self.svc.server = self.server  # type: ignore[assignment]
+        svc = self.svc
+        svc._dispatch(rec.ConfchgRecord(ConfigType.TRANSITIONAL, RING, (NODEID,), (), ()))
+        svc._dispatch(rec.ConfchgRecord(ConfigType.REGULAR, RING, (NODEID, PEER), (), (PEER,)))
+        svc.sync_init(RING, (NODEID, PEER), (NODEID,))
+        assert svc.sync_process()
+        self.loop_back()
+        svc.deliver(PEER, RING, p.encode_cluster(p.JoinList(RING.rep, RING.seq, [])))
+        svc.sync_activate()
+        svc.sync_complete()
+
+    def submitted(self) -> list[tuple[int, bytes]]:
+        return self.ring.pop_batch(1 << 16)
+
+    def loop_back(self) -> None:
+        """Delivers what this node submitted back to it, through the deliver path under test."""
+        for rtype, payload in self.submitted():
+            assert rtype == rec.SUBMIT_MCAST
+            guarantee, body = rec.decode_submit_mcast(payload)
+            self.deliver(NODEID, bytes(body), guarantee)
+
+    def deliver(self, sender: int, body: bytes, guarantee: int = 1) -> bool | None:
+        """Hands one DELIVER_MESSAGE record to the service as its loop does; the fast path's answer."""
+        record = rec.encode_message_header(sender, RING, guarantee) + body
+        fast = self.svc.deliver_fast
+        if fast is not None and fast(record):
+            return True
+        self.svc._dispatch(rec.decode_deliver(rec.DELIVER_MESSAGE, record))
+        return False if fast is not None else None
+
+    def connect(self, pid: int) -> Conn:
+        conn = Conn(pid)
+        self.server.connections[conn.conn_id] = conn
+        assert self.svc.lib_init(conn) is None  # type: ignore[arg-type]
+        return conn
+
+    def join(self, conn: Conn, group: bytes) -> None:
+        code, _ = self.svc._request(conn.conn_id, conn.context, int(p.CpgMsg.JOIN), p.encode_join(group, 0))
+        assert code == CS_OK
+        self.loop_back()
+
+    def mcast(self, conn: Conn, data: bytes, guarantee: int = 1, piece: int = p.PIECE_WHOLE,
+              total: int | None = None) -> None:
+        header = p.MCAST_REQ_HEAD.pack(guarantee, piece, 0, len(data) if total is None else total)
+        assert self.svc.lib_request(conn, MCAST_ASYNC, header + data) is None  # type: ignore[arg-type]
+
+
+def both() -> list[Node]:
+    return [Node(fast=True), Node(fast=False)]
+
+
+def setup_group(node: Node) -> tuple[Conn, Conn, Conn]:
+    a, b, other = node.connect(100), node.connect(101), node.connect(102)
+    node.join(a, b"g")
+    node.join(b, b"g")
+    node.join(other, b"other")
+    # the peer's process joins g too (its PROCJOIN comes from the network)
+    node.deliver(PEER, p.encode_cluster(p.ProcJoin(b"g", 900, int(p.CpgReason.CPG_REASON_JOIN))))
+    for c in (a, b, other):
+        c.events.clear()
+    return a, b, other
+
+
+@pytest.mark.parametrize("size", [0, 1, 64, 1024, 70_000])
+@pytest.mark.parametrize("guarantee", [0, 1, 3])
+def test_a_whole_mcast_gives_the_same_submit_record_and_events_on_both_paths(size: int, guarantee: int) -> None:
+    results = []
+    for node in both():
+        a, b, other = setup_group(node)
+        data = bytes((i * 7 + size) & 0xFF for i in range(size))
+        node.mcast(a, data, guarantee)
+        records = node.submitted()
+        tx_bytes = node.svc.mcast_tx_bytes
+        answers = [node.deliver(NODEID, bytes(rec.decode_submit_mcast(r[1])[1]), guarantee) for r in records]
+        # and a message of the peer's process in g
+        peer_body = p.encode_cluster(p.Mcast(b"g", 900, guarantee, data[::-1]))
+        answers.append(node.deliver(PEER, peer_body, guarantee))
+        results.append((records, tx_bytes, a.events, b.events, other.events, node.svc.delivered_bytes, answers))
+    fast, slow = results
+    assert fast[:6] == slow[:6]
+    assert fast[6] == [True, True], "the fast path took both deliveries"
+    records, _, a_events, b_events, other_events, _, _ = fast
+    assert len(records) == 1 and len(a_events) == 2 and a_events == b_events and other_events == []
+    nodeid, pid, piece, g, _total, group, data_view = p.decode_deliver(a_events[0][1])
+    assert (nodeid, pid, piece, g, group, bytes(data_view)) == (NODEID, 100, p.PIECE_WHOLE, guarantee, b"g",
+                                                                 bytes((i * 7 + size) & 0xFF for i in range(size)))
+
+
+def test_what_the_fast_paths_decline_takes_the_general_path_with_the_same_outcome() -> None:
+    results = []
+    for node in both():
+        a, b, other = setup_group(node)
+        fast_answers = []
+        # a message in pieces (first + last), which the fast path leaves to the assembler
+        node.mcast(a, b"x" * 10, piece=p.PIECE_FIRST, total=20)
+        node.mcast(a, b"y" * 10, piece=p.PIECE_LAST, total=20)
+        # a bad guarantee and a length that does not match: counted, nothing sent
+        node.mcast(a, b"z", guarantee=9)
+        node.mcast(a, b"zz", total=5)
+        # a handle that never joined
+        node.mcast(node.connect(103), b"nobody")
+        records = node.submitted()
+        for _, payload in records:
+            fast_answers.append(node.deliver(NODEID, bytes(rec.decode_submit_mcast(payload)[1])))
+        # deliveries the fast path declines: an unknown sender node, a group without members, a malformed
+        # message, a PROCLEAVE
+        fast_answers.append(node.deliver(3, p.encode_cluster(p.Mcast(b"g", 5, 1, b"from node 3"))))
+        fast_answers.append(node.deliver(PEER, p.encode_cluster(p.Mcast(b"nobody-here", 5, 1, b"?"))))
+        body = bytearray(p.encode_cluster(p.Mcast(b"g", 900, 1, b"bad")))
+        struct.pack_into("<H", body, 8, 200)  # a name length beyond the message
+        fast_answers.append(node.deliver(PEER, bytes(body)))
+        fast_answers.append(node.deliver(PEER, p.encode_cluster(p.ProcLeave(b"g", 900, 1))))
+        stats = node.svc.engine.stats
+        results.append((records, a.events, b.events, other.events, node.svc.delivered_bytes,
+                        node.svc.async_mcast_errors, stats.unknown_node, stats.malformed, fast_answers))
+    fast, slow = results
+    assert fast[:8] == slow[:8]
+    records = fast[0]
+    assert len(records) == 1, "only the message in pieces was sent"
+    assert fast[8][0] is True, "the reassembled message is whole on the wire: the fast deliver path took it"
+    assert fast[8][1:] == [False, False, False, False]
+    assert fast[5] == 3 and fast[6] == 2 and fast[7] == 1  # errors; unknown node or group; malformed
+
+
+def test_while_sync_runs_or_the_ring_is_full_the_fast_path_declines_and_the_message_is_held() -> None:
+    node = Node(fast=True)
+    a, _, _ = setup_group(node)
+    node.svc.engine.sync_running = True
+    node.mcast(a, b"held")
+    assert node.submitted() == [] and len(node.svc._held) == 1
+    node.svc.engine.sync_running = False
+    node.svc.retry_held()
+    assert len(node.submitted()) == 1 and not node.svc._held
+    for size in (60_000, 1_000, 1):
+        while node.ring.push(rec.SUBMIT_MCAST, b"f" * size):
+            pass
+    node.mcast(a, b"after full")
+    assert len(node.svc._held) == 1, "refused by the full ring: held in order, not lost"
+    assert node.svc.engine.flow_control == p.CPG_FLOW_CONTROL_ENABLED
+    node.submitted()
+    node.svc.retry_held()
+    assert not node.svc._held
+    assert [bytes(rec.decode_submit_mcast(r[1])[1])[-10:] for r in node.submitted()] == [b"after full"]
