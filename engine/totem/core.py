@@ -500,6 +500,12 @@ class TotemCore(Membership):
         if len(self.members) == 1:
             self._self_token = tok
             self._run_self_token(now_ns, out)
+        elif self.sendq and not self.throttled and self.state == OPERATIONAL:
+            # my own messages wait: visit the held token again instead of sending it round the ring first
+            # (a rotation of length zero). The others added nothing to aru_acc since my last visit, so it
+            # must not raise the safe point: it restarts from what every member is known to hold.
+            tok.aru_acc = min(tok.aru_acc, tok.safe_seq)
+            self._visit(now_ns, tok, out)
         else:
             self._forward_token(now_ns, tok, self.members, out)
 

@@ -152,6 +152,61 @@ def test_a_submit_on_an_idle_ring_is_delivered_quickly_through_token_hold_cancel
     assert net.now_ns - t0 < net.config.hold * MS // 2
 
 
+def test_the_representative_holding_the_idle_token_sends_its_own_message_at_once() -> None:
+    net = formed([1, 2, 3])
+    rep = net.cores[1]
+    assert net.run_until(lambda: rep._held_token is not None, net.now_ns + 5 * S), \
+        "an idle ring's token rests at the representative"
+    net.submit(1, b"from the holder")
+    # delivered by the sender in the submit call itself (no frame has travelled yet), sent before the token
+    assert payloads(net, 1) == [(1, 1, b"from the holder")]
+    assert rep._held_token is None
+    wait_delivered(net, [1, 2, 3], 1)
+    assert payloads(net, 2) == payloads(net, 3) == payloads(net, 1)
+
+
+def test_a_safe_message_of_the_token_holder_still_waits_for_every_member() -> None:
+    nodes = [1, 2, 3]
+    net = formed(nodes)
+    assert net.run_until(lambda: net.cores[1]._held_token is not None, net.now_ns + 5 * S)
+    lost = []
+
+    def drop(src: int, dest: int | None, to: int, data: bytes) -> bool:
+        if to == 3 and data[2] == 1 and not lost:  # node 3 loses the SAFE frame once
+            lost.append(data)
+            return True
+        return False
+
+    net.drop = drop
+    net.submit(1, b"safe from the holder", Guarantee.SAFE)
+    assert net.delivered[1] == [], "a SAFE message is not delivered on the holder's own visit"
+    while not net.delivered[1]:
+        assert net.step()
+        if net.delivered[1]:
+            assert net.cores[3].my_aru >= net.cores[1].my_aru, "delivered before node 3 held it"
+    wait_delivered(net, nodes, 1)
+
+
+def test_a_revisit_of_the_held_token_never_claims_a_frame_a_lagging_member_lacks() -> None:
+    nodes = [1, 2, 3]
+    net = formed(nodes)
+    blocked = [True]
+    # every copy of every multicast to node 3 is lost for now: it lags behind the others
+    net.drop = lambda src, dest, to, data: blocked[0] and to == 3 and data[2] == 1
+    net.submit(2, b"node 3 misses this")
+    wait_delivered(net, [1, 2], 1)
+    rep, lagging = net.cores[1], net.cores[3]
+    # the ring goes idle (the retransmit list alone does not keep the token turning) and rests at the rep
+    assert net.run_until(lambda: rep._held_token is not None, net.now_ns + 10 * S)
+    assert lagging.my_aru < rep.my_aru
+    net.submit(1, b"sent on the re-visit", Guarantee.SAFE)
+    assert rep.safe_seq <= lagging.my_aru, "the safe point passed a frame node 3 does not hold"
+    assert rep.store.get(lagging.my_aru + 1) is not None, "a frame node 3 still needs was freed"
+    blocked[0] = False
+    wait_delivered(net, nodes, 2)
+    assert payloads(net, 1) == payloads(net, 2) == payloads(net, 3)
+
+
 def test_safe_messages_are_delivered_in_total_order_with_agreed_ones() -> None:
     nodes = [1, 2, 3]
     net = formed(nodes)
