@@ -334,6 +334,9 @@ class Ring:
 
     def pop_batch(self, max_records: int = 256) -> list[tuple[int, bytes]]:
         """Up to ``max_records`` records as (type, bytes), freed with one publish."""
+        if self._i64[rk.OFF_TAIL // 8] == self._i64[rk.OFF_RHEAD // 8]:
+            # empty (two plain loads: a record published meanwhile is seen by the next call, or by arm())
+            return []
         rows = self._scan(max_records)
         mv = self._mv
         items = [(rtype, mv[hdr + 8 : hdr + 8 + n].tobytes()) for hdr, rtype, n in rows]

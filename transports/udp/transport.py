@@ -37,10 +37,10 @@ log = logging.getLogger("TOTEM")
 TX_FRAMES = 64  # frames per send batch
 RX_ENTRIES = 32  # recvmmsg entries per receive batch (each up to a 64 KiB GRO train)
 RX_SEGMENTS = 2048
-IDLE_POLLS = 32  # empty passes before sleeping while traffic is dense: a short poll, never a spin
-SPARSE_POLLS = 1  # ... and while it is sparse (an idle ring's token every few hundred ms)
-DENSE_GAP_S = 0.002  # a wake-up this soon after the previous sleep began is a short one
-DENSE_WAKES = 4  # traffic is dense after this many short wake-ups in a row (an idle token's round trip: 2-3)
+# After a pass that found nothing the loop sleeps at once. Polling longer was measured (bench/cpg.py and
+# per-process schedstat, 3 nodes on 2 cores): 32 empty passes while traffic was dense cost each transport
+# about 140 us of CPU per wake-up, twice its useful work at 1 KiB, taken from the cores totem and the
+# services need, and CPG 1 KiB throughput rose ~10 % without them. A node has more busy processes than cores.
 HOUSEKEEPING_S = 0.5  # link health is judged on the token timeout (seconds); 2 Hz keeps an idle node quiet
 BLOCKED_RETRY_S = 0.001
 DROP_LOG_INTERVAL_S = 5.0
@@ -323,8 +323,6 @@ class UdpTransport:
             if on_ready is not None:
                 on_ready()
             next_house = time.monotonic()
-            idle = 0
-            polls, short = SPARSE_POLLS, 0
             while not self.stop_requested and not (should_stop and should_stop()):
                 now = time.monotonic()
                 now_ns = time.monotonic_ns()
@@ -338,12 +336,7 @@ class UdpTransport:
                     self.housekeeping(now)
                     next_house = now + HOUSEKEEPING_S
                 if did:
-                    idle = 0
                     continue
-                idle += 1
-                if idle < polls:
-                    continue
-                idle = 0
                 buf, base, _cap = self.txr
                 if not ring_arm(buf, base):
                     continue  # a record arrived while arming
@@ -357,13 +350,8 @@ class UdpTransport:
                         continue
                     if self.tx_bell < 0:
                         timeout = min(timeout, BLOCKED_RETRY_S)  # nobody can ring us: poll
-                slept_at = time.monotonic()
                 events = ep.poll(timeout)
                 ring_disarm(buf, base)
-                # poll longer only when the next frame is likely to come within the poll (PROTOTYPES.md):
-                # an idle node then costs one pass per wake-up, not IDLE_POLLS
-                short = short + 1 if events and time.monotonic() - slept_at < DENSE_GAP_S else 0
-                polls = IDLE_POLLS if short >= DENSE_WAKES else SPARSE_POLLS
                 for fd, _ev in events:
                     if fd == self.tx_bell:
                         with contextlib.suppress(BlockingIOError):
