@@ -488,13 +488,20 @@ class TotemRuntime:
         """After a batch: wake the consumers of rings written to (if they sleep), and the producers that
         asked for room (``producer_needs_wake`` already consumed their flag)."""
         rings = self.rings
-        for name in self._wake:
-            ring = rings.tx if name == "transport" else rings.deliver.get(name)
+        wake = self._wake
+        producers = self._wake_producer - wake
+        # the transport first: it carries the token on, and a woken service may take this core from us
+        if "transport" in wake:
+            wake.discard("transport")
+            if rings.tx.needs_wake():
+                self.bells.ring("transport")
+        for name in wake:
+            ring = rings.deliver.get(name)
             if ring is not None and ring.needs_wake():
                 self.bells.ring(name)
-        for name in self._wake_producer - self._wake:
+        for name in producers:
             self.bells.ring(name)
-        self._wake.clear()
+        wake.clear()
         self._wake_producer.clear()
 
     def _bad(self, where: str, exc: Exception) -> None:
