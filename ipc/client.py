@@ -352,7 +352,14 @@ class Connection:
                 pending.extend(batch)
                 return pending.popleft()
             return batch[0]
-        # empty: the event channel must stop being readable unless an event slipped in meanwhile
+        # empty. Still armed by an earlier empty read: no event was published since (the server takes the
+        # flag when it rings), so the channel is clear and armed already; a caller polling between its
+        # sends costs no system call here
+        if self._events.armed():
+            if self._server_gone:
+                raise self._server_lost()
+            return None
+        # the event channel must stop being readable unless an event slipped in meanwhile
         wake.clear_eventfd(self._event_efd)
         if not self._events.arm():
             wake.ring_eventfd(self._event_efd)

@@ -359,6 +359,11 @@ class Ring:
         """
         return bool(rk.ring_wait(self._arr, self.offset, _ns(timeout)))
 
+    def armed(self) -> bool:
+        """Consumer: True while the doorbell flag set by its last ``arm()`` is still up, i.e. no producer
+        has published (and rung) since. A plain load: a producer may take the flag right after it."""
+        return (int(self._i64[rk.OFF_CWAIT // 8]) & 0xFFFFFFFF) == rk.WAIT_EVENTFD
+
     def disarm(self) -> None:
         """Clears the consumer's waiting flag (woken through another ring sharing the doorbell)."""
         rk.ring_disarm(self._arr, self.offset)

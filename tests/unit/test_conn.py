@@ -636,6 +636,9 @@ def test_events_are_read_off_the_ring_a_batch_at_a_time_and_the_channel_stays_re
         assert handler.wait_for(lambda: len(handler.connected) == 1)
         sconn = handler.connected[0]
         assert conn.read_event() is None
+        # an empty read leaves the ring armed; the next empty reads find it so and do nothing else
+        assert conn._events.armed() and conn.read_event() is None and conn.read_event() is None
+        assert select.select([conn.fileno()], [], [], 0)[0] == []
         n = client_mod.EVENT_BATCH + 6
         for i in range(n):
             assert sconn.send_event(echo.EVENT, i.to_bytes(8, "little"))
@@ -654,3 +657,9 @@ def test_events_are_read_off_the_ring_a_batch_at_a_time_and_the_channel_stays_re
         assert got == list(range(n))
         assert conn.read_event() is None
         assert select.select([conn.fileno()], [], [], 0)[0] == [], "readable with nothing left"
+        # an event after empty reads of an armed ring wakes the channel as before
+        assert conn.read_event() is None
+        assert sconn.send_event(echo.EVENT, (77).to_bytes(8, "little"))
+        assert select.select([conn.fileno()], [], [], DEADLINE_S)[0] == [conn.fileno()]
+        ev = conn.read_event()
+        assert ev is not None and echo.event_index(ev[1]) == 77
