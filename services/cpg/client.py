@@ -24,6 +24,7 @@ gone. Group names are bytes (a str is encoded as UTF-8), at most 128 bytes.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,11 @@ def _join_iov(msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray |
     return b"".join(msg)  # an iovec: the pieces are one message
 
 
+_EV_DELIVER = int(p.CpgMsg.EV_DELIVER)
+#: a DELIVER event's header (nodeid, pid, piece, guarantee, 0, total) and its group name's length
+_WHOLE_HEAD = struct.Struct(p.DELIVER_HEAD.format + "H")
+
+
 class _Assembler:
     """Turns event records into events, joining the pieces of a large delivery."""
 
@@ -154,6 +160,12 @@ class _Assembler:
         self._parts: list[bytes] = []
 
     def event(self, rtype: int, payload: bytes) -> CpgEvent | None:
+        if rtype == _EV_DELIVER and len(payload) >= _WHOLE_HEAD.size:
+            # the common event, a whole message, in one unpack (anything else: the checks below)
+            nodeid, pid, piece, guarantee, _zero, total, name_len = _WHOLE_HEAD.unpack_from(payload)
+            start = _WHOLE_HEAD.size + name_len
+            if piece == p.PIECE_WHOLE and name_len <= p.CPG_MAX_NAME_LENGTH and start + total == len(payload):
+                return Deliver(payload[_WHOLE_HEAD.size:start], nodeid, pid, payload[start:], guarantee)
         if rtype == p.CpgMsg.EV_DELIVER:
             nodeid, pid, piece, guarantee, total, group, data = p.decode_deliver(payload)
             if piece == p.PIECE_WHOLE:

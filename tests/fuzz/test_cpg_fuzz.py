@@ -14,7 +14,7 @@ from pycorosync.ipc.errors import CsError, CsErrorCode
 from pycorosync.ipc.framing import decode_response
 from pycorosync.ipc.server import ConnStats
 from pycorosync.services.cpg import protocol as p
-from pycorosync.services.cpg.client import _Assembler
+from pycorosync.services.cpg.client import Deliver, _Assembler
 from pycorosync.services.cpg.engine import CpgEngine, Event
 from pycorosync.services.cpg.service import CpgService, _Session
 
@@ -212,3 +212,31 @@ def test_hostile_deliveries_give_the_same_events_on_the_fast_and_the_general_pat
         outcomes.append((a.events, b.events, other.events, node.svc.delivered_bytes, stats.unknown_node,
                          stats.malformed))
     assert outcomes[0] == outcomes[1]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 4), st.integers(0, 255),
+       st.integers(0, 300), st.binary(max_size=140), st.binary(max_size=300), st.integers(-3, 3))
+def test_the_client_fast_deliver_decode_equals_the_general_one(nodeid: int, pid: int, piece: int, guarantee: int,
+                                                               total: int, name: bytes, data: bytes,
+                                                               cut: int) -> None:
+    # well-formed events (total = len(data)) and ill-formed ones (another total, a name over 128 bytes,
+    # bytes cut off or added at the end)
+    payload = p.DELIVER_HEAD.pack(nodeid, pid, piece, guarantee, 0, total if total % 3 else len(data))
+    payload += len(name).to_bytes(2, "little") + name + data
+    payload = payload[:len(payload) + cut] if cut < 0 else payload + bytes(cut)
+    try:
+        expected = _Assembler().event(p.CpgMsg.EV_CONFCHG + 1000, payload)  # no fast path for other types
+        nd, pd, pc, g, _total, group, view = p.decode_deliver(payload)
+        general = Deliver(group, nd, pd, bytes(view), g) if pc == p.PIECE_WHOLE else "not whole"
+    except CsError:
+        general = "error"
+    assert expected is None
+    try:
+        fast = _Assembler().event(p.CpgMsg.EV_DELIVER, payload)
+    except CsError:
+        fast = "error"
+    if general == "not whole":
+        assert not isinstance(fast, Deliver) or piece != p.PIECE_WHOLE
+    else:
+        assert fast == general
