@@ -209,8 +209,9 @@ class Ring:
         """Writes and publishes one record; False when the ring is full (try again later)."""
         if self._claimed >= 0:
             raise RuntimeError(f"{self._label}: push() while a claim() is not committed")
-        src = _payload_array(payload)
-        self._check_size(src.shape[0])
+        src = np.frombuffer(payload, np.uint8) if type(payload) is bytes else _payload_array(payload)
+        if src.shape[0] > self.max_payload:
+            self._check_size(src.shape[0])
         if rk.ring_push(self._arr, self.offset, self.capacity, rtype, src):
             return True
         self._refuse_closed()

@@ -38,6 +38,7 @@ DELIVER_NODE_STATE = 7
 
 _MCAST = struct.Struct("<B3x")
 _MESSAGE = struct.Struct("<IIQB3x")
+MESSAGE_HEADER = _MESSAGE  #: the DELIVER_MESSAGE prefix (sender, ring rep, ring seq, guarantee); the body follows
 _CONFCHG = struct.Struct("<B3xIQIII")
 _SYNC_INIT = struct.Struct("<IQII")
 _NODE_STATE = struct.Struct("<IIQB")
