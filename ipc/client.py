@@ -56,11 +56,11 @@ class CsDispatchFlags(enum.IntEnum):
 
 
 CS_DISPATCH_ONE = CsDispatchFlags.CS_DISPATCH_ONE
-#: events taken off the event ring in one go by ``read_event``
-EVENT_BATCH = 64
 CS_DISPATCH_ALL = CsDispatchFlags.CS_DISPATCH_ALL
 CS_DISPATCH_BLOCKING = CsDispatchFlags.CS_DISPATCH_BLOCKING
 CS_DISPATCH_ONE_NONBLOCKING = CsDispatchFlags.CS_DISPATCH_ONE_NONBLOCKING
+#: events taken off the event ring in one go by ``read_event``
+EVENT_BATCH = 64
 
 EventCallback = Callable[[int, bytes], object]
 

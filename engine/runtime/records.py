@@ -37,6 +37,7 @@ DELIVER_SYNC_COMPLETE = 6
 DELIVER_NODE_STATE = 7
 
 _MCAST = struct.Struct("<B3x")
+SUBMIT_MCAST_HEADER = _MCAST  #: the SUBMIT_MCAST prefix (guarantee); the service's message follows
 _MESSAGE = struct.Struct("<IIQB3x")
 MESSAGE_HEADER = _MESSAGE  #: the DELIVER_MESSAGE prefix (sender, ring rep, ring seq, guarantee); the body follows
 _CONFCHG = struct.Struct("<B3xIQIII")

@@ -156,6 +156,7 @@ _TOTEM = struct.Struct("<IQI")
 _PROC = struct.Struct("<BBHII")
 _LIST_HEAD = struct.Struct("<BBHIQI")
 _EXEC_MCAST = struct.Struct("<BBHI")
+EXEC_MCAST_HEAD = _EXEC_MCAST  #: a cluster MCAST's header (id, guarantee, 0, pid); the name and the data follow
 _JOIN_ENTRY = struct.Struct("<IQII")
 
 Buf = bytes | bytearray | memoryview

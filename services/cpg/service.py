@@ -49,16 +49,16 @@ _INVALID = int(CsErrorCode.CS_ERR_INVALID_PARAM)
 _EV_DELIVER = int(p.CpgMsg.EV_DELIVER)
 #: a DELIVER_MESSAGE record holding a cpg MCAST: the record header (sender, ring, guarantee), then the
 #: cluster message (id, guarantee, 0, pid, name length), then the name and the data
-_FAST_MCAST = struct.Struct("<IIQB3xBBHIH")
-_BODY_AT = 20  # where the cluster message starts (the record header's size)
-_NAME_AT = _BODY_AT + 8  # the name's length field: from here the record equals the event's tail
+_FAST_MCAST = struct.Struct(rec.MESSAGE_HEADER.format + p.EXEC_MCAST_HEAD.format.lstrip("<") + "H")
+_BODY_AT = rec.MESSAGE_HEADER.size  # where the cluster message starts
+_NAME_AT = _BODY_AT + p.EXEC_MCAST_HEAD.size  # the name's length field: from here the record is the event's tail
 _MID_MCAST = int(p.ExecMsg.MCAST)
 _DELIVER_HEAD = p.DELIVER_HEAD
 _MCAST_REQ_HEAD = p.MCAST_REQ_HEAD
 #: a SUBMIT_MCAST record holding a cpg MCAST: the submit header (guarantee), the cluster message's header
 #: (id, guarantee, 0, pid) and its name's length; the name and the data follow
-_EXEC_MCAST_HEAD = struct.Struct("<B3xBBHIH")
-_SUBMIT_MCAST_HEAD = 4
+_EXEC_MCAST_HEAD = struct.Struct(rec.SUBMIT_MCAST_HEADER.format + p.EXEC_MCAST_HEAD.format.lstrip("<") + "H")
+_SUBMIT_MCAST_HEAD = rec.SUBMIT_MCAST_HEADER.size
 _SUBMIT_MCAST = rec.SUBMIT_MCAST
 _EV_CONFCHG = int(p.CpgMsg.EV_CONFCHG)
 _EV_TOTEM_CONFCHG = int(p.CpgMsg.EV_TOTEM_CONFCHG)
