@@ -95,6 +95,8 @@ def _as_bytes_array(buf: Any) -> np.ndarray[Any, Any]:
 
 
 def _payload_array(payload: Payload) -> np.ndarray[Any, Any]:
+    if type(payload) is bytes:  # the common case first
+        return np.frombuffer(payload, np.uint8)
     if isinstance(payload, np.ndarray):
         if payload.dtype == np.uint8 and payload.ndim == 1 and payload.flags.c_contiguous:
             return payload
@@ -209,9 +211,8 @@ class Ring:
         """Writes and publishes one record; False when the ring is full (try again later)."""
         if self._claimed >= 0:
             raise RuntimeError(f"{self._label}: push() while a claim() is not committed")
-        src = np.frombuffer(payload, np.uint8) if type(payload) is bytes else _payload_array(payload)
-        if src.shape[0] > self.max_payload:
-            self._check_size(src.shape[0])
+        src = _payload_array(payload)
+        self._check_size(src.shape[0])
         if rk.ring_push(self._arr, self.offset, self.capacity, rtype, src):
             return True
         self._refuse_closed()
@@ -335,8 +336,7 @@ class Ring:
 
     def pop_batch(self, max_records: int = 256) -> list[tuple[int, bytes]]:
         """Up to ``max_records`` records as (type, bytes), freed with one publish."""
-        if self._i64[rk.OFF_TAIL // 8] == self._i64[rk.OFF_RHEAD // 8]:
-            # empty (two plain loads: a record published meanwhile is seen by the next call, or by arm())
+        if self.empty():  # two plain loads; a record published meanwhile is seen by the next call or by arm()
             return []
         rows = self._scan(max_records)
         mv = self._mv

@@ -235,16 +235,6 @@ class TotemRuntime:
             self.tx_backlog.popleft()
 
     def _route(self, now_ns: int, d: Deliver) -> None:
-        payload = d.payload
-        if len(payload) >= rec.SERVICE_HEADER_BYTES and payload[1] == rec.KIND_MESSAGE:
-            # the common delivery, a service message: its DELIVER_MESSAGE record in one join
-            name = self.service_names.get(payload[0])
-            if name is not None:
-                ring_id = d.ring_id
-                self._to_service(name, rec.DELIVER_MESSAGE, b"".join((
-                    rec.MESSAGE_HEADER.pack(d.sender, ring_id.rep, ring_id.seq, d.guarantee),
-                    memoryview(payload)[rec.SERVICE_HEADER_BYTES:])))
-                return
         try:
             service_id, kind, body = rec.split_service_payload(d.payload)
             if kind == rec.KIND_BARRIER:
