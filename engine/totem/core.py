@@ -76,7 +76,7 @@ class TotemCore(Membership):
         out: list[Action] = []
         if self.state != INIT:
             return out
-        self._enter_gather(now_ns, out)
+        self._enter_gather(now_ns, out, "start")
         return out
 
     def submit(self, now_ns: int, payload: bytes, guarantee: Guarantee | int = Guarantee.AGREED) -> list[Action]:
@@ -240,7 +240,7 @@ class TotemCore(Membership):
         self.stats["rx_foreign"] += 1
         if self.state == OPERATIONAL or (self.state == GATHER and sender not in self.proc and sender not in self.fail):
             self.proc.add(sender)
-            self._enter_gather(now_ns, out)
+            self._enter_gather(now_ns, out, f"foreign message from node {sender}")
 
     def _is_stale(self, sender: int, ring_id: RingId) -> bool:
         """A frame of an older ring of one of my members: late, not foreign."""
@@ -295,11 +295,11 @@ class TotemCore(Membership):
                 if j.sender in self.members:
                     self.left_cleanly.add(j.sender)
                     self.fail.add(j.sender)
-                    self._enter_gather(now_ns, out)
+                    self._enter_gather(now_ns, out, f"leave message from node {j.sender}")
                 return
             if self.node_id in j.fail or (j.sender in self.members and j.ring_seq < self.ring_id.seq):
                 return  # it fails me, or a stale join from before my ring was formed
-            self._enter_gather(now_ns, out)
+            self._enter_gather(now_ns, out, f"join from node {j.sender} during OPERATIONAL")
             self._on_join_gather(now_ns, j, out)
         elif state in (COMMIT, RECOVERY):
             assert self.new_ring_id is not None
@@ -310,7 +310,7 @@ class TotemCore(Membership):
                 return
             if j.sender in self.new_members and (j.leave or j.ring_seq >= self.new_ring_id.seq):
                 self._log(out, "notice", f"Node {j.sender} restarted membership during {state}: back to GATHER")
-                self._enter_gather(now_ns, out)
+                self._enter_gather(now_ns, out, f"join from node {j.sender} during {state}")
                 self._on_join_gather(now_ns, j, out)
 
     def _on_control(self, now_ns: int, c: Control, out: list[Action]) -> None:
@@ -483,7 +483,7 @@ class TotemCore(Membership):
         self._log(out, "error", "FAILED TO RECEIVE")
         self.proc = {self.node_id}
         self.fail = set(members) - {self.node_id}
-        self._enter_gather(now_ns, out)
+        self._enter_gather(now_ns, out, "failed to receive")
         return True
 
     def _should_hold(self, tok: Token) -> bool:
@@ -527,7 +527,7 @@ class TotemCore(Membership):
                 if state == OPERATIONAL:
                     self._log(out, "notice", f"A processor failed, forming new configuration: token timed out "
                                              f"({self.cfg.token} ms), waiting {self.cfg.consensus} ms for consensus.")
-                self._enter_gather(now_ns, out)
+                self._enter_gather(now_ns, out, f"the token was lost in the {state} state")
         elif name == T_WARNING:
             if state == OPERATIONAL and not self._warned:
                 self._warned = True

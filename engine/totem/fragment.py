@@ -48,8 +48,10 @@ class SendQueue:
 
     def __init__(self, frame_payload_bytes: int, limit_frames: int, max_message_bytes: int) -> None:
         self._queue: deque[list[object]] = deque()  # [payload, msg_id, guarantee, offset]
-        #: bytes of entries (headers + payload) one frame carries
-        self.frame_bytes = frame_payload_bytes - MCAST_HEADER_BYTES
+        #: bytes of entries (headers + payload) one frame carries. A frame may have to be resent whole inside a
+        #: new ring's frame in RECOVERY (one more MCAST header): room for it is kept, else the transport would
+        #: drop the resent frame as oversized and RECOVERY could never finish.
+        self.frame_bytes = frame_payload_bytes - 2 * MCAST_HEADER_BYTES
         self.limit_bytes = limit_frames * self.frame_bytes
         self.max_message_bytes = max_message_bytes
         self.queued_bytes = 0

@@ -27,7 +27,15 @@ from pycorosync.engine.totem.base import (
     CoreBase,
 )
 from pycorosync.engine.totem.ordering import RingStore, deliver_frames
-from pycorosync.engine.totem.wire import CommitEntry, CommitToken, Join, Token, encode_commit, encode_join
+from pycorosync.engine.totem.wire import (
+    MCAST_ENCAPSULATED,
+    CommitEntry,
+    CommitToken,
+    Join,
+    Token,
+    encode_commit,
+    encode_join,
+)
 
 _NO_LIMIT = 1 << 63
 
@@ -46,13 +54,15 @@ class Membership(CoreBase):
                                                frozenset(self.proc), frozenset(self.fail))))
         self.stats["memb_join_tx"] += 1
 
-    def _enter_gather(self, now_ns: int, out: list[Action]) -> None:
-        """(Re)start GATHER: send my join, restart the join and consensus timers."""
+    def _enter_gather(self, now_ns: int, out: list[Action], why: str) -> None:
+        """(Re)start GATHER: send my join, restart the join and consensus timers. ``why`` is logged (debug)
+        when the state changes, as corosync's "entering GATHER state from ..." line."""
         # The consensus timer runs from the start of the round: a peer whose joins keep changing my sets
         # must not postpone it forever (corosync's endless GATHER, COROSYNC.md §12).
         if self.state == GATHER:
             self.stats["continuous_gather"] += 1
         else:
+            self._log(out, "debug", f"entering GATHER state from {self.state} ({why}).")
             if self.state in (COMMIT, RECOVERY):
                 self._abandon_new_ring()
             self._cancel(T_CONSENSUS)
@@ -100,7 +110,7 @@ class Membership(CoreBase):
                 self.left_cleanly.add(sender)
                 self.proc.add(sender)
                 self.fail.add(sender)
-                self._enter_gather(now_ns, out)
+                self._enter_gather(now_ns, out, "leave message")
             return
         if sender in self.fail:
             return
@@ -124,7 +134,7 @@ class Membership(CoreBase):
         elif current and sender in self.members:
             self.fail |= j.fail - {self.node_id}
         if (len(self.proc), len(self.fail)) != before:  # sets only grow: same sizes, nothing new to say
-            self._enter_gather(now_ns, out)
+            self._enter_gather(now_ns, out, "join with new information")
 
     def _check_consensus(self, now_ns: int, out: list[Action]) -> None:
         live = self._live()
@@ -132,6 +142,7 @@ class Membership(CoreBase):
             return
         if min(live) == self.node_id:
             self._commit_created = True
+            self._log(out, "debug", "Creating commit token because I am the rep.")
             seq = max(self.max_ring_seq, self.ring_id.seq) + 4
             self.max_ring_seq = seq
             ct = CommitToken(self.node_id, self.incarnation, RingId(self.node_id, seq), 0, 1, 0,
@@ -160,7 +171,7 @@ class Membership(CoreBase):
         if missing:
             self._log(out, "notice", f"Consensus timeout: failing {_ids(missing)} (no agreeing join)")
             self.fail |= missing
-        self._enter_gather(now_ns, out)
+        self._enter_gather(now_ns, out, "consensus expired")
 
     # -- COMMIT ------------------------------------------------------------------------------------
 
@@ -195,6 +206,7 @@ class Membership(CoreBase):
         if ct.rotation == 1 and not mine.filled:
             self._fill_commit_entry(mine)
             self._enter_commit(now_ns, ct)
+            self._log(out, "debug", f"entering COMMIT state (ring {ct.ring_id}, members {_ids(ct.members)}).")
         elif ct.rotation == 1 and idx == 0 and all(e.filled for e in ct.entries):
             ct.rotation = 2
             self._enter_recovery(now_ns, ct, out)
@@ -238,6 +250,7 @@ class Membership(CoreBase):
         """Plan which old-ring frames to resend so that every transitional member ends with the same set."""
         self.state = RECOVERY
         self.stats["recovery_entered"] += 1
+        self._log(out, "debug", f"entering RECOVERY state (ring {ct.ring_id}).")
         self._commit_entries = [CommitEntry(e.node, e.incarnation, e.old_rep, e.old_seq, e.old_aru, e.high_seq,
                                             e.safe_seq, e.filled) for e in ct.entries]
         old = None if self.fresh else self.ring_id
@@ -252,6 +265,8 @@ class Membership(CoreBase):
         self.recovery_queue = deque()
         if old is not None and low < max_high:
             for m in self.store.held_in(low, self.store.high_seq):
+                if m.flags & MCAST_ENCAPSULATED:
+                    continue  # a placeholder of my old ring's own RECOVERY: its content was delivered at that install
                 if m.seq > max_aru or designated == self.node_id:
                     self.recovery_queue.append(m.raw)
         self.new_store = RingStore(ct.ring_id)

@@ -14,7 +14,7 @@ import sys
 import time
 
 from tests.sim.checker import distribution
-from tests.sim.faults import parse_faults
+from tests.sim.faults import FAULT_KINDS, parse_faults
 from tests.sim.runner import PROFILES, RunPlan, run
 
 
@@ -28,9 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds to run (from --seed, default 0)")
     p.add_argument("--seed", type=int, default=None, help="first (or only) seed")
     p.add_argument("--nodes", type=int, default=None, help="cluster size 1..16 (default: per seed, 2..6)")
-    p.add_argument("--faults", default="all", help="comma list of " + ",".join(
-        ["loss", "dup", "reorder", "delay", "partition", "crash", "restart", "leave", "asym", "token_loss",
-         "recv_only", "all", "none"]))
+    p.add_argument("--faults", default="all", help="comma list of " + ",".join([*FAULT_KINDS, "all", "none"]))
     p.add_argument("--duration-ms", type=int, default=None, help="virtual length of the fault phase")
     p.add_argument("--profile", default="full", choices=sorted(PROFILES), help="phase lengths and client traffic")
     p.add_argument("--core", default="real", choices=("real", "standin"), help="core under test")

@@ -111,8 +111,8 @@ class RunRecord:
 
 
 class _Node:
-    __slots__ = ("alive", "core", "counter", "incarnation", "log", "node_id", "pending", "retry_armed", "ring_seq",
-                 "timer_at")
+    __slots__ = ("alive", "core", "counter", "frame_limit", "incarnation", "log", "node_id", "paused_until", "pending",
+                 "retry_armed", "ring_seq", "timer_at")
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
@@ -125,6 +125,8 @@ class _Node:
         self.ring_seq = 0  # what the node persists across restarts (corosync's ringid file)
         self.log: InstanceLog | None = None
         self.retry_armed = False  # one QueueFull retry pending at a time
+        self.paused_until = 0  # not scheduled until then: what reaches it waits (a stalled process)
+        self.frame_limit = 0  # the largest frame its transport carries (0: no limit known)
 
 
 class Simulator:
@@ -193,6 +195,11 @@ class Simulator:
                     self.errors.append(f"event budget of {self.max_events} exhausted at {t / MS:.3f} ms (core busy "
                                        f"loop?); the last 5000 events: {top}")
                     break
+            if kind != _CALL:
+                node = nodes.get(a)
+                if node is not None and node.paused_until > t:
+                    self._push(node.paused_until, kind, a, b, c)  # in arrival order, once it runs again
+                    continue
             if kind == _FRAME:
                 node = nodes.get(a)
                 if node is not None and node.alive:
@@ -242,6 +249,12 @@ class Simulator:
         for act in actions:
             tp = type(act)
             if tp is SendFrame:
+                limit = node.frame_limit
+                if limit and len(act.data) > limit:
+                    # a real transport drops it (counted as tx_drop_oversized): nobody would ever receive it
+                    self.errors.append(f"node {node.node_id} sent a frame of {len(act.data)} bytes at "
+                                       f"{now / MS:.3f} ms; the transport carries at most {limit}")
+                    return
                 if act.dest is not None and act.dest != node.node_id:
                     self.last_token_receiver = act.dest
                 self.net.send(now, node.node_id, act.dest, act.data)
@@ -275,6 +288,12 @@ class Simulator:
             obs(self, now, node)
 
     # lifecycle ------------------------------------------------------------------------------
+    def pause(self, node_id: int, duration_ns: int) -> None:
+        """The node's process is not scheduled for ``duration_ns``: frames, timers and its client wait, then
+        run in one burst in their order (a stalled or starved process; its socket buffer keeps the frames)."""
+        node = self.nodes[node_id]
+        node.paused_until = max(node.paused_until, self.now_ns + duration_ns)
+
     def start(self, node_id: int) -> None:
         """Start (or restart) a node: a new core, incarnation + 1, with the ring seq it persisted."""
         node = self.nodes[node_id]
@@ -290,6 +309,8 @@ class Simulator:
         except Exception:
             self.errors.append(f"node {node_id}: creating the core raised:\n{traceback.format_exc()}")
             return
+        cfg = getattr(node.core, "cfg", None)
+        node.frame_limit = int(getattr(cfg, "frame_payload_bytes", 0))
         node.alive = True
         node.timer_at = None
         node.counter = 0

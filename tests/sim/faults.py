@@ -13,7 +13,7 @@ from tests.sim.cluster import Simulator
 from tests.sim.network import MS
 
 FAULT_KINDS = ("loss", "dup", "reorder", "delay", "partition", "crash", "restart", "leave", "asym", "token_loss",
-               "recv_only")
+               "recv_only", "pause")
 
 
 def parse_faults(text: str) -> tuple[str, ...]:
@@ -145,6 +145,14 @@ class FaultInjector:
         self.sim.net.recv_only.add(node)
         self._note(f"recv_only {node}")
         self._later(lambda: self.sim.net.recv_only.discard(node))
+
+    def _fault_pause(self) -> None:
+        # a starved or stalled process (a loaded host, a long GC): it runs again before the heal
+        node = self.rng.choice(self.sim.nodelist)
+        span = min(int(self.rng.uniform(self.token_ms / 4, 3 * self.token_ms) * MS), self.heal_ns - self.sim.now_ns)
+        if span > 0:
+            self.sim.pause(node, span)
+            self._note(f"pause {node} {span / MS:.0f} ms")
 
     def _victim(self) -> int | None:
         live = self.sim.live_nodes()

@@ -9,6 +9,7 @@ Setup:       ``nodes 1-5`` (nodelist; default: every node a statement names)   `
 Events:      ``start 1 2 3``   ``crash 2``   ``crash token_holder``   ``restart 2``   ``leave 3``
              ``partition 1,2 | 3,4``   ``heal``   ``lossy 1-2 30%`` (both ways)   ``lossy 1->2 30%``
              ``block 1->2`` (1 no longer reaches 2)   ``recv_only 4``   ``drop_token 2`` (next 2 tokens)
+             ``pause 2 600ms`` (node 2 not scheduled: what reaches it waits, then comes in one burst)
              ``send 1 agreed 100B x10``   ``send all safe 2MiB``   ``traffic on|off`` (random workload)
              ``at 500ms <event>``   ``when 2 enters recovery <event>`` (once node 2's core state name matches)
              ``run 5s``
@@ -267,6 +268,9 @@ class Scenario:
         if op == "recv_only":
             nodes = [int(x) for x in w[1:]]
             return lambda: net.recv_only.update(nodes)
+        if op == "pause":
+            who, span = int(w[1]), parse_time_ns(w[2])
+            return lambda: sim.pause(who, span)
         if op == "drop_token":
             n = int(w[1]) if len(w) > 1 else 1
 

@@ -6,7 +6,7 @@ import contextlib
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pycorosync.engine.totem.api import RingId
@@ -30,6 +30,7 @@ from pycorosync.engine.totem.wire import (
     decode,
     encode_commit,
     encode_control,
+    encode_encapsulated,
     encode_join,
     encode_token,
     header,
@@ -91,6 +92,22 @@ def test_mcast_frames_from_the_send_queue_decode_to_the_same_entries() -> None:
                 if done:
                     out.append(done[2])
     assert out == msgs
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(300, 9000), st.lists(st.integers(0, 5000), min_size=1, max_size=40))
+def test_every_frame_fits_the_transport_even_when_resent_inside_a_recovery_frame(
+    frame_payload: int, sizes: list[int],
+) -> None:
+    # RECOVERY resends an old-ring frame whole inside a new-ring frame; a transport drops a frame bigger
+    # than its frame size, so a full frame resent that way would never arrive and RECOVERY never end
+    q = SendQueue(frame_payload, 1000, 1 << 20)
+    for n in sizes:
+        q.push(b"m" * n, 2)
+    for i, (flags, count, parts, _entries) in enumerate(q.pack(10_000)):
+        raw = header(MCAST, flags, 1, 0, RING) + struct.pack("<QH", i + 1, count) + b"".join(parts)
+        assert len(raw) <= frame_payload
+        assert len(encode_encapsulated(1, 0, RingId(1, 0x30), i + 1, raw)) <= frame_payload
 
 
 def test_wrong_magic_version_type_and_sender_zero_are_rejected() -> None:

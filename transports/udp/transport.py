@@ -33,6 +33,7 @@ from pycorosync.transports.udp.plan import TransportPlan
 from pycorosync.transports.udp.sockets import LinkSockets, open_udp_multicast, open_udpu, peer_sockaddr
 
 log = logging.getLogger("TOTEM")
+_TX_OVERSIZED = COUNTER_NAMES.index("tx_drop_oversized")
 
 TX_FRAMES = 64  # frames per send batch
 RX_ENTRIES = 32  # recvmmsg entries per receive batch (each up to a 64 KiB GRO train)
@@ -122,6 +123,7 @@ class UdpTransport:
         self._rx_ctx: list[evp.GcmContext | None] = [None] * len(self.node_ids)
         self._tx_ctx = evp.GcmContext(self.codec.key_for(self.node_id, self.boot_id), False) if self.evp else None
         self._drop_logged = np.zeros(len(DROP_NAMES), dtype=np.int64)
+        self._oversized_logged = 0
         self._last_drop_log = 0.0
         log.info(
             "UDP transport %s: node %d bound to %s port %d, %s%s, rcvbuf %d bytes, GSO %s, GRO %s, max frame %d",
@@ -384,6 +386,12 @@ class UdpTransport:
         self.links.update_connected(time.monotonic_ns(), self.plan.token_ms * 1_000_000)
         if now - self._last_drop_log < self.drop_log_interval_s:
             return
+        oversized = int(self.ctr[_TX_OVERSIZED])
+        if oversized != self._oversized_logged:
+            self._last_drop_log = now
+            log.error("Dropped %d frames from totem longer than the %d bytes a frame can carry (a bug: please "
+                      "report it)", oversized - self._oversized_logged, self.plan.max_frame_bytes)
+            self._oversized_logged = oversized
         drops = self.ctr[frames.C_DROP_BASE : frames.C_DROP_BASE + len(DROP_NAMES)]
         delta = drops - self._drop_logged
         if not delta.any():
