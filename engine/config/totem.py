@@ -32,6 +32,8 @@ MINIMUM_TIMEOUT = (1000 // HZ) * 3  # 30 ms
 MINIMUM_TIMEOUT_HOLD = int(MINIMUM_TIMEOUT * 0.8 - 1000 / HZ)  # 14 ms
 DEFAULT_PORT = 5405
 UDP_NETMTU = 1500
+IPV4_UDP_HEADERS = 28  # IP + UDP headers a datagram carries
+IPV6_UDP_HEADERS = 48
 KNET_NETMTU = 65536
 KNET_PONG_COUNT = 2
 KNET_PING_PRECISION = 2048
@@ -244,6 +246,7 @@ def build_totem(
     netmtu = reader.number("totem.netmtu", 0)
     if not netmtu:
         netmtu = KNET_NETMTU if transport == "knet" else UDP_NETMTU
+    _check_commit_token_fits(reader, nodes, netmtu, ip_version, cipher, hash_name)
     dscp = reader.get("totem.ip_dscp")
     totem = TotemConfig(
         version=version,
@@ -290,6 +293,30 @@ def build_totem(
         threads=reader.number("totem.threads", 0),
     )
     return totem, _runtime_keys(totem, values)
+
+
+def _check_commit_token_fits(
+    reader: _TotemReader, nodes: list[NodeEntry], netmtu: int, ip_version: str, cipher: str, hash_name: str
+) -> None:
+    """The commit token (one entry per node) must fit one frame: a transport drops a longer frame, and a
+    ring of these nodes could then never form. IPv6 headers are assumed unless every address is IPv4."""
+    from pycorosync.engine.totem.wire import COMMIT_BODY, COMMIT_ENTRY, HEADER
+    from pycorosync.transports.crypto import CryptoSettings
+
+    if not nodes:
+        return
+    ipv4 = ip_version == "ipv4" or all(address_family(a) == 4 for n in nodes for a in n.addrs)
+    room = netmtu - (IPV4_UDP_HEADERS if ipv4 else IPV6_UDP_HEADERS) - CryptoSettings(cipher, hash_name, "", b"").overhead
+    fixed = HEADER.size + COMMIT_BODY.size
+    need = fixed + len(nodes) * COMMIT_ENTRY.size
+    if need > room:
+        key = "totem.netmtu" if reader.get("totem.netmtu") is not None else "totem.transport"
+        raise reader.error(
+            f"{len(nodes)} nodes need a commit token of {need} bytes, more than the {room} bytes one frame carries "
+            f"with netmtu {netmtu} (crypto_cipher {cipher}, crypto_hash {hash_name}): at most "
+            f"{max(0, (room - fixed) // COMMIT_ENTRY.size)} nodes fit; set totem.netmtu to at least {netmtu + need - room}",
+            key,
+        )
 
 
 def _ignored_settings(flat: FlatConfig, have_nodelist: bool) -> list[str]:

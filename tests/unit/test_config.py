@@ -445,9 +445,10 @@ def test_short_or_missing_key_files_are_refused_in_corosyncs_words(tmp_path: Pat
 
 def test_nodelist_is_limited_to_384_nodes() -> None:
     addresses = [f"10.{i // 250}.{i % 250}.1" for i in range(385)]
-    assert len(parse(_conf(*addresses[:384])).nodes) == 384
+    big = "    netmtu: 20000\n"  # 384 commit token entries need 17,314 bytes in one frame
+    assert len(parse(_conf(*addresses[:384], totem=big)).nodes) == 384
     with pytest.raises(ConfigError, match=r"too many nodes in the nodelist \(385, at most 384\)"):
-        parse(_conf(*addresses))
+        parse(_conf(*addresses, totem=big))
 
 
 @pytest.mark.parametrize(("first", "second"), [("fd00::1", "fd00:0::1"), ("Node-A.example", "node-a.example")])
@@ -466,3 +467,31 @@ def test_static_member_lists_are_kept_but_reported_as_deprecated() -> None:
     assert config.get("totem.interface.0.member.1") == "10.0.0.2"
     assert config.warnings == ("member section is deprecated.",)
     assert config.nodes == ()
+
+
+# -- the commit token must fit one frame -----------------------------------------------------------------------------
+
+
+def _many(count: int) -> list[str]:
+    return [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(count)]
+
+
+def test_a_nodelist_whose_commit_token_fits_one_frame_is_accepted_and_one_more_node_is_refused_with_the_fix() -> None:
+    # netmtu 1500, IPv4 (28 header bytes), the transport's 32-byte header, no crypto: 1440 bytes per frame
+    no_crypto = "    token_coefficient: 0\n    crypto_cipher: none\n    crypto_hash: none\n"
+    assert len(parse(_conf(*_many(31), totem=no_crypto)).nodes) == 31
+    with pytest.raises(ConfigError) as err:
+        parse(_conf(*_many(32), totem=no_crypto))
+    text = str(err.value)
+    assert "32 nodes need a commit token of 1474 bytes, more than the 1440 bytes one frame carries" in text
+    assert "at most 31 nodes fit; set totem.netmtu to at least 1534" in text
+    assert len(parse(_conf(*_many(100), totem=no_crypto + "    netmtu: 9000\n")).nodes) == 100
+
+
+def test_crypto_and_ipv6_leave_less_room_for_the_commit_token() -> None:
+    aes = "    token_coefficient: 0\n    crypto_cipher: aes256\n    crypto_hash: sha256\n"
+    with pytest.raises(ConfigError, match="at most 30 nodes fit"):  # 1500 - 28 - (32 + 16) = 1424 bytes
+        parse(_conf(*_many(31), totem=aes))
+    v6 = [f"fd00::{i + 1:x}" for i in range(31)]
+    with pytest.raises(ConfigError, match="at most 30 nodes fit"):  # IPv6 headers: 1500 - 48 - 32 = 1420 bytes
+        parse(_conf(*v6, totem="    token_coefficient: 0\n    crypto_cipher: none\n    crypto_hash: none\n"))
