@@ -246,7 +246,7 @@ def build_totem(
     netmtu = reader.number("totem.netmtu", 0)
     if not netmtu:
         netmtu = KNET_NETMTU if transport == "knet" else UDP_NETMTU
-    _check_commit_token_fits(reader, nodes, netmtu, ip_version, cipher, hash_name)
+    _check_frame_room(reader, nodes, netmtu, ip_version, cipher, hash_name)
     dscp = reader.get("totem.ip_dscp")
     totem = TotemConfig(
         version=version,
@@ -295,26 +295,30 @@ def build_totem(
     return totem, _runtime_keys(totem, values)
 
 
-def _check_commit_token_fits(
+def _check_frame_room(
     reader: _TotemReader, nodes: list[NodeEntry], netmtu: int, ip_version: str, cipher: str, hash_name: str
 ) -> None:
-    """The commit token (one entry per node) must fit one frame: a transport drops a longer frame, and a
-    ring of these nodes could then never form. IPv6 headers are assumed unless every address is IPv4."""
+    """A frame must hold a token with a full retransmit list and the commit token (one entry per node): a
+    transport drops a longer frame, and the ring could then never form. IPv6 headers are assumed unless
+    every address is IPv4."""
+    from pycorosync.engine.totem.config import MIN_FRAME_BYTES
     from pycorosync.engine.totem.wire import COMMIT_BODY, COMMIT_ENTRY, HEADER
     from pycorosync.transports.crypto import CryptoSettings
 
-    if not nodes:
-        return
-    ipv4 = ip_version == "ipv4" or all(address_family(a) == 4 for n in nodes for a in n.addrs)
+    ipv4 = ip_version == "ipv4" or (bool(nodes) and all(address_family(a) == 4 for n in nodes for a in n.addrs))
     room = netmtu - (IPV4_UDP_HEADERS if ipv4 else IPV6_UDP_HEADERS) - CryptoSettings(cipher, hash_name, "", b"").overhead
+    key = "totem.netmtu" if reader.get("totem.netmtu") is not None else "totem.transport"
+    where = f"with netmtu {netmtu} (crypto_cipher {cipher}, crypto_hash {hash_name})"
+    if room < MIN_FRAME_BYTES:
+        raise reader.error(f"{max(0, room)} bytes per frame {where}: at least {MIN_FRAME_BYTES} are needed; set "
+                           f"totem.netmtu to at least {netmtu + MIN_FRAME_BYTES - room}", key)
     fixed = HEADER.size + COMMIT_BODY.size
     need = fixed + len(nodes) * COMMIT_ENTRY.size
     if need > room:
-        key = "totem.netmtu" if reader.get("totem.netmtu") is not None else "totem.transport"
         raise reader.error(
             f"{len(nodes)} nodes need a commit token of {need} bytes, more than the {room} bytes one frame carries "
-            f"with netmtu {netmtu} (crypto_cipher {cipher}, crypto_hash {hash_name}): at most "
-            f"{max(0, (room - fixed) // COMMIT_ENTRY.size)} nodes fit; set totem.netmtu to at least {netmtu + need - room}",
+            f"{where}: at most {(room - fixed) // COMMIT_ENTRY.size} nodes fit; set totem.netmtu to at least "
+            f"{netmtu + need - room}",
             key,
         )
 

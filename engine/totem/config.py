@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
+from pycorosync.engine.totem.wire import HEADER, RTR_MAX, TOKEN_BODY
+
+#: the smallest frame totem can work with: a token with a full retransmit list must fit (320 bytes)
+MIN_FRAME_BYTES = max(256, HEADER.size + TOKEN_BODY.size + RTR_MAX * 8)
+
 #: the IP/UDP headroom and crypto trailer a transport needs inside ``netmtu`` (bytes)
 DEFAULT_TRANSPORT_OVERHEAD_BYTES = 64
 #: corosync's send queue: 4 MiB worth of frames
@@ -59,10 +64,10 @@ class TotemConfig:
                      "token_retransmits_before_loss_const"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"totem.{name} must be a positive count, got {getattr(self, name)!r}")
-        if self.frame_payload_bytes < 256:
+        if self.frame_payload_bytes < MIN_FRAME_BYTES:
             raise ValueError(
                 f"totem.netmtu {self.netmtu} minus transport overhead {self.transport_overhead_bytes} leaves "
-                f"{self.frame_payload_bytes} bytes per frame: at least 256 are needed")
+                f"{self.frame_payload_bytes} bytes per frame: at least {MIN_FRAME_BYTES} are needed")
         if not 0 <= self.token_warning <= 100:
             raise ValueError(f"totem.token_warning must be a percentage 0..100, got {self.token_warning!r}")
         if self.max_message_bytes <= 0:

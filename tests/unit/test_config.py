@@ -495,3 +495,11 @@ def test_crypto_and_ipv6_leave_less_room_for_the_commit_token() -> None:
     v6 = [f"fd00::{i + 1:x}" for i in range(31)]
     with pytest.raises(ConfigError, match="at most 30 nodes fit"):  # IPv6 headers: 1500 - 48 - 32 = 1420 bytes
         parse(_conf(*v6, totem="    token_coefficient: 0\n    crypto_cipher: none\n    crypto_hash: none\n"))
+
+
+def test_a_netmtu_too_small_for_a_full_token_is_refused_at_its_line() -> None:
+    small = "    token_coefficient: 0\n    crypto_cipher: none\n    crypto_hash: none\n    netmtu: %d\n"
+    parse(_conf(*_addresses(3), totem=small % 380))  # 380 - 28 - 32 = 320 bytes: a full token fits
+    with pytest.raises(ConfigError, match=r"corosync.conf:\d+: 319 bytes per frame with netmtu 379 .*at least 320 "
+                                          r"are needed; set totem.netmtu to at least 380"):
+        parse(_conf(*_addresses(3), totem=small % 379))

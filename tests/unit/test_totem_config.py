@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from pycorosync.engine.totem.api import RingId
 from pycorosync.engine.totem.config import TotemConfig
 from pycorosync.engine.totem.core import TotemCore
 from pycorosync.engine.totem.loopback import LoopbackNet
+from pycorosync.engine.totem.wire import RTR_MAX, Token, encode_token
 
 
 @pytest.mark.parametrize(("nodes", "token", "retransmit", "hold", "consensus"), [
@@ -38,6 +40,14 @@ def test_bad_values_are_refused_with_the_key_name() -> None:
         TotemConfig(window_size=0)
     with pytest.raises(ValueError, match="netmtu"):
         TotemConfig(netmtu=200)
+
+
+def test_the_smallest_frame_holds_a_token_with_a_full_retransmit_list() -> None:
+    full = Token(1, 0, RingId(1, 4), seq=99, aru=9, rtr_list=list(range(10, 10 + RTR_MAX)))
+    need = len(encode_token(full, 1, 0))
+    assert TotemConfig(netmtu=need + 60, transport_overhead_bytes=60).frame_payload_bytes == need
+    with pytest.raises(ValueError, match=f"leaves {need - 1} bytes per frame: at least {need} are needed"):
+        TotemConfig(netmtu=need + 59, transport_overhead_bytes=60)
 
 
 def test_same_seed_and_calls_give_the_same_actions() -> None:
