@@ -170,7 +170,8 @@ def nodes() -> Iterator[tuple[list[TransportProcess], str]]:
 
 def test_fuzzed_transport_counts_and_drops_every_bad_datagram_while_valid_traffic_flows(nodes) -> None:
     (a, b, c), node3_log = nodes
-    seed = int.from_bytes(os.urandom(4), "little")
+    seed = int(os.environ.get("TRANSPORT_FUZZ_SEED") or int.from_bytes(os.urandom(4), "little"))
+    print(f"transport fuzz seed {seed} (replay: TRANSPORT_FUZZ_SEED={seed})")  # shown with any failure
     frame_len = HEADER_BYTES + PAYLOAD + 16
     target = (b.plan.local_addr, b.plan.port_of(2))
     capture = capture_socket(target[1])
@@ -222,8 +223,11 @@ def test_fuzzed_transport_counts_and_drops_every_bad_datagram_while_valid_traffi
     assert a.alive() and b.alive() and c.alive()
 
     # node 3 holds another key: it never accepted a frame, and its log says why, rate-limited
+    deadline = time.monotonic() + 10  # node 3's transport may still be reading its socket on a loaded machine
+    while c.counters()["rx_drop_bad_auth"] < sent * 0.9 and time.monotonic() < deadline:
+        time.sleep(0.02)
     c3 = c.counters()
-    assert c3["rx_delivered"] == 0 and c3["rx_drop_bad_auth"] >= sent * 0.9, c3
+    assert c3["rx_delivered"] == 0 and c3["rx_drop_bad_auth"] >= sent * 0.9, (c3, sent, f"seed {seed}")
     assert c.seg.rx.pop() is None
     c.stop()
     with open(node3_log) as f:
