@@ -32,8 +32,6 @@ MINIMUM_TIMEOUT = (1000 // HZ) * 3  # 30 ms
 MINIMUM_TIMEOUT_HOLD = int(MINIMUM_TIMEOUT * 0.8 - 1000 / HZ)  # 14 ms
 DEFAULT_PORT = 5405
 UDP_NETMTU = 1500
-IPV4_UDP_HEADERS = 28  # IP + UDP headers a datagram carries
-IPV6_UDP_HEADERS = 48
 KNET_NETMTU = 65536
 KNET_PONG_COUNT = 2
 KNET_PING_PRECISION = 2048
@@ -304,6 +302,7 @@ def _check_frame_room(
     from pycorosync.engine.totem.config import MIN_FRAME_BYTES
     from pycorosync.engine.totem.wire import COMMIT_BODY, COMMIT_ENTRY, HEADER
     from pycorosync.transports.crypto import CryptoSettings
+    from pycorosync.transports.udp.plan import IPV4_UDP_HEADERS, IPV6_UDP_HEADERS
 
     ipv4 = ip_version == "ipv4" or (bool(nodes) and all(address_family(a) == 4 for n in nodes for a in n.addrs))
     room = netmtu - (IPV4_UDP_HEADERS if ipv4 else IPV6_UDP_HEADERS) - CryptoSettings(cipher, hash_name, "", b"").overhead
