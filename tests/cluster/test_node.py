@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import signal
@@ -12,6 +11,7 @@ import time
 import psutil
 import pytest
 
+from pycorosync.localcluster import cpu_ns
 from tests.cluster.conftest import SHM_DIR, Cluster, EchoClient, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -150,15 +150,6 @@ def test_a_slow_service_loses_no_message(make_cluster) -> None:
         slow.close()
 
 
-def _cpu_ns(pid: int) -> int:
-    """CPU time of every thread of ``pid`` in ns (schedstat: exact, where /proc/<pid>/stat counts 10 ms ticks)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total
-
-
 def test_an_idle_node_uses_under_one_percent_of_a_core(make_cluster) -> None:
     # corosync's default token (3000 ms): an idle ring's token is held ``hold`` ms (561) per rotation; with
     # the short test token (400 ms, hold 66 ms) it turns about 8 times faster
@@ -167,10 +158,10 @@ def test_an_idle_node_uses_under_one_percent_of_a_core(make_cluster) -> None:
     pids = node.pids()
     assert len(pids) >= 4  # supervisor, transport, totem, services
     time.sleep(2.0)  # let the ring settle after sync (the measurement below is what is asserted)
-    before = {name: _cpu_ns(pid) for name, pid in pids.items()}
+    before = {name: cpu_ns(pid) for name, pid in pids.items()}
     t0 = time.monotonic()
     time.sleep(5.0)
-    used = {name: (_cpu_ns(pid) - before[name]) / 1e9 for name, pid in pids.items()}
+    used = {name: (cpu_ns(pid) - before[name]) / 1e9 for name, pid in pids.items()}
     elapsed = time.monotonic() - t0
     share = sum(used.values()) / elapsed
     detail = ", ".join(f"{name} {u / elapsed:.2%}" for name, u in used.items())
