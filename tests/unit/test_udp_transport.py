@@ -262,6 +262,19 @@ def test_frames_longer_than_netmtu_allows_are_dropped_at_send_and_counted(cluste
     assert f"Dropped 1 frames from totem longer than the {limit} bytes" in caplog.text
 
 
+@pytest.mark.parametrize("crypto", [PLAIN, AES], ids=["plain", "aes"])
+def test_netmtu_65536_of_knet_never_makes_a_frame_longer_than_a_udp_datagram_can_be(cluster, crypto) -> None:
+    # knet's default netmtu is 65536; over IPv4 a UDP payload is at most 65535 - 20 - 8 = 65507 bytes, and a
+    # longer datagram is refused by the kernel at every send (a frame Totem would retransmit for ever)
+    a, b = cluster(2, crypto, netmtu=65536)
+    assert a.t.plan.max_datagram_bytes == 65507
+    limit = a.t.plan.max_frame_bytes
+    a.tx.push(2, b"z" * limit)
+    run_until([a, b], lambda: len(b.got) >= 1)
+    assert b.got == [(1, b"z" * limit)]
+    assert a.t.counters()["tx_drop_oversized"] == 0
+
+
 def test_shared_link_table_is_readable_by_another_attach() -> None:
     buf = np.zeros(links.table_bytes(3), np.uint8)
     lt = links.LinkTable.create(buf, [3, 1, 2])

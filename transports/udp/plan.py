@@ -11,6 +11,9 @@ from pycorosync.transports.udp.addresses import DEFAULT_MCASTPORT, AddressError,
 
 IPV4_UDP_HEADERS = 28
 IPV6_UDP_HEADERS = 48
+#: the longest UDP payload the kernel sends: IPv4's 16-bit total length counts its headers, IPv6's payload
+#: length only the UDP header (so knet's default netmtu 65536 is capped here)
+UDP_MAX_PAYLOAD = {socket.AF_INET: 65535 - IPV4_UDP_HEADERS, socket.AF_INET6: 65535 - 8}
 DEFAULT_NETMTU = 1500
 DEFAULT_TOKEN_MS = 3000
 
@@ -53,9 +56,10 @@ class TransportPlan:
 
     @property
     def max_datagram_bytes(self) -> int:
-        """Largest UDP payload ``netmtu`` allows (IP and UDP headers taken off)."""
-        hdr = IPV6_UDP_HEADERS if self.family == socket.AF_INET6 else IPV4_UDP_HEADERS
-        return self.netmtu - hdr
+        """Largest UDP payload ``netmtu`` allows (IP and UDP headers taken off), at most what UDP can carry."""
+        v6 = self.family == socket.AF_INET6
+        return min(self.netmtu - (IPV6_UDP_HEADERS if v6 else IPV4_UDP_HEADERS),
+                   UDP_MAX_PAYLOAD[socket.AF_INET6 if v6 else socket.AF_INET])
 
     @property
     def max_frame_bytes(self) -> int:
