@@ -128,6 +128,8 @@ METRICS: list[Metric] = [
     _c("transport.rx_delivered", "frames", "Frames handed to totem"),
     _c("transport.rx_ring_full", "frames", "Frames refused by a full rx ring (Totem retransmits them)"),
     _c("transport.rx_wakes", "wakeups", "Doorbell writes to totem"),
+    _c("transport.tx_large_frames", "frames",
+       "Frames longer than netmtu (commit tokens of large clusters) sent whole, fragmented by IP"),
     # --- totem SRP (corosync: stats.srp.*, stats.pg.*)
     *(
         _c(f"srp.{msg}_{d}", "messages", f"{msg.replace('_', ' ')} messages {'sent' if d == 'tx' else 'received'}")

@@ -244,7 +244,7 @@ def build_totem(
     netmtu = reader.number("totem.netmtu", 0)
     if not netmtu:
         netmtu = KNET_NETMTU if transport == "knet" else UDP_NETMTU
-    _check_frame_room(reader, nodes, netmtu, ip_version, cipher, hash_name)
+    _check_frame_room(reader, nodes, transport, netmtu, ip_version, cipher, hash_name)
     dscp = reader.get("totem.ip_dscp")
     totem = TotemConfig(
         version=version,
@@ -294,18 +294,21 @@ def build_totem(
 
 
 def _check_frame_room(
-    reader: _TotemReader, nodes: list[NodeEntry], netmtu: int, ip_version: str, cipher: str, hash_name: str
+    reader: _TotemReader, nodes: list[NodeEntry], transport: str, netmtu: int, ip_version: str, cipher: str,
+    hash_name: str,
 ) -> None:
-    """A frame must hold a token with a full retransmit list and the commit token (one entry per node): a
-    transport drops a longer frame, and the ring could then never form. IPv6 headers are assumed unless
-    every address is IPv4."""
+    """A frame must hold a token with a full retransmit list, and the commit token (one entry per node) must
+    go out at all: over UDP a control frame longer than netmtu is sent whole and fragmented by IP, up to
+    UDP's largest datagram; InfiniBand cannot fragment, so there it must fit one frame. A transport drops
+    a longer frame, and the ring could then never form. IPv6 headers are assumed unless every address is IPv4."""
     from pycorosync.engine.totem.config import MIN_FRAME_BYTES
     from pycorosync.engine.totem.wire import COMMIT_BODY, COMMIT_ENTRY, HEADER
     from pycorosync.transports.crypto import CryptoSettings
     from pycorosync.transports.udp.plan import IPV4_UDP_HEADERS, IPV6_UDP_HEADERS
 
     ipv4 = ip_version == "ipv4" or (bool(nodes) and all(address_family(a) == 4 for n in nodes for a in n.addrs))
-    room = netmtu - (IPV4_UDP_HEADERS if ipv4 else IPV6_UDP_HEADERS) - CryptoSettings(cipher, hash_name, "", b"").overhead
+    overhead = CryptoSettings(cipher, hash_name, "", b"").overhead
+    room = netmtu - (IPV4_UDP_HEADERS if ipv4 else IPV6_UDP_HEADERS) - overhead
     key = "totem.netmtu" if reader.get("totem.netmtu") is not None else "totem.transport"
     where = f"with netmtu {netmtu} (crypto_cipher {cipher}, crypto_hash {hash_name})"
     if room < MIN_FRAME_BYTES:
@@ -313,13 +316,14 @@ def _check_frame_room(
                            f"totem.netmtu to at least {netmtu + MIN_FRAME_BYTES - room}", key)
     fixed = HEADER.size + COMMIT_BODY.size
     need = fixed + len(nodes) * COMMIT_ENTRY.size
-    if need > room:
+    if transport == "iba" and need > room:
         raise reader.error(
             f"{len(nodes)} nodes need a commit token of {need} bytes, more than the {room} bytes one frame carries "
-            f"{where}: at most {(room - fixed) // COMMIT_ENTRY.size} nodes fit; set totem.netmtu to at least "
-            f"{netmtu + need - room}",
+            f"{where}, and InfiniBand cannot fragment a frame: at most {(room - fixed) // COMMIT_ENTRY.size} nodes "
+            f"fit; set totem.netmtu to at least {netmtu + need - room}",
             key,
         )
+    # over UDP the largest commit token (384 nodes, the nodelist limit: 17,314 bytes) fits one datagram
 
 
 def _ignored_settings(flat: FlatConfig, have_nodelist: bool) -> list[str]:

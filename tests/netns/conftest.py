@@ -28,15 +28,16 @@ PORT_RANGE = (20000, 60000)
 
 @pytest.fixture
 def netns_cluster(tmp_path: Path) -> Iterator[Callable[..., tuple[Cluster, NetnsLab]]]:
-    """Factory ``(n, *, start=True, **cluster_kw) -> (Cluster, NetnsLab)``; all torn down after the test."""
+    """Factory ``(n, *, start=True, mtu=None, **cluster_kw) -> (Cluster, NetnsLab)``; all torn down after the
+    test. ``mtu`` sets every link's MTU."""
     try:
         check_available()
     except LabUnavailable as exc:
         pytest.skip(str(exc))
     made: list[tuple[Cluster | None, NetnsLab]] = []
 
-    def make(n: int, *, start: bool = True, **kw: Any) -> tuple[Cluster, NetnsLab]:
-        lab = NetnsLab(n)
+    def make(n: int, *, start: bool = True, mtu: int | None = None, **kw: Any) -> tuple[Cluster, NetnsLab]:
+        lab = NetnsLab(n, mtu)
         made.append((None, lab))
         try:
             lab.build()

@@ -3,6 +3,7 @@ whose peer sits on a bridge in a "switch" namespace, and nftables rules in the n
 what a test says (partitions, random loss, one-way loss).
 
     lab = NetnsLab(n=5)            # names unique per process and lab: pcs-<pid>-<k>-sw, pcs-<pid>-<k>-n<id>
+                                   # (mtu=400: every link's MTU, for IP fragmentation)
     lab.build()                    # namespaces, veths, bridge, addresses 10.99.0.<id>/24
     lab.exec_prefix(3)             # ["ip", "netns", "exec", "pcs-...-n3"]: run node 3's daemon in it
     lab.partition([1, 2, 3], [4, 5]); lab.heal(); lab.loss(20); lab.one_way(5, 1)
@@ -69,8 +70,9 @@ def sweep_orphans() -> list[str]:
 class NetnsLab:
     """N node namespaces on one bridge (see the module docstring)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, mtu: int | None = None) -> None:
         self.n = n
+        self.mtu = mtu  # of every link (veths, hence the bridge); None: the kernel's 1500
         self.tag = f"{NAME_PREFIX}{os.getpid()}-{next(_labs)}"
         self.switch = f"{self.tag}-sw"
         self.made: list[str] = []
@@ -104,6 +106,9 @@ class NetnsLab:
             for i in self.ids:
                 _run(["ip", "-n", self.switch, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0",
                       "netns", self.ns(i)])
+                if self.mtu is not None:
+                    _run(["ip", "-n", self.switch, "link", "set", f"v{i}", "mtu", str(self.mtu)])
+                    _run(["ip", "-n", self.ns(i), "link", "set", "eth0", "mtu", str(self.mtu)])
                 _run(["ip", "-n", self.switch, "link", "set", f"v{i}", "master", "br0", "up"])
                 _run(["ip", "-n", self.ns(i), "addr", "add", f"{self.address(i)}/24", "dev", "eth0"])
                 _run(["ip", "-n", self.ns(i), "link", "set", "eth0", "up"])
@@ -149,6 +154,13 @@ class NetnsLab:
         done = subprocess.run(["ip", "netns", "exec", self.ns(nodeid), "nft", "list", "table", "inet", TABLE],
                               capture_output=True, text=True, timeout=30, check=False)
         return done.stdout
+
+    def ip_stats(self, nodeid: int) -> dict[str, int]:
+        """The node namespace's IPv4 counters from /proc/net/snmp (FragCreates, ReasmOKs, ...)."""
+        done = subprocess.run(["ip", "netns", "exec", self.ns(nodeid), "cat", "/proc/net/snmp"],
+                              capture_output=True, text=True, timeout=30, check=True)
+        rows = [line.split() for line in done.stdout.splitlines() if line.startswith("Ip:")]
+        return {name: int(value) for name, value in zip(rows[0][1:], rows[1][1:])}
 
     def destroy(self) -> None:
         """Deletes every namespace of the lab (their veths, bridge and nftables tables go with them)."""

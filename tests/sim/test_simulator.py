@@ -217,3 +217,21 @@ def test_cli_json_summary_and_exit_status(capsys: pytest.CaptureFixture[str]) ->
     assert set(summary["detect_ms"]) == {"min", "p50", "max"}
     assert cli.main(["--seed", "1", "--nodes", "4", "--core", "standin", "--faults", "loss", "--json"]) == 1
     assert "replay with: python -m tests.sim --seed 1 --nodes 4 --faults loss" in capsys.readouterr().err
+
+
+def test_a_commit_token_longer_than_one_netmtu_datagram_is_no_error_and_seven_nodes_form_one_ring() -> None:
+    # the UDP transport sends such a control frame whole (IP fragments it); only multicast frames must fit
+    from pycorosync.engine.totem.wire import COMMIT_BODY, COMMIT_ENTRY, HEADER
+    from tests.sim.cores import real_core_factory
+
+    factory = real_core_factory(7, netmtu=400)
+    assert HEADER.size + COMMIT_BODY.size + 7 * COMMIT_ENTRY.size > factory.config.frame_payload_bytes
+    sim = Simulator(factory, list(range(1, 8)), seed=5)
+    for i in range(1, 8):
+        sim.start(i)
+    sim.workload_on = True
+    sim.run_until(3000 * MS)
+    assert not sim.errors
+    cores = [node.core for node in sim.nodes.values()]
+    assert {(c.state, tuple(c.members)) for c in cores} == {("OPERATIONAL", tuple(range(1, 8)))}
+    assert sim.stats.delivered > 0

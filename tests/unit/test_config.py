@@ -469,32 +469,43 @@ def test_static_member_lists_are_kept_but_reported_as_deprecated() -> None:
     assert config.nodes == ()
 
 
-# -- the commit token must fit one frame -----------------------------------------------------------------------------
+# -- the commit token must go out: IP fragments it over UDP, InfiniBand needs it in one frame -------------------------
 
 
 def _many(count: int) -> list[str]:
     return [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(count)]
 
 
-def test_a_nodelist_whose_commit_token_fits_one_frame_is_accepted_and_one_more_node_is_refused_with_the_fix() -> None:
+NO_CRYPTO = "    token_coefficient: 0\n    crypto_cipher: none\n    crypto_hash: none\n"
+
+
+def test_over_udp_a_commit_token_longer_than_netmtu_is_accepted_it_goes_whole_and_ip_fragments_it() -> None:
+    # 384 nodes (corosync's processor limit) need a 17,314-byte commit token at netmtu 1500
+    assert len(parse(_conf(*_many(384), totem=NO_CRYPTO)).nodes) == 384
+    aes = "    token_coefficient: 0\n    crypto_cipher: aes256\n    crypto_hash: sha256\n"
+    assert len(parse(_conf(*_many(384), totem=aes, transport="udp")).nodes) == 384
+    with pytest.raises(ConfigError, match=r"too many nodes in the nodelist \(385, at most 384\)"):
+        parse(_conf(*_many(385), totem=NO_CRYPTO))
+
+
+def test_over_infiniband_the_commit_token_must_fit_one_frame_and_one_more_node_is_refused_with_the_fix() -> None:
     # netmtu 1500, IPv4 (28 header bytes), the transport's 32-byte header, no crypto: 1440 bytes per frame
-    no_crypto = "    token_coefficient: 0\n    crypto_cipher: none\n    crypto_hash: none\n"
-    assert len(parse(_conf(*_many(31), totem=no_crypto)).nodes) == 31
+    assert len(parse(_conf(*_many(31), totem=NO_CRYPTO, transport="iba")).nodes) == 31
     with pytest.raises(ConfigError) as err:
-        parse(_conf(*_many(32), totem=no_crypto))
+        parse(_conf(*_many(32), totem=NO_CRYPTO, transport="iba"))
     text = str(err.value)
     assert "32 nodes need a commit token of 1474 bytes, more than the 1440 bytes one frame carries" in text
-    assert "at most 31 nodes fit; set totem.netmtu to at least 1534" in text
-    assert len(parse(_conf(*_many(100), totem=no_crypto + "    netmtu: 9000\n")).nodes) == 100
+    assert "InfiniBand cannot fragment a frame: at most 31 nodes fit; set totem.netmtu to at least 1534" in text
+    assert len(parse(_conf(*_many(100), totem=NO_CRYPTO + "    netmtu: 9000\n", transport="iba")).nodes) == 100
 
 
 def test_crypto_and_ipv6_leave_less_room_for_the_commit_token() -> None:
     aes = "    token_coefficient: 0\n    crypto_cipher: aes256\n    crypto_hash: sha256\n"
     with pytest.raises(ConfigError, match="at most 30 nodes fit"):  # 1500 - 28 - (32 + 16) = 1424 bytes
-        parse(_conf(*_many(31), totem=aes))
+        parse(_conf(*_many(31), totem=aes, transport="iba"))
     v6 = [f"fd00::{i + 1:x}" for i in range(31)]
     with pytest.raises(ConfigError, match="at most 30 nodes fit"):  # IPv6 headers: 1500 - 48 - 32 = 1420 bytes
-        parse(_conf(*v6, totem="    token_coefficient: 0\n    crypto_cipher: none\n    crypto_hash: none\n"))
+        parse(_conf(*v6, totem=NO_CRYPTO, transport="iba"))
 
 
 def test_a_netmtu_too_small_for_a_full_token_is_refused_at_its_line() -> None:

@@ -28,9 +28,11 @@ COUNTER_NAMES: tuple[str, ...] = (
     "rx_delivered",
     "rx_ring_full",
     "rx_wakes",
+    "tx_large_frames",
 )
 
 assert len(COUNTER_NAMES) == frames.N_COUNTERS
 assert COUNTER_NAMES[batch.C_RX_GRO_SEGMENTS] == "rx_gro_segments"
 assert COUNTER_NAMES[frames.C_DROP_BASE + frames.R_BAD_AUTH] == "rx_drop_bad_auth"
 assert COUNTER_NAMES[frames.C_RX_RING_FULL] == "rx_ring_full"
+assert COUNTER_NAMES[frames.C_TX_LARGE] == "tx_large_frames"

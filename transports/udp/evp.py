@@ -31,6 +31,7 @@ from pycorosync.transports.udp.frames import (
     R_BAD_AUTH,
     R_REPLAY,
     TX_DROPPED,
+    TX_LARGE,
     finish_accept,
     note_accepted,
     tx_dest_or_drop,
@@ -161,11 +162,12 @@ def seal_batch(ctx: int, stage: Any, plain: Any, lens: Any, n: int, outl: Any) -
 @njit(cache=True, nogil=True)
 def drain_seal(
     ctx: int, rbuf: Any, rbase: int, rcap: int, stage: Any, lens: Any, dests: Any, max_frames: int,
-    max_payload: int, node_ids: Any, chash: int, node_id: int, boot_id: int, tx_counter: Any, ctr: Any, outl: Any,
+    max_payload: int, large_payload: int, large: Any, node_ids: Any, chash: int, node_id: int, boot_id: int,
+    tx_counter: Any, ctr: Any, outl: Any,
 ) -> int:
     """``frames.tx_drain`` + ``seal_batch`` in one pass, without the plaintext copy: each record is sealed
     straight out of the tx ring into ``stage[k]`` and only then released (the producer cannot overwrite it
-    before). Same frames, same drops and counters; ``lens[k]`` is the datagram length. Returns frames
+    before). Same frames, same drops, counters and large-frame stop; ``lens[k]`` is the datagram length. Returns frames
     sealed, or ``-1 - k`` when EVP refused a nonce after ``k`` frames (OpenSSL state is broken)."""
     k = 0
     room = stage.shape[1] - HEADER_BYTES
@@ -177,7 +179,10 @@ def drain_seal(
         hdr, rtype, n = ring_peek(rbuf, rbase, rcap)
         if hdr < 0:
             break  # EMPTY, or CORRUPT (totem's ring is trusted; the next call reports it again)
-        d = tx_dest_or_drop(rbuf, rbase, rcap, rtype, n, max_payload, room, node_ids, ctr)
+        d = tx_dest_or_drop(rbuf, rbase, rcap, rtype, n, max_payload, room, large_payload, node_ids, ctr)
+        if d == TX_LARGE:
+            large[0] = 1
+            break
         if d == TX_DROPPED:
             continue
         c = tx_counter[0] + 1
@@ -323,7 +328,8 @@ def warm() -> None:
     ring = np.zeros(RING_HEADER_BYTES + cap, np.uint8)
     ring_push(ring, 0, cap, 0, np.zeros(16, np.uint8))
     drain_seal(enc.ptr, ring, 0, cap, np.zeros((1, slot), np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64), 1,
-               64, np.array([1], np.int64), 0, 1, 1, np.zeros(1, np.int64), np.zeros(N_COUNTERS, np.int64), outl)
+               64, 64, np.zeros(1, np.int64), np.array([1], np.int64), 0, 1, 1, np.zeros(1, np.int64),
+               np.zeros(N_COUNTERS, np.int64), outl)
     flat = stage.reshape(-1)
     verdict = np.zeros(1, np.int64)
     plen = np.zeros(1, np.int64)

@@ -47,7 +47,8 @@ C_TX_UNKNOWN_DEST = C_TX_OVERSIZED + 1
 C_RX_DELIVERED = C_TX_UNKNOWN_DEST + 1
 C_RX_RING_FULL = C_RX_DELIVERED + 1
 C_RX_WAKES = C_RX_RING_FULL + 1
-N_COUNTERS = C_RX_WAKES + 1
+C_TX_LARGE = C_RX_WAKES + 1  # counted by the transport's Python side (one per large frame sent)
+N_COUNTERS = C_TX_LARGE + 1
 
 # link table columns (per nodelist index)
 L_LAST_HEARD_NS = 0
@@ -87,16 +88,21 @@ def write_header(row: Any, mode: int, chash: int, node_id: int, boot_id: int, co
 
 
 TX_DROPPED = -2
+TX_LARGE = -3
 
 
 @njit(cache=True, nogil=True)
 def tx_dest_or_drop(
-    rbuf: Any, rbase: int, rcap: int, rtype: int, n: int, max_payload: int, room: int, node_ids: Any, ctr: Any
+    rbuf: Any, rbase: int, rcap: int, rtype: int, n: int, max_payload: int, room: int, large_payload: int,
+    node_ids: Any, ctr: Any,
 ) -> int:
-    """The destination of the tx record just peeked: its nodelist index, -1 for every node, or TX_DROPPED
-    when it is longer than ``max_payload``/``room`` or for a node id not in the nodelist (then released and
-    counted: totem's bug, not the network's)."""
+    """The destination of the tx record just peeked: its nodelist index, -1 for every node, TX_LARGE (left
+    in the ring) when it is longer than ``max_payload``/``room`` but at most ``large_payload`` (it goes out
+    through the large-frame path), or TX_DROPPED when it is longer still or for a node id not in the
+    nodelist (then released and counted: totem's bug, not the network's)."""
     if n > max_payload or n > room:
+        if n <= large_payload:
+            return TX_LARGE
         ring_release(rbuf, rbase, rcap, n)
         ctr[C_TX_OVERSIZED] += 1
         return TX_DROPPED
@@ -113,14 +119,16 @@ def tx_dest_or_drop(
 @njit(cache=True, nogil=True)
 def tx_drain(
     rbuf: Any, rbase: int, rcap: int, stage: Any, plain: Any, lens: Any, dests: Any, max_frames: int,
-    max_payload: int, node_ids: Any, mode: int, chash: int, node_id: int, boot_id: int, tx_counter: Any, ctr: Any,
+    max_payload: int, large_payload: int, large: Any, node_ids: Any, mode: int, chash: int, node_id: int,
+    boot_id: int, tx_counter: Any, ctr: Any,
 ) -> int:
     """Pops up to ``max_frames`` records and writes each frame's header into ``stage``; returns how many.
 
     The payload goes to ``stage[i, 32:]`` (plain, HMAC) or to ``plain[i, :]`` (AEAD: GCM cannot encrypt
     in place). ``lens[i]`` is the datagram length in plain mode, the payload length otherwise. A record
-    for an unknown node id or longer than ``max_payload`` is dropped and counted (totem's bug, not the
-    network's).
+    for an unknown node id or longer than ``large_payload`` is dropped and counted (totem's bug, not the
+    network's). The batch stops at a record longer than ``max_payload`` but not than ``large_payload``: it
+    stays in the ring and ``large[0]`` is set (the caller sends it through its large-frame stage).
     """
     k = 0
     got = 0
@@ -130,8 +138,11 @@ def tx_drain(
         hdr, rtype, n = ring_peek(rbuf, rbase, rcap)
         if hdr < 0:
             break  # EMPTY, or CORRUPT (totem's ring is trusted; the next call reports it again)
+        d = tx_dest_or_drop(rbuf, rbase, rcap, rtype, n, max_payload, room, large_payload, node_ids, ctr)
+        if d == TX_LARGE:
+            large[0] = 1
+            break
         got += 1
-        d = tx_dest_or_drop(rbuf, rbase, rcap, rtype, n, max_payload, room, node_ids, ctr)
         if d == TX_DROPPED:
             continue
         row = stage[k]
@@ -323,7 +334,8 @@ def warm() -> None:
     ids = np.array([1, 2], np.int64)
     ctr = np.zeros(N_COUNTERS, np.int64)
     tcount = np.zeros(1, np.int64)
-    n = tx_drain(ring, 0, cap, stage, stage, lens, dests, 2, 64, ids, MODE_PLAIN, 7, 1, 9, tcount, ctr)
+    n = tx_drain(ring, 0, cap, stage, stage, lens, dests, 2, 64, 64, np.zeros(1, np.int64), ids, MODE_PLAIN, 7, 1, 9,
+                 tcount, ctr)
     flat = stage.reshape(-1)
     seg_off = np.array([0, 128], np.int64)
     seg_len = lens.copy()

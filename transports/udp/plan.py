@@ -67,6 +67,15 @@ class TransportPlan:
         return self.max_datagram_bytes - self.crypto.overhead
 
     @property
+    def max_large_frame_bytes(self) -> int:
+        """Largest Totem frame the transport sends at all. A frame longer than ``max_frame_bytes`` (a commit
+        token or join of a large cluster: 45 bytes per node) goes out whole in one UDP datagram and the IP
+        layer fragments it, as corosync's udpu does. InfiniBand UD cannot fragment: there it is the frame limit."""
+        if self.transport == "iba":
+            return self.max_frame_bytes
+        return UDP_MAX_PAYLOAD[self.family] - self.crypto.overhead
+
+    @property
     def group(self) -> str:
         return self.mcastaddr or default_mcastaddr(self.crypto.cluster_name, self.family)
 

@@ -102,6 +102,13 @@ class UdpTransport:
         self.tx_counter = np.zeros(1, dtype=np.int64)
         self.tx_plain = np.zeros_like(self.tx.stage)  # AEAD plaintext staging (GCM cannot work in place)
         self.tx_plain_mv = memoryview(self.tx_plain.reshape(-1))  # type: ignore[arg-type]
+        # frames longer than netmtu allows (control frames of large clusters) go one at a time, whole, through
+        # a stage of their own; the IP layer fragments them (see TransportPlan.max_large_frame_bytes)
+        self.max_large_frame = max(plan.max_large_frame_bytes, plan.max_frame_bytes)
+        self.max_rx_datagram = max(plan.max_datagram_bytes, self.max_large_frame + plan.crypto.overhead)
+        self.tx_large_flag = np.zeros(1, dtype=np.int64)
+        self.tx_big: batch.TxBatch | None = None  # made at the first large frame (64 KiB and its plaintext copy)
+        self.tx_big_plain = np.zeros((0, 0), dtype=np.uint8)
         self.rx = batch.RxBatch(RX_ENTRIES, RX_SEGMENTS)
         self.rx_mv = memoryview(self.rx.flat)  # type: ignore[arg-type]
         self.verdict = np.zeros(RX_SEGMENTS, dtype=np.int64)
@@ -161,29 +168,51 @@ class UdpTransport:
 
     # -- tx ----------------------------------------------------------------------------------------------
     def pump_tx(self) -> int:
-        """Drains one batch from the tx ring onto the wire; returns frames taken."""
-        t = self.tx
+        """Drains one batch from the tx ring onto the wire, and a large frame that stopped it; returns frames
+        taken."""
+        n = self._drain_and_send(self.tx, self.tx_plain, self.tx_mv, self.tx_plain_mv, TX_FRAMES,
+                                 self.plan.max_frame_bytes, self.max_large_frame, self.max_segs)
+        if self.tx_large_flag[0]:
+            self.tx_large_flag[0] = 0
+            n += self._send_large()
+        return n
+
+    def _send_large(self) -> int:
+        """The frame at the head of the tx ring is longer than a netmtu datagram: one datagram of its own."""
+        big = self.tx_big
+        if big is None:
+            slot = HEADER_BYTES + self.max_large_frame + self.codec.trailer
+            big = self.tx_big = batch.TxBatch(1, slot, self.tx.names, self.tx.namelens)
+            self.tx_big_plain = np.zeros_like(big.stage)
+        sent = self._drain_and_send(big, self.tx_big_plain, memoryview(big.stage.reshape(-1)),  # type: ignore[arg-type]
+                                    memoryview(self.tx_big_plain.reshape(-1)),  # type: ignore[arg-type]
+                                    1, self.max_large_frame, 0, 1)
+        self.ctr[frames.C_TX_LARGE] += sent
+        return sent
+
+    def _drain_and_send(self, t: batch.TxBatch, plain: np.ndarray, stage_mv: memoryview, plain_mv: memoryview,
+                        max_frames: int, max_payload: int, large_payload: int, max_segs: int) -> int:
         buf, base, cap = self.txr
         if self._tx_ctx is not None:  # sealed straight out of the ring (no plaintext copy)
             n = evp.drain_seal(
-                self._tx_ctx.ptr, buf, base, cap, t.stage, t.lens, t.dests, TX_FRAMES, self.plan.max_frame_bytes,
-                self.node_ids, self.codec.cluster_hash, self.node_id, self.boot_id, self.tx_counter, self.ctr,
-                self.outl,
+                self._tx_ctx.ptr, buf, base, cap, t.stage, t.lens, t.dests, max_frames, max_payload, large_payload,
+                self.tx_large_flag, self.node_ids, self.codec.cluster_hash, self.node_id, self.boot_id,
+                self.tx_counter, self.ctr, self.outl,
             )
             assert n >= 0, "EVP refused a GCM nonce: OpenSSL state is broken"
         else:
             n = frames.tx_drain(
-                buf, base, cap, t.stage, self.tx_plain, t.lens, t.dests, TX_FRAMES, self.plan.max_frame_bytes,
-                self.node_ids, self.mode, self.codec.cluster_hash, self.node_id, self.boot_id, self.tx_counter,
-                self.ctr,
+                buf, base, cap, t.stage, plain, t.lens, t.dests, max_frames, max_payload, large_payload,
+                self.tx_large_flag, self.node_ids, self.mode, self.codec.cluster_hash, self.node_id, self.boot_id,
+                self.tx_counter, self.ctr,
             )
         if n <= 0:
             return 0
         if self._tx_ctx is None and self.mode != MODE_PLAIN:
-            t.lens[:n] = self.codec.seal_batch(self.tx_mv, self.tx_plain_mv, t.slot_bytes, t.lens[:n].tolist())
+            t.lens[:n] = self.codec.seal_batch(stage_mv, plain_mv, t.slot_bytes, t.lens[:n].tolist())
         batch.send_frames(
             self.sockets.tx.fileno(), t.stage, t.lens, t.dests, n, t.names, t.namelens, self.self_idx,
-            self.mcast_idx, t.hdrs, t.iov, t.ctrl, self.max_segs, self.ctr, self.links.tx_view, self.gso_failed,
+            self.mcast_idx, t.hdrs, t.iov, t.ctrl, max_segs, self.ctr, self.links.tx_view, self.gso_failed,
         )
         if self.gso_failed[0] and self.max_segs > 1:
             self.max_segs = 1
@@ -202,7 +231,7 @@ class UdpTransport:
         nseg = batch.split_segments(r.hdrs, r.ctrl, m, batch.RX_SLOT_BYTES, r.seg_off, r.seg_len, self.ctr)
         st = self.peers
         frames.rx_classify(
-            r.flat, r.seg_off, r.seg_len, nseg, self.mode, self.codec.cluster_hash, self.plan.max_datagram_bytes,
+            r.flat, r.seg_off, r.seg_len, nseg, self.mode, self.codec.cluster_hash, self.max_rx_datagram,
             self.node_id, self.node_ids, st.boot, st.top, st.bits, self.verdict, self.ctr, self.links.table, now_ns,
         )
         if self.mode != MODE_PLAIN:
@@ -347,7 +376,7 @@ class UdpTransport:
                 if self.pending:
                     # rx ring full: totem rings our doorbell once it frees room (PROTOCOL.md §1)
                     rbuf, rbase, rcap = self.rxr
-                    if not ring_arm_producer(rbuf, rbase, rcap, self.plan.max_frame_bytes):
+                    if not ring_arm_producer(rbuf, rbase, rcap, self.max_large_frame):
                         ring_disarm(buf, base)
                         continue
                     if self.tx_bell < 0:
@@ -390,7 +419,7 @@ class UdpTransport:
         if oversized != self._oversized_logged:
             self._last_drop_log = now
             log.error("Dropped %d frames from totem longer than the %d bytes a frame can carry (a bug: please "
-                      "report it)", oversized - self._oversized_logged, self.plan.max_frame_bytes)
+                      "report it)", oversized - self._oversized_logged, self.max_large_frame)
             self._oversized_logged = oversized
         drops = self.ctr[frames.C_DROP_BASE : frames.C_DROP_BASE + len(DROP_NAMES)]
         delta = drops - self._drop_logged
