@@ -10,7 +10,9 @@ mean over the 3 receivers). Latency: each sender paces a few messages a second a
 trip from cpg_mcast_joined to its own delivery. idle_cpu_per_node: CPU share (1.0 = one core) of one
 node's processes while the ring is idle. The baseline is real corosync on the same machine in the same
 run; when no ``corosync`` binary is installed a line {"bench": "cpg", "impl": "corosync", "skipped": ...}
-says so.
+says so. A second baseline, {"bench": "cpg", "impl": "handoff-floor", "hops": 4, "p50_us": ..., "p99_us": ...},
+times 4 bare process wake-ups (eventfd, no work) at the latency pacing: the least an own delivery can take
+when it passes client -> cpg -> totem -> cpg -> client on this machine.
 
     python bench/cpg.py [--quick] [--seconds 3] [--netmtu 1500|65535] [--sizes 64,1024] [--senders 1,3]
 
@@ -183,6 +185,43 @@ def _idle_cpu(cluster: Any, settle_s: float = 2.0, seconds: float = 5.0) -> floa
     return (sum(cpu_ns(pid) for pid in pids) - a) / 1e9 / (time.monotonic() - t0) / len(cluster.nodes)
 
 
+def _handoff_floor(hops: int, count: int, rate: float) -> list[int]:
+    """Round trips (ns) through a chain of ``hops`` bare process wake-ups (eventfd write, the next process
+    blocked in read), paced like the latency cases: what a message's own delivery costs at least in a design
+    where it passes that many processes (client -> cpg -> totem -> cpg -> client is 4), with no work at all."""
+    fds = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(hops)]
+    pids = []
+    try:
+        for i in range(1, hops):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - a child of the bench
+                try:
+                    while True:
+                        os.eventfd_read(fds[i - 1])
+                        os.eventfd_write(fds[i], 1)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        rtts = []
+        t0 = time.monotonic()
+        for k in range(count):
+            while (left := t0 + k / rate - time.monotonic()) > 0:
+                time.sleep(left)
+            t = time.perf_counter_ns()
+            os.eventfd_write(fds[0], 1)
+            os.eventfd_read(fds[-1])
+            rtts.append(time.perf_counter_ns() - t)
+        return rtts
+    finally:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+        for fd in fds:
+            os.close(fd)
+
+
 def _percentile(values: list[int], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q))] / 1000 if values else 0.0
@@ -205,6 +244,13 @@ def main() -> int:
     else:
         print(json.dumps({"bench": "cpg", "impl": "corosync",
                           "skipped": "a corosync binary is installed but driving it is not implemented"}), flush=True)
+
+    floor = _handoff_floor(4, args.latency_count, LATENCY_RATE)
+    print(json.dumps({"bench": "cpg", "impl": "handoff-floor", "hops": 4,
+                      "p50_us": round(_percentile(floor, 0.5), 1), "p99_us": round(_percentile(floor, 0.99), 1),
+                      "what": "4 bare process wake-ups (client, cpg, totem, cpg, client) at the latency pacing, no "
+                              "work: the least an own delivery can take through this process chain here"}),
+          flush=True)
 
     from pycorosync import jitcache
     from pycorosync.localcluster import SHM_DIR, Cluster

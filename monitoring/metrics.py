@@ -194,6 +194,8 @@ def _build() -> list[ExportedMetric]:
                 ("socket_errors", "Socket errors on send or receive", "tx_data_errors"),
                 ("rx_delivered", "Frames handed to totem", ""),
                 ("rx_ring_full", "Frames refused by a full rx ring (Totem retransmits them)", ""),
+                ("tx_large_frames", "Frames longer than netmtu (commit tokens of large clusters) sent whole, "
+                                    "fragmented by IP", ""),
             )
         ),
         _m("transport_rx_dropped_packets_total", "counter", "Datagrams dropped on receive, by reason", "table",
