@@ -44,7 +44,7 @@ ring is then unusable and the owner should drop the connection. Nothing is ever 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,6 +231,26 @@ class Ring:
                 n += 1
         finally:
             rk.ring_publish(self._arr, self.offset)
+        return n
+
+    def push_batch(self, records: Sequence[tuple[int, bytes]]) -> int:
+        """``push_many`` in one kernel call (one copy of the payloads into a staging buffer first): records
+        in order until one does not fit, published at once; returns how many went in. Each record must
+        fit the ring's max payload (RecordTooLargeError, nothing written, otherwise)."""
+        count = len(records)
+        if count == 0:
+            return 0
+        lens = np.fromiter((len(p) for _t, p in records), np.int64, count)
+        biggest = int(lens.max())
+        if biggest > self.max_payload:
+            self._check_size(biggest)
+        types = np.fromiter((t for t, _p in records), np.int64, count)
+        offs = np.zeros(count, np.int64)
+        np.cumsum(lens[:-1], out=offs[1:])
+        src = np.frombuffer(b"".join([p for _t, p in records]) or b"\0", np.uint8)
+        n = int(rk.ring_push_batch(self._arr, self.offset, self.capacity, types, src, offs, lens, count))
+        if n == 0:
+            self._refuse_closed()
         return n
 
     def claim(self, nbytes: int) -> memoryview | None:

@@ -218,6 +218,20 @@ def ring_push(buf: Any, base: int, cap: int, rtype: int, src: Any) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def ring_push_batch(buf: Any, base: int, cap: int, types: Any, src: Any, offs: Any, lens: Any, count: int) -> int:
+    """Writes records ``i < count`` (type ``types[i]``, payload ``src[offs[i]:offs[i] + lens[i]]``) in order
+    until one does not fit, then publishes them at once; returns how many went in."""
+    n = 0
+    while n < count:
+        if not ring_write(buf, base, cap, types[n], src, offs[n], lens[n]):
+            break
+        n += 1
+    if n > 0:
+        ring_publish(buf, base)
+    return n
+
+
+@njit(cache=True, nogil=True)
 def _futex_wake(addr: int) -> None:
     fetch_add_u32(addr, 1)  # a sleeper that has not reached FUTEX_WAIT yet sees the word changed
     c_syscall(SYS_FUTEX, addr, FUTEX_WAKE, 1, 0, 0, 0)
@@ -497,6 +511,8 @@ def warm() -> None:
         ring_push(buf, 0, cap, 1, src)
         ring_write(buf, 0, cap, 1, src, 0, 10)
     ring_publish(buf, 0)
+    for src in (src_rw, src_ro):
+        ring_push_batch(buf, 0, cap, np.ones(2, np.int64), src, np.zeros(2, np.int64), np.full(2, 4, np.int64), 2)
     ring_needs_wake(buf, 0)
     _hdr, _, n = ring_peek(buf, 0, cap)
     ring_release(buf, 0, cap, n)

@@ -211,17 +211,57 @@ class TotemRuntime:
 
     # -- actions ----------------------------------------------------------------------------------
     def apply(self, now_ns: int, actions: Sequence[Action]) -> None:
-        """Carries out the core's actions in order."""
+        """Carries out the core's actions: the frames first, in order, and the transport is woken at once
+        when more follows; then deliveries, configuration changes and logs, in order. So the token goes on
+        before this node's deliveries are routed (corosync delivers after forwarding the token too): a
+        rotation does not wait for every node's local deliveries. Frames and local deliveries are
+        independent: the order that matters, of deliveries and changes among themselves, is kept."""
+        later: list[Action] | None = None
         for a in actions:
             if isinstance(a, SendFrame):
                 if a.dest != self.nodeid:
                     self._send(0 if a.dest is None else a.dest, a.data)
-            elif isinstance(a, Deliver):
+            elif later is None:
+                later = [a]
+            else:
+                later.append(a)
+        if later is None:
+            return
+        if "transport" in self._wake:
+            self._wake.discard("transport")
+            if self.rings.tx.needs_wake():
+                self.bells.ring("transport")
+        # service messages are batched per service (one ring write each); anything else first flushes the
+        # batch, so every service sees its records in the core's order
+        batch: dict[str, list[tuple[int, bytes]]] = {}
+        split, header_of = rec.split_service_payload, rec.encode_message_header
+        names = self.service_names
+        for a in later:
+            if isinstance(a, Deliver):
+                try:
+                    service_id, kind, body = split(a.payload)
+                except rec.RecordError as exc:
+                    self._bad("delivered", exc)
+                    continue
+                name = names.get(service_id)
+                if kind == rec.KIND_MESSAGE and name is not None:
+                    record = (rec.DELIVER_MESSAGE, header_of(a.sender, a.ring_id, int(a.guarantee)) + body)
+                    if name in batch:
+                        batch[name].append(record)
+                    else:
+                        batch[name] = [record]
+                    continue
+            if batch:
+                self._to_services(batch)
+                batch = {}
+            if isinstance(a, Deliver):
                 self._route(now_ns, a)
             elif isinstance(a, ConfigChange):
                 self._confchg(now_ns, a)
             elif isinstance(a, LogEvent):
                 log.log(_LEVELS.get(a.level, logging.INFO), "%s", a.text)
+        if batch:
+            self._to_services(batch)
 
     def _send(self, dest: int, frame: bytes) -> None:
         self.counters["frames_tx"] += 1
@@ -304,6 +344,26 @@ class TotemRuntime:
             self.apply(now_ns, actions)
         return did
 
+    def _to_services(self, batch: Mapping[str, list[tuple[int, bytes]]]) -> None:
+        """``_to_service`` for many records: each service's list in one ring write, the rest to its backlog."""
+        for name, records in batch.items():
+            backlog = self.deliver_backlog[name]
+            if not backlog:
+                ring = self.rings.deliver[name]
+                try:
+                    n = ring.push_batch(records)
+                except ValueError:  # one is larger than the ring can ever carry: one at a time, it is refused
+                    for rtype, payload in records:
+                        self._to_service(name, rtype, payload)
+                    continue
+                if n:
+                    self._wake.add(name)
+                    if n == len(records):
+                        continue
+                    records = records[n:]
+            backlog.extend(records)
+            self.deliver_backlog_bytes[name] += sum(len(p) for _t, p in records)
+
     def _to_service(self, name: str, rtype: int, payload: bytes) -> None:
         backlog = self.deliver_backlog[name]
         if not backlog:
@@ -351,8 +411,12 @@ class TotemRuntime:
         if self.rings.rx.producer_needs_wake():
             self._wake_producer.add("transport")
         self.counters["frames_rx"] += len(items)
+        # one apply for the batch: a token behind the multicasts it covers goes on before their deliveries
+        on_frame = self.core.on_frame
+        actions: list[Action] = []
         for _src, frame in items:
-            self.apply(now_ns, self.core.on_frame(now_ns, frame))
+            actions += on_frame(now_ns, frame)
+        self.apply(now_ns, actions)
         # one token circulates: a batch holds at most one that the core took (duplicates are not counted)
         orf_rx = self.core.stats["orf_token_rx"]
         if orf_rx != self._orf_rx_seen:

@@ -148,6 +148,24 @@ def test_pop_batch_and_push_many(ring: Ring) -> None:
     assert ring.pop_batch() == []
 
 
+def test_push_batch_writes_like_push_many_in_one_call_and_stops_at_the_first_record_that_does_not_fit(
+    ring: Ring,
+) -> None:
+    records = [(i, bytes([i]) * i) for i in range(60)]
+    n = ring.push_batch(records)
+    assert 0 < n < 60
+    assert ring.pop_batch(1000) == records[:n]
+    assert ring.push_batch(records[n:n + 3]) == 3 and ring.pop_batch() == records[n:n + 3]
+    assert ring.push_batch([]) == 0
+    assert ring.push_batch([(7, b""), (8, b"x")]) == 2 and ring.pop_batch() == [(7, b""), (8, b"x")]
+    with pytest.raises(RecordTooLargeError):  # checked before anything is written
+        ring.push_batch([(1, b"a"), (2, bytes(ring.max_payload + 1))])
+    assert ring.empty()
+    while ring.push(1, bytes(100)):
+        pass
+    assert ring.push_batch([(1, bytes(100))]) == 0  # full: nothing written, nothing published
+
+
 def test_used_and_free_bytes_track_records(ring: Ring) -> None:
     assert (ring.used_bytes(), ring.free_bytes(), ring.empty()) == (0, CAP, True)
     ring.push(1, bytes(13))

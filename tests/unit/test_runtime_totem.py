@@ -169,3 +169,36 @@ def test_submits_do_not_ring_totem_while_its_queued_messages_wait_for_the_token_
     assert not submit.needs_wake(), "a submit woke totem although the token comes for its queue anyway"
     rt.disarm()
     assert _run(nodes, services, lambda: [b for _n, b in services[1].messages()][-2:] == [b"first", b"second"], 10)
+
+
+def test_apply_sends_the_frames_first_and_keeps_each_services_records_in_the_cores_order() -> None:
+    import os
+
+    from pycorosync.engine.totem.api import ConfigChange, ConfigType, Deliver, Guarantee, LogEvent, SendFrame
+
+    rt = _node(1)
+    bell = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        rt.bells = Bells({"transport": bell})
+        ring = RingId(1, 8)
+        header = rec.service_header(SID)
+
+        def message(k: int) -> Deliver:
+            return Deliver(ring, 2, k, Guarantee.AGREED, header + b"m%d" % k)
+
+        change = ConfigChange(ConfigType.REGULAR, ring, (1, 2), (), (2,))
+        actions = [message(0), SendFrame(None, b"frame-a"), message(1), change, LogEvent("debug", "x"), message(2),
+                   Deliver(ring, 2, 3, Guarantee.AGREED, rec.service_header(99) + b"unknown service"),
+                   Deliver(ring, 2, 4, Guarantee.AGREED, b"\x01"), message(5), SendFrame(2, b"token")]
+        assert rt.rings.tx.arm()  # the transport sleeps on its doorbell
+        rt.apply(0, actions)
+        # the frames are in the tx ring and the transport was woken before any delivery was routed
+        assert rt.rings.tx.pop_batch() == [(0, b"frame-a"), (2, b"token")]
+        assert os.eventfd_read(bell) == 1
+        got = [rec.decode_deliver(t, p) for t, p in rt.rings.deliver[SVC].pop_batch()]
+        kinds = [(type(r).__name__, getattr(r, "body", None)) for r in got]
+        assert kinds == [("MessageRecord", b"m0"), ("MessageRecord", b"m1"), ("ConfchgRecord", None),
+                         ("SyncInitRecord", None), ("MessageRecord", b"m2"), ("MessageRecord", b"m5")], kinds
+        assert rt.counters["bad_records"] == 2  # the unknown service and the malformed payload: counted, skipped
+    finally:
+        os.close(bell)
