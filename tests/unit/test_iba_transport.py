@@ -7,6 +7,7 @@ In-process tests drive each transport with ``step()`` (no threads, no sleeps); t
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -246,8 +247,10 @@ def test_frames_to_a_stuck_peer_are_dropped_after_half_a_token_and_free_the_ring
     run_until([n1, n2], lambda: n2.got == [(1, frame(1, 99))])
 
 
-def test_oversized_and_unknown_destination_records_are_dropped_and_counted(net) -> None:
+def test_oversized_and_unknown_destination_records_are_dropped_and_counted(net, caplog) -> None:
     n1, n2, n3 = mesh(net)
+    # InfiniBand UD cannot fragment: a frame longer than netmtu allows is dropped (the UDP transport sends it)
+    assert n1.plan.max_large_frame_bytes == n1.plan.max_frame_bytes
     n1.tx.push(2, bytes(n1.plan.max_frame_bytes + 1))
     n1.tx.push(7, b"nobody")
     n1.tx.push(2, b"fine")
@@ -255,6 +258,9 @@ def test_oversized_and_unknown_destination_records_are_dropped_and_counted(net) 
     c = n1.t.counters()
     assert c["tx_drop_oversized"] == 1 and c["tx_drop_unknown_dest"] == 1
     assert n1.tx.used_bytes() == 0
+    with caplog.at_level(logging.ERROR, logger="TOTEM"):  # totem's bug, not the network's: said loudly
+        n1.t.housekeeping(n1.t._last_drop_log + n1.t.drop_log_interval_s + 1)
+    assert f"dropped 1 frames from totem longer than the {n1.plan.max_frame_bytes} bytes" in caplog.text
 
 
 def _raw_peer(net, nid: int, chash: int) -> tuple[object, object, np.ndarray, object]:

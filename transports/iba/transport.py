@@ -204,6 +204,7 @@ class IbaTransport:
         self.stop_requested = False
         self._passes = 0
         self._drop_logged = np.zeros(len(DROP_NAMES), dtype=np.int64)
+        self._oversized_logged = 0
         self._last_drop_log = 0.0
         self._c_drop = self.C["rx_drop_too_short"]
         log.info("iba transport (%s backend): node %d on %s port %d, recv depth %d, max frame %d",
@@ -735,6 +736,12 @@ class IbaTransport:
         self.links.update_connected(now_ns, self.plan.token_ms * 1_000_000)
         if now - self._last_drop_log < self.drop_log_interval_s:
             return
+        oversized = int(self.ctr[self.C["tx_drop_oversized"]])
+        if oversized != self._oversized_logged:
+            self._last_drop_log = now
+            log.error("iba: dropped %d frames from totem longer than the %d bytes a frame can carry (a bug: please "
+                      "report it)", oversized - self._oversized_logged, self.plan.max_frame_bytes)
+            self._oversized_logged = oversized
         drops = self.ctr[self._c_drop : self._c_drop + len(DROP_NAMES)]
         delta = drops - self._drop_logged
         if delta.any():
