@@ -9,6 +9,7 @@ the eventfd write are one kernel, and a pop copies into a scratch buffer in one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,11 +58,21 @@ class RingIO:
         """Writes one record without waking the consumer (``notify`` does, once for a batch); False when full."""
         return bool(rk.ring_push(self._arr, self._base, self._cap, rtype, self._source(payload)))
 
+    def push_batch(self, records: Sequence[tuple[int, bytes]]) -> int:
+        """Writes records in order until one does not fit, publishes them at once (no wake: see ``notify``);
+        returns how many went in."""
+        return self.ring.push_batch(records)
+
+    def check_size(self, nbytes: int) -> None:
+        """RecordTooLargeError when a record of ``nbytes`` can never fit this ring."""
+        if nbytes > self.max_payload:
+            raise RecordTooLargeError(
+                f"{self.ring.label}: record of {nbytes} bytes exceeds the max payload of {self.max_payload} bytes"
+            )
+
     def _source(self, payload: bytes | bytearray | memoryview) -> np.ndarray[Any, Any]:
         if len(payload) > self.max_payload:
-            raise RecordTooLargeError(
-                f"{self.ring.label}: record of {len(payload)} bytes exceeds the max payload of {self.max_payload} bytes"
-            )
+            self.check_size(len(payload))
         return np.frombuffer(payload, np.uint8)
 
     def notify(self, efd: int) -> bool:

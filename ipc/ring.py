@@ -58,6 +58,7 @@ Payload = bytes | bytearray | memoryview | np.ndarray[Any, Any]
 MIN_CAPACITY = 64
 MAX_CAPACITY = 1 << 31  # lengths are u32 and half the ring bounds a record
 _HDR = struct.Struct("<IIqq")
+_FEW_RECORDS = 4  # push_batch writes this many or fewer one by one (cheaper than staging them)
 
 
 class RingLayoutError(LayoutError):
@@ -238,8 +239,11 @@ class Ring:
         in order until one does not fit, published at once; returns how many went in. Each record must
         fit the ring's max payload (RecordTooLargeError, nothing written, otherwise)."""
         count = len(records)
-        if count == 0:
-            return 0
+        if count <= _FEW_RECORDS:  # staging costs more than a few single writes
+            for _t, p in records:
+                if len(p) > self.max_payload:
+                    self._check_size(len(p))
+            return self.push_many(records) if count else 0
         lens = np.fromiter((len(p) for _t, p in records), np.int64, count)
         biggest = int(lens.max())
         if biggest > self.max_payload:

@@ -157,6 +157,7 @@ class ServerConnection:
         self._response_backlog: collections.deque[tuple[int, bytes]] = collections.deque()
         self._event_backlog: collections.deque[tuple[int, bytes]] = collections.deque()
         self._backlog_bytes = 0
+        self._deferred_events: list[tuple[int, bytes]] = []  # given during a deferral (Server.defer_event_wakes)
 
     # identity ---------------------------------------------------------------------------------------------------
     @property
@@ -207,21 +208,43 @@ class ServerConnection:
 
     def send_event(self, rtype: int, payload: bytes) -> bool:
         """Queues a callback event for the client's dispatch. False if the event ring was full: the event
-        then waits in a bounded backlog, and a client that lets it overflow is disconnected."""
+        then waits in a bounded backlog, and a client that lets it overflow is disconnected. Between
+        ``Server.defer_event_wakes`` and ``flush_event_wakes`` the events are kept in order and written at
+        the flush, all in one ring write (the ring-full case is then handled there, as here)."""
         if self.closed:
             return False
         self.stats.dispatched += 1
         if not self._event_backlog:
             deferred = self.server._deferred_wakes
+            io = self._segment.event_io
             if deferred is None:
-                if self._push(self._segment.event_io, self._event_efd, rtype, payload):
+                if self._push(io, self._event_efd, rtype, payload):
                     return True
-            elif self._segment.event_io.push_quiet(rtype, payload):
+            else:
+                if len(payload) > io.max_payload:
+                    io.check_size(len(payload))
+                self._deferred_events.append((rtype, payload))
                 deferred[self.conn_id] = self
                 return True
         self.stats.overload += 1
         self._queue(self._event_backlog, rtype, payload, "event")
         return False
+
+    def _write_deferred_events(self) -> None:
+        """The events given during a deferral into the event ring, in one write; what does not fit goes to
+        the backlog, in order. Then the client is woken if it sleeps."""
+        events, self._deferred_events = self._deferred_events, []
+        if self.closed or not events:
+            return
+        io = self._segment.event_io
+        n = io.push_batch(events) if not self._event_backlog else 0
+        for rtype, payload in events[n:]:
+            self.stats.overload += 1
+            self._queue(self._event_backlog, rtype, payload, "event")
+            if self.closed:
+                return
+        if n and self._event_efd >= 0:
+            io.notify(self._event_efd)
 
     def close(self, reason: str = "closed by the service") -> None:
         """Disconnects this client (``on_disconnect`` is called)."""
@@ -613,13 +636,13 @@ class Server:
             self._deferred_wakes = {}
 
     def flush_event_wakes(self) -> None:
-        """Wakes every client given an event since ``defer_event_wakes`` (if it sleeps); ends the deferral."""
+        """Writes the events given since ``defer_event_wakes`` (one ring write per client) and wakes every
+        such client once (if it sleeps); ends the deferral."""
         pending, self._deferred_wakes = self._deferred_wakes, None
         if not pending:
             return
         for conn in pending.values():
-            if not conn.closed and conn._event_efd >= 0:
-                conn._segment.event_io.notify(conn._event_efd)
+            conn._write_deferred_events()
 
     def tick(self) -> None:
         """Housekeeping a loop should call a few times a second: expires slow handshakes and retries

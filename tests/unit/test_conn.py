@@ -8,6 +8,7 @@ import select
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from pycorosync.ipc.errors import (
     cs_strerror,
 )
 from pycorosync.ipc.framing import decode_response, encode_response
-from pycorosync.ipc.ring import RingLayoutError
+from pycorosync.ipc.ring import RecordTooLargeError, RingLayoutError
 from pycorosync.ipc.server import Server, ServerConnection, ServerLimits, ServerThread
 
 DEADLINE_S = 10.0
@@ -627,6 +628,29 @@ def test_deferred_event_wakes_wake_a_sleeping_client_once_for_a_batch(start_serv
         # outside a deferral every event may wake the client at once, as before
         sconn.send_event(echo.EVENT, (9).to_bytes(8, "little"))
         assert select.select([conn.fileno()], [], [], DEADLINE_S)[0] == [conn.fileno()]
+
+
+def test_a_deferred_batch_larger_than_the_event_ring_waits_in_the_backlog_and_arrives_whole_in_order(
+        start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server(limits=ServerLimits(event_ring_bytes=4096))
+    with connect(server.run_dir, echo.SERVICE) as conn:
+        assert handler.wait_for(lambda: len(handler.connected) == 1)
+        sconn = handler.connected[0]
+        server.defer_event_wakes()
+        for i in range(100):  # 100 x 216 bytes: five times what the ring holds
+            assert sconn.send_event(echo.EVENT, i.to_bytes(8, "little") + bytes(200))
+        with pytest.raises(RecordTooLargeError):  # refused at once, as outside a deferral
+            sconn.send_event(echo.EVENT, bytes(5000))
+        server.flush_event_wakes()
+        assert sconn._event_backlog, "the ring cannot hold the batch: the rest must wait in the backlog"
+        got: list[int] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while len(got) < 100 and time.monotonic() < deadline:
+            while (ev := conn.read_event()) is not None:
+                got.append(echo.event_index(ev[1]))
+            select.select([conn.fileno()], [], [], 0.05)
+        assert got == list(range(100))
+        assert not sconn.closed
 
 
 def test_events_are_read_off_the_ring_a_batch_at_a_time_and_the_channel_stays_readable(

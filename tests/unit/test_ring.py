@@ -158,9 +158,10 @@ def test_push_batch_writes_like_push_many_in_one_call_and_stops_at_the_first_rec
     assert ring.push_batch(records[n:n + 3]) == 3 and ring.pop_batch() == records[n:n + 3]
     assert ring.push_batch([]) == 0
     assert ring.push_batch([(7, b""), (8, b"x")]) == 2 and ring.pop_batch() == [(7, b""), (8, b"x")]
-    with pytest.raises(RecordTooLargeError):  # checked before anything is written
-        ring.push_batch([(1, b"a"), (2, bytes(ring.max_payload + 1))])
-    assert ring.empty()
+    for few in (True, False):  # a few records are written one by one, more through one staging copy
+        with pytest.raises(RecordTooLargeError):  # checked before anything is written
+            ring.push_batch([(1, b"a")] * (1 if few else 8) + [(2, bytes(ring.max_payload + 1))])
+        assert ring.empty()
     while ring.push(1, bytes(100)):
         pass
     assert ring.push_batch([(1, bytes(100))]) == 0  # full: nothing written, nothing published
