@@ -202,3 +202,25 @@ def test_apply_sends_the_frames_first_and_keeps_each_services_records_in_the_cor
         assert rt.counters["bad_records"] == 2  # the unknown service and the malformed payload: counted, skipped
     finally:
         os.close(bell)
+
+
+def test_bad_submit_records_amid_good_ones_are_dropped_in_place_and_the_rest_keeps_its_order() -> None:
+    nodes = {1: _node(1), 2: _node(2)}
+    services = {n: _Service(rt) for n, rt in nodes.items()}
+    assert _run(nodes, services, lambda: all(s.completed() for s in services.values())
+                and nodes[1].core.members == (1, 2), 10)
+    submit = nodes[1].rings.submit[SVC]
+    nodes[1].core.sendq.max_message_bytes = 1000  # (a 16 MiB + 1 record would not fit this test's ring)
+    too_big = 1001
+    records = [(rec.SUBMIT_MCAST, rec.encode_submit_mcast(b"r0", 2)),
+               (rec.SUBMIT_MCAST, rec.encode_submit_mcast(b"r1", 2)),
+               (rec.SUBMIT_MCAST, bytes([9, 0, 0, 0]) + b"bad guarantee"),
+               (rec.SUBMIT_MCAST, rec.encode_submit_mcast(bytes(too_big), 2)),
+               (rec.SUBMIT_MCAST, rec.encode_submit_mcast(b"r2", 2)), (rec.SUBMIT_MCAST, b"\x01"),
+               (rec.SUBMIT_MCAST, rec.encode_submit_mcast(b"r3", 2))]
+    assert submit.push_many(records) == len(records)
+    bad_before = nodes[1].counters["bad_records"]
+    assert _run(nodes, services, lambda: all(len(s.messages()) == 4 for s in services.values()), 10)
+    for svc in services.values():
+        assert [b for _n, b in svc.messages()] == [b"r0", b"r1", b"r2", b"r3"]
+    assert nodes[1].counters["bad_records"] - bad_before == 3  # guarantee 9, too big, too short
