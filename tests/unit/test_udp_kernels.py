@@ -162,56 +162,51 @@ def test_send_to_all_skips_self_and_reaches_every_other_peer() -> None:
 # -- header stamping and classification --------------------------------------------------------------------
 
 
+class _TxDrain:
+    """A tx ring of records and the arrays ``frames.tx_drain`` fills (plain mode, node 1 of nodes 1 and 2)."""
+
+    def __init__(self, *records: tuple[int, bytes]) -> None:
+        self.ring = Ring.create(np.zeros(Ring.layout_bytes(1 << 16), np.uint8), 1 << 16)
+        for dest, payload in records:
+            assert self.ring.push(dest, payload)
+        self.stage = np.zeros((8, 2048), np.uint8)
+        self.lens = np.zeros(8, np.int64)
+        self.dests = np.zeros(8, np.int64)
+        self.ctr = np.zeros(frames.N_COUNTERS, np.int64)
+        self.counter = np.zeros(1, np.int64)
+        self.large = np.zeros(1, np.int64)
+        self.ref = FrameCodec(CryptoSettings("none", "none", "c", b""), 1, 4242)  # seals as node 1 would
+
+    def drain(self, max_payload: int, large_payload: int, stage: np.ndarray | None = None) -> int:
+        stage = self.stage if stage is None else stage
+        r = self.ring
+        return int(frames.tx_drain(r.array, r.offset, r.capacity, stage, stage, self.lens, self.dests, stage.shape[0],
+                                   max_payload, large_payload, self.large, np.array([1, 2], np.int64),
+                                   crypto.MODE_PLAIN, crypto.cluster_hash("c"), 1, 4242, self.counter, self.ctr))
+
+
 def test_tx_drain_writes_the_same_plain_header_as_the_codec() -> None:
-    ring = Ring.create(np.zeros(Ring.layout_bytes(1 << 16), np.uint8), 1 << 16)
-    ring.push(2, b"hello")
-    ring.push(0, b"all")
-    ring.push(77, b"unknown destination")
-    ring.push(2, b"x" * 3000)  # over the frame limit and the large-frame limit
-    stage = np.zeros((8, 2048), np.uint8)
-    lens = np.zeros(8, np.int64)
-    dests = np.zeros(8, np.int64)
-    ctr = np.zeros(frames.N_COUNTERS, np.int64)
-    counter = np.zeros(1, np.int64)
-    large = np.zeros(1, np.int64)
-    chash = crypto.cluster_hash("c")
-    ids = np.array([1, 2], np.int64)
-    n = frames.tx_drain(ring.array, ring.offset, ring.capacity, stage, stage, lens, dests, 8, 1400, 2000, large, ids,
-                        crypto.MODE_PLAIN, chash, 1, 4242, counter, ctr)
-    assert n == 2 and ring.empty() and large[0] == 0
-    assert list(dests[:2]) == [1, -1]
-    ref = FrameCodec(CryptoSettings("none", "none", "c", b""), 1, 4242)
-    assert bytes(stage[0, : lens[0]]) == ref.seal(b"hello")
-    assert bytes(stage[1, : lens[1]]) == ref.seal(b"all")
-    assert ctr[frames.C_TX_UNKNOWN_DEST] == 1 and ctr[frames.C_TX_OVERSIZED] == 1
+    t = _TxDrain((2, b"hello"), (0, b"all"), (77, b"unknown destination"),
+                 (2, b"x" * 3000))  # over the frame limit and the large-frame limit
+    assert t.drain(1400, 2000) == 2 and t.ring.empty() and t.large[0] == 0
+    assert list(t.dests[:2]) == [1, -1]
+    assert bytes(t.stage[0, : t.lens[0]]) == t.ref.seal(b"hello")
+    assert bytes(t.stage[1, : t.lens[1]]) == t.ref.seal(b"all")
+    assert t.ctr[frames.C_TX_UNKNOWN_DEST] == 1 and t.ctr[frames.C_TX_OVERSIZED] == 1
 
 
 def test_tx_drain_stops_at_a_large_frame_and_leaves_it_in_the_ring() -> None:
-    ring = Ring.create(np.zeros(Ring.layout_bytes(1 << 16), np.uint8), 1 << 16)
-    ring.push(2, b"before")
-    ring.push(0, b"L" * 1500)  # over the 1400-byte frame limit, within the 9000-byte large limit
-    ring.push(2, b"after")
-    stage = np.zeros((8, 2048), np.uint8)
-    big = np.zeros((1, 9100), np.uint8)
-    lens = np.zeros(8, np.int64)
-    dests = np.zeros(8, np.int64)
-    ctr = np.zeros(frames.N_COUNTERS, np.int64)
-    counter = np.zeros(1, np.int64)
-    large = np.zeros(1, np.int64)
-    ids = np.array([1, 2], np.int64)
-    args = (ids, crypto.MODE_PLAIN, crypto.cluster_hash("c"), 1, 4242, counter, ctr)
-    n = frames.tx_drain(ring.array, ring.offset, ring.capacity, stage, stage, lens, dests, 8, 1400, 9000, large, *args)
-    assert n == 1 and large[0] == 1 and not ring.empty()
+    # over the 1400-byte frame limit, within the 9000-byte large limit
+    t = _TxDrain((2, b"before"), (0, b"L" * 1500), (2, b"after"))
+    assert t.drain(1400, 9000) == 1 and t.large[0] == 1 and not t.ring.empty()
     # the large-frame stage takes exactly that record, whole, with the next counter
-    large[0] = 0
-    n = frames.tx_drain(ring.array, ring.offset, ring.capacity, big, big, lens, dests, 1, 9000, 0, large, *args)
-    ref = FrameCodec(CryptoSettings("none", "none", "c", b""), 1, 4242)
-    ref.seal(b"before")  # counter 1
-    assert n == 1 and large[0] == 0 and dests[0] == -1
-    assert bytes(big[0, : lens[0]]) == ref.seal(b"L" * 1500)
-    n = frames.tx_drain(ring.array, ring.offset, ring.capacity, stage, stage, lens, dests, 8, 1400, 9000, large, *args)
-    assert n == 1 and ring.empty() and bytes(stage[0, 32 : lens[0]]) == b"after"
-    assert list(counter) == [3] and ctr[frames.C_TX_OVERSIZED] == 0
+    t.large[0] = 0
+    big = np.zeros((1, 9100), np.uint8)
+    assert t.drain(9000, 0, stage=big) == 1 and t.large[0] == 0 and t.dests[0] == -1
+    t.ref.seal(b"before")  # counter 1
+    assert bytes(big[0, : t.lens[0]]) == t.ref.seal(b"L" * 1500)
+    assert t.drain(1400, 9000) == 1 and t.ring.empty() and bytes(t.stage[0, 32 : t.lens[0]]) == b"after"
+    assert list(t.counter) == [3] and t.ctr[frames.C_TX_OVERSIZED] == 0
 
 
 def _mutations(draw: st.DrawFn) -> bytes:
