@@ -104,8 +104,8 @@ class UdpTransport:
         self.tx_plain_mv = memoryview(self.tx_plain.reshape(-1))  # type: ignore[arg-type]
         # frames longer than netmtu allows (control frames of large clusters) go one at a time, whole, through
         # a stage of their own; the IP layer fragments them (see TransportPlan.max_large_frame_bytes)
-        self.max_large_frame = max(plan.max_large_frame_bytes, plan.max_frame_bytes)
-        self.max_rx_datagram = max(plan.max_datagram_bytes, self.max_large_frame + plan.crypto.overhead)
+        self.max_large_frame = plan.max_large_frame_bytes  # at least max_frame_bytes: netmtu is capped at UDP's
+        self.max_rx_datagram = self.max_large_frame + plan.crypto.overhead
         self.tx_large_flag = np.zeros(1, dtype=np.int64)
         self.tx_big: batch.TxBatch | None = None  # made at the first large frame (64 KiB and its plaintext copy)
         self.tx_big_plain = np.zeros((0, 0), dtype=np.uint8)
