@@ -383,6 +383,15 @@ def _consume(a: int, nbytes: int) -> None:
 
 
 @njit(cache=True, nogil=True)
+def ring_consume(buf: Any, base: int, cap: int, nbytes: int) -> None:
+    """Consumes the record ``ring_peek`` returned (payload length ``nbytes``) without publishing the head
+    (``ring_publish_head`` frees a batch at once)."""
+    if _outside(buf, base, cap):
+        return
+    _consume(buf.ctypes.data + base, nbytes)
+
+
+@njit(cache=True, nogil=True)
 def ring_release(buf: Any, base: int, cap: int, nbytes: int) -> None:
     """Consumes the record ``ring_peek`` returned (payload length ``nbytes``) and publishes the head."""
     if _outside(buf, base, cap):
@@ -529,5 +538,8 @@ def warm() -> None:
     ring_wait(buf, 0, 1000)
     ring_wait_space(buf, 0, cap, 8, 1000)
     ring_used(buf, 0)
+    other = np.zeros(RING_HEADER_BYTES + cap, np.uint8)
+    ring_push(other, 0, cap, 1, src_rw)
+    ring_consume(other, 0, cap, ring_peek(other, 0, cap)[2])
     if ring_reserve(buf, 0, cap, 4) >= 0:
         ring_commit(buf, 0, cap, 2, 4)

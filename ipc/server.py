@@ -25,7 +25,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +94,13 @@ class ServiceHandler(Protocol):
 
     def on_disconnect(self, conn: ServerConnection) -> None:
         """The client closed, died, or was dropped; ``conn`` can no longer send."""
+
+
+#: optional on a handler: ``drain_requests(conn, ring, budget, max_request_bytes) -> int`` takes a run of
+#: requests off ``conn``'s request ring (a ``fastpath.RingIO``) in one call, at most ``budget``, each at most
+#: ``max_request_bytes``, none with a response, and returns how many; 0 when the next one is not for it (the
+#: server then reads that one and hands it to ``on_request``)
+DRAIN_REQUESTS = "drain_requests"
 
 
 @dataclass
@@ -426,6 +433,8 @@ class Server:
             Ring.layout_bytes,
         )
         self.request_types = frozenset(request_types) if request_types is not None else None
+        self._drain_batch: Callable[[ServerConnection, RingIO, int, int], int] | None = getattr(
+            handler, DRAIN_REQUESTS, None)
         self.stats = ServerStats()
         # what closed connections counted, so that the published counters never go back when one closes
         self.closed_totals = ConnStats()
@@ -829,7 +838,9 @@ class Server:
     def _drain(self, conn: ServerConnection) -> bool:
         """Reads up to one round's worth of requests; True if the budget ran out with data left."""
         ring = conn._segment.request_io
-        for _ in range(self.limits.requests_per_round):
+        batch = self._drain_batch
+        budget = self.limits.requests_per_round
+        while budget > 0:
             if conn.closed:
                 return False
             if conn._response_backlog:
@@ -838,6 +849,19 @@ class Server:
                     conn.stats.flow_control_count += 1
                 return False
             conn.stats.flow_control = 0
+            if batch is not None:
+                try:
+                    moved = batch(conn, ring, budget, self.limits.max_request_bytes)
+                except Exception:
+                    log.exception("%s: batch read of the requests of pid %d failed", self.service, conn.pid)
+                    conn.stats.invalid_request += 1
+                    self._drop(conn, "service failed on a batch of requests")
+                    return False
+                if moved > 0:
+                    conn.stats.requests += moved
+                    budget -= moved
+                    continue
+            budget -= 1
             try:
                 record = ring.pop()
             except Exception as exc:  # the ring's own checks found a broken record or index

@@ -15,10 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.service import SUBMIT_HIGH_WATER_BYTES, ServiceProcess
 from pycorosync.engine.totem.api import ConfigType, Guarantee, RingId
 from pycorosync.ipc.errors import CS_OK, CsError, CsErrorCode
+from pycorosync.ipc.fastpath import RingIO
 from pycorosync.ipc.framing import encode_response
 from pycorosync.ipc.server import ServerConnection, ServerLimits
 from pycorosync.services.cpg import protocol as p
@@ -30,6 +33,7 @@ from pycorosync.services.cpg.engine import (
     Event,
     TotemConfchgEvent,
 )
+from pycorosync.services.cpg.kernels import move_mcasts
 
 REQUEST_RING_BYTES = 4 << 20  # a 1 MiB message is one record: pipelined, no round trip
 RESPONSE_RING_BYTES = 1 << 20
@@ -251,6 +255,34 @@ class CpgService(ServiceProcess):
         self.mcast_tx_bytes += body_bytes
         self._notify_totem()
         return True
+
+    def drain_requests(self, conn: ServerConnection, ring: RingIO, budget: int, max_request_bytes: int) -> int:
+        """The server's batch read (``ipc.server.DRAIN_REQUESTS``): a run of requests ``_mcast_fast`` would
+        take goes from the client's request ring onto the submit ring in one kernel call, the same records it
+        makes. 0 when the next request is anything else, or while requests are held, the handle has not
+        joined, sync runs or the submit ring is high: the server then hands that request to ``lib_request``."""
+        if self._held:
+            return 0
+        session = conn.context
+        submit = self._submit
+        engine = self.engine
+        cpd = engine.cpds.get(conn.conn_id)
+        if (submit is None or not isinstance(session, _Session) or cpd is None or engine.blocked
+                or (cpd.state is not CpdState.JOIN_COMPLETED and cpd.state is not CpdState.JOIN_STARTED)):
+            return 0
+        group = cpd.group
+        prefix = _EXEC_MCAST_HEAD.pack(0, _MID_MCAST, 0, 0, cpd.pid, len(group)) + group
+        src = ring.ring
+        moved, data_bytes = move_mcasts(
+            src.array, src.offset, src.capacity, submit.array, submit.offset, submit.capacity,
+            np.frombuffer(prefix, np.uint8), _MCAST_ASYNC, _SUBMIT_MCAST, p.PIECE_WHOLE, max_request_bytes,
+            p.MAX_ATOMIC_MSGSIZE, SUBMIT_HIGH_WATER_BYTES, budget)
+        if moved:
+            session.assembly = None
+            engine._submit_refused = False
+            self.mcast_tx_bytes += moved * (len(prefix) - _SUBMIT_MCAST_HEAD) + data_bytes
+            self._notify_totem()
+        return int(moved)
 
     def _mcast_async(self, conn: ServerConnection, session: _Session, payload: bytes) -> bool:
         """A pipelined cpg_mcast_joined; False = Totem cannot take it now (hold it). Errors have no client

@@ -40,6 +40,7 @@ from pycorosync.ipc.errors import (
     CsErrorCode,
     cs_strerror,
 )
+from pycorosync.ipc.fastpath import RingIO
 from pycorosync.ipc.framing import decode_response, encode_response
 from pycorosync.ipc.ring import RecordTooLargeError, RingLayoutError
 from pycorosync.ipc.server import Server, ServerConnection, ServerLimits, ServerThread
@@ -687,3 +688,60 @@ def test_events_are_read_off_the_ring_a_batch_at_a_time_and_the_channel_stays_re
         assert select.select([conn.fileno()], [], [], DEADLINE_S)[0] == [conn.fileno()]
         ev = conn.read_event()
         assert ev is not None and echo.event_index(ev[1]) == 77
+
+
+class BatchingEcho(RecordingEcho):
+    """Echo with the server's batch hook: it takes runs of ECHO requests starting with b"b" (no response),
+    notes every request in the order it saw them, and fails on b"boom"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bytes] = []
+        self.budgets: list[int] = []
+
+    def drain_requests(self, conn: ServerConnection, ring: RingIO, budget: int, max_request_bytes: int) -> int:
+        self.budgets.append(budget)
+        taken = 0
+        while taken < budget:
+            record = ring.ring.peek()
+            if record is None or record[0] != echo.ECHO or not bytes(record[1]).startswith(b"b"):
+                break
+            if bytes(record[1]) == b"boom":
+                raise RuntimeError("boom")
+            assert len(record[1]) <= max_request_bytes
+            self.seen.append(bytes(record[1]))
+            ring.ring.release()
+            taken += 1
+        return taken
+
+    def on_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
+        self.seen.append(bytes(payload))
+        return super().on_request(conn, rtype, payload)
+
+
+def test_a_handlers_batch_hook_takes_runs_of_requests_in_order_within_the_round_budget(
+    start_server: Callable[..., tuple],
+) -> None:
+    server, handler = start_server(BatchingEcho(), limits=ServerLimits(requests_per_round=16))
+    sent = [b"b%d" % i if i % 7 else b"s%d" % i for i in range(200)]
+    with connect(server.run_dir, echo.SERVICE) as c:
+        for payload in sent:
+            c.send(echo.ECHO, payload)
+        answers = [c.read_response(DEADLINE_S) for payload in sent if payload.startswith(b"s")]
+        assert [decode_response(a[1])[1] for a in answers] == [p for p in sent if p.startswith(b"s")]
+        assert handler.wait_for(lambda: len(handler.seen) == len(sent))
+        assert handler.seen == sent, "batch-taken and single requests keep the client's order"
+        conn = next(iter(server.connections.values()))
+        assert conn.stats.requests == len(sent)
+    assert handler.budgets and max(handler.budgets) <= 16
+
+
+def test_a_batch_hook_that_fails_drops_only_its_connection(start_server: Callable[..., tuple]) -> None:
+    server, handler = start_server(BatchingEcho())
+    with connect(server.run_dir, echo.SERVICE) as bad, connect(server.run_dir, echo.SERVICE) as good:
+        bad.send(echo.ECHO, b"boom")
+        assert handler.wait_for(lambda: len(handler.disconnected) == 1)
+        assert handler.disconnected[0].conn_id == bad.conn_id
+        assert server.stats.dropped == 1
+        good.send(echo.ECHO, b"still served")
+        assert decode_response(good.read_response(DEADLINE_S)[1])[1] == b"still served"

@@ -20,7 +20,9 @@ import pytest
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.node import NodeInfo
 from pycorosync.engine.totem.api import ConfigType, RingId
+from pycorosync.ipc import fastpath
 from pycorosync.ipc.errors import CS_OK
+from pycorosync.ipc.fastpath import RingIO
 from pycorosync.ipc.ring import Ring
 from pycorosync.services.cpg import protocol as p
 from pycorosync.services.cpg.service import CpgService
@@ -211,3 +213,87 @@ def test_while_sync_runs_or_the_ring_is_full_the_fast_path_declines_and_the_mess
     node.svc.retry_held()
     assert not node.svc._held
     assert [bytes(rec.decode_submit_mcast(r[1])[1])[-10:] for r in node.submitted()] == [b"after full"]
+
+
+# -- the batch read: a run of pipelined requests straight from the request ring ---------------------------------
+
+def request_ring(records: list[tuple[int, bytes]]) -> RingIO:
+    cap = 1 << 20
+    ring = Ring.create(np.zeros(Ring.layout_bytes(cap), np.uint8), cap)
+    for rtype, payload in records:
+        assert ring.push(rtype, payload)
+    return RingIO(ring, fastpath.scratch_for(ring))
+
+
+def mcast_request(data: bytes, guarantee: int = 1, piece: int = p.PIECE_WHOLE, total: int | None = None
+                  ) -> tuple[int, bytes]:
+    return MCAST_ASYNC, p.MCAST_REQ_HEAD.pack(guarantee, piece, 0, len(data) if total is None else total) + data
+
+
+def test_a_batch_read_makes_the_records_and_counts_the_per_request_path_makes() -> None:
+    requests = [mcast_request(bytes((i + n) & 0xFF for i in range(n)), guarantee=n % 4)
+                for n in (0, 1, 7, 64, 255, 256, 1024, 70_000, 3)]
+    batch, single = Node(fast=True), Node(fast=False)
+    a, _, _ = setup_group(batch)
+    a2, _, _ = setup_group(single)
+    io = request_ring(requests)
+    assert batch.svc.drain_requests(a, io, 64, 1 << 22) == len(requests)  # type: ignore[arg-type]
+    assert io.pop() is None, "every request was taken off the ring"
+    for rtype, payload in requests:
+        assert single.svc.lib_request(a2, rtype, payload) is None  # type: ignore[arg-type]
+    records = batch.submitted()
+    assert records == single.submitted()
+    assert len(records) == len(requests)
+    assert batch.svc.mcast_tx_bytes == single.svc.mcast_tx_bytes > 0
+    assert [rec.decode_submit_mcast(r[1])[0] for r in records] == [n % 4 for n in (0, 1, 7, 64, 255, 256, 1024,
+                                                                                 70_000, 3)]
+
+
+def test_a_batch_read_stops_at_the_first_request_it_does_not_take_and_leaves_it_in_the_ring() -> None:
+    node = Node(fast=True)
+    a, _, _ = setup_group(node)
+    good = mcast_request(b"good")
+    stoppers = [
+        mcast_request(b"piece", piece=p.PIECE_FIRST, total=20),
+        mcast_request(b"g9", guarantee=9),
+        mcast_request(b"short", total=9),
+        (int(p.CpgMsg.LOCAL_GET), b""),
+        (MCAST_ASYNC, b"\x01\x03"),  # shorter than the request header
+    ]
+    for stopper in stoppers:
+        io = request_ring([good, good, stopper, good])
+        assert node.svc.drain_requests(a, io, 64, 1 << 22) == 2  # type: ignore[arg-type]
+        assert node.svc.drain_requests(a, io, 64, 1 << 22) == 0, stopper  # type: ignore[arg-type]
+        assert io.pop() == stopper
+        assert node.svc.drain_requests(a, io, 64, 1 << 22) == 1  # type: ignore[arg-type]
+        assert len(node.submitted()) == 3
+    # over the server's request limit, and the budget
+    io = request_ring([good, mcast_request(b"x" * 100), good])
+    assert node.svc.drain_requests(a, io, 64, 99) == 1  # type: ignore[arg-type]
+    assert io.pop() == mcast_request(b"x" * 100)
+    io = request_ring([good] * 10)
+    assert node.svc.drain_requests(a, io, 4, 1 << 22) == 4  # type: ignore[arg-type]
+    assert node.svc.drain_requests(a, io, 64, 1 << 22) == 6  # type: ignore[arg-type]
+
+
+def test_a_batch_read_takes_nothing_when_the_per_request_path_would_decline() -> None:
+    node = Node(fast=True)
+    a, _, _ = setup_group(node)
+    good = mcast_request(b"good")
+    io = request_ring([good])
+    assert node.svc.drain_requests(node.connect(103), io, 64, 1 << 22) == 0, "not joined"  # type: ignore[arg-type]
+    node.svc.engine.sync_running = True
+    assert node.svc.drain_requests(a, io, 64, 1 << 22) == 0, "sync runs"  # type: ignore[arg-type]
+    node.mcast(a, b"held")
+    assert len(node.svc._held) == 1
+    node.svc.engine.sync_running = False
+    assert node.svc.drain_requests(a, io, 64, 1 << 22) == 0, "a held message goes first"  # type: ignore[arg-type]
+    node.svc.retry_held()
+    assert node.svc.drain_requests(a, io, 64, 1 << 22) == 1  # type: ignore[arg-type]
+    assert [bytes(rec.decode_submit_mcast(r[1])[1])[-4:] for r in node.submitted()] == [b"held", b"good"]
+    for size in (60_000, 1_000, 1):
+        while node.ring.push(rec.SUBMIT_MCAST, b"f" * size):
+            pass
+    io = request_ring([good])
+    assert node.svc.drain_requests(a, io, 64, 1 << 22) == 0, "submit ring full"  # type: ignore[arg-type]
+    assert io.pop() == good
