@@ -61,6 +61,7 @@ sync_log = logging.getLogger("SYNC")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO + 5, "warning": logging.WARNING,
            "error": logging.ERROR}
+_SUBMIT_MCAST_HEADER_BYTES = rec.SUBMIT_MCAST_HEADER.size
 SUBMITS_PER_ROUND = 512  # records taken off one submit ring per round: one busy service cannot starve the others
 RX_PER_ROUND = 256
 TX_BACKLOG_FRAMES = 16384  # frames kept while tx is full; past it the oldest go (Totem retransmits them)
@@ -492,6 +493,9 @@ class TotemRuntime:
                 pending.extend(items)
             sid = self.service_ids[name]
             while pending:
+                if pending[0][0] == rec.SUBMIT_MCAST and self._submit_mcast_run(now_ns, name, pending):
+                    did = True
+                    continue
                 rtype, data = pending[0]
                 if not self._submit_record(now_ns, name, sid, rtype, data):
                     self.submit_blocked = True
@@ -499,6 +503,29 @@ class TotemRuntime:
                 pending.popleft()
                 did = True
         return did
+
+    def _submit_mcast_run(self, now_ns: int, name: str, pending: collections.deque[tuple[int, bytes]]) -> bool:
+        """The SUBMIT_MCAST records at the head of ``pending`` into the core at once, each as
+        ``_submit_record`` would; True if some went in. A record it stops at (malformed, too big, the queue
+        full) is left at the head for ``_submit_record``, which reports it."""
+        header = self._svc_headers[name]
+        skip = _SUBMIT_MCAST_HEADER_BYTES
+        room = self.core.sendq.room_bytes()  # build no more than can go in: a full queue costs one record
+        items: list[tuple[bytes, int]] = []
+        for rtype, data in pending:
+            if rtype != rec.SUBMIT_MCAST or len(data) < skip or data[0] > 3:
+                break
+            room -= len(data)
+            if room < 0 and items:
+                break
+            items.append((header + memoryview(data)[skip:], data[0]))
+        taken, actions = self.core.submit_run(now_ns, items)
+        for _ in range(taken):
+            pending.popleft()
+        self.counters["submits"] += taken
+        if actions:
+            self.apply(now_ns, actions)
+        return taken > 0
 
     def _submit_record(self, now_ns: int, name: str, sid: int, rtype: int, data: bytes) -> bool:
         """Hands one submit record on; False = the core's queue is full (keep the record for later)."""

@@ -89,8 +89,24 @@ class TotemCore(Membership):
         was_empty = len(self.sendq) == 0
         self.sendq.push(bytes(payload), g)
         out: list[Action] = []
-        if self.state != OPERATIONAL or not was_empty:
-            return out
+        if self.state == OPERATIONAL and was_empty:
+            self._first_queued(now_ns, out)
+        return out
+
+    def submit_run(self, now_ns: int, items: list[tuple[bytes, int]]) -> tuple[int, list[Action]]:
+        """``submit`` for each (payload, guarantee 0..3) in order until one would raise; returns how many
+        were queued and the actions. The caller submits the one it stopped at alone, to get its error."""
+        if self.state == LEFT:
+            return 0, []
+        was_empty = len(self.sendq) == 0
+        taken = self.sendq.push_run(items)
+        out: list[Action] = []
+        if taken and was_empty and self.state == OPERATIONAL:
+            self._first_queued(now_ns, out)
+        return taken, out
+
+    def _first_queued(self, now_ns: int, out: list[Action]) -> None:
+        """A message went into an empty send queue of a ring in operation: get the token here soon."""
         if self._held_token is not None:
             if not self.throttled:
                 self._release_hold(now_ns, out)
@@ -101,7 +117,6 @@ class TotemCore(Membership):
                                                       self.ring_id)))
             self.stats["token_hold_cancel_tx"] += 1
             self._hold_cancel_sent = True
-        return out
 
     def leave(self, now_ns: int) -> list[Action]:
         """Leave cleanly: a join listing myself as failed lets peers reconfigure without a token timeout."""

@@ -80,6 +80,31 @@ class SendQueue:
         self.queued_bytes += cost
         return msg_id
 
+    def push_run(self, items: list[tuple[bytes, int]]) -> int:
+        """``push`` for each (payload, guarantee) in order until one would raise (too big, or the queue is
+        full); returns how many went in. The guarantees are already checked (0..3)."""
+        frame_bytes = self.frame_bytes
+        limit = self.limit_bytes
+        max_bytes = self.max_message_bytes
+        queue = self._queue
+        queued = self.queued_bytes
+        msg_id = self.next_msg_id
+        taken = 0
+        for payload, guarantee in items:
+            size = len(payload)
+            if size > max_bytes:
+                break
+            cost = size + ENTRY_BYTES if size + ENTRY_BYTES <= frame_bytes else self._cost(size)
+            if queued + cost > limit and queue:
+                break
+            queue.append([payload, msg_id, guarantee, 0])
+            msg_id += 1
+            queued += cost
+            taken += 1
+        self.queued_bytes = queued
+        self.next_msg_id = msg_id
+        return taken
+
     @property
     def backlog_frames(self) -> int:
         """Frames the queue would fill (corosync's backlog unit)."""
@@ -88,6 +113,10 @@ class SendQueue:
     def fill(self) -> float:
         """Queue fill 0..1 (drives client flow control)."""
         return min(1.0, self.queued_bytes / self.limit_bytes) if self.limit_bytes else 1.0
+
+    def room_bytes(self) -> int:
+        """Bytes of messages (with their entry headers) the queue still takes."""
+        return max(0, self.limit_bytes - self.queued_bytes)
 
     def avail_frames(self) -> int:
         """Whole frames still free in the queue (cmap's msg_queue_avail)."""

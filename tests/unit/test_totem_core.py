@@ -386,3 +386,50 @@ def test_a_throttled_member_slows_the_whole_ring_and_loses_nothing() -> None:
         assert [p for _s, _m, p in payloads(net, 3)] == [b"y" * 1000 + b"%d" % i for i in range(400)]
         assert all(c.state == "OPERATIONAL" and c.members == (1, 2, 3) for c in net.cores.values())
     assert sizes[True] > 3 * sizes[False], sizes  # every rotation waited at node 3
+
+
+def test_a_submitted_run_queues_what_single_submits_queue_and_stops_where_they_would_raise() -> None:
+    sizes = [10, 2000, 64, 1000, 1000, 1000, 1000, 1000, 5, 100_001, 7]
+    runs, singles = formed([1, 2], send_queue_frames=4, max_message_bytes=100_000), \
+        formed([1, 2], send_queue_frames=4, max_message_bytes=100_000)
+    items = [(bytes([i]) * size, i % 4) for i, size in enumerate(sizes)]
+    core = runs.cores[1]
+    taken_total = 0
+    while True:  # as the runtime does: a run, then the record it stopped at alone
+        taken, actions = core.submit_run(runs.now_ns, items[taken_total:])
+        runs.apply(1, actions)
+        taken_total += taken
+        if taken_total == len(items):
+            break
+        try:
+            runs.apply(1, core.submit(runs.now_ns, *items[taken_total]))
+            taken_total += 1
+        except (QueueFull, MessageTooBig) as exc:
+            refused_run = (taken_total, type(exc))
+            break
+    single = singles.cores[1]
+    for i, (payload, g) in enumerate(items):
+        try:
+            singles.apply(1, single.submit(singles.now_ns, payload, g))
+        except (QueueFull, MessageTooBig) as exc:
+            assert (i, type(exc)) == refused_run
+            break
+    assert refused_run[1] is QueueFull, "the queue of 4 frames fills before the too-big message"
+    assert core.sendq.queued_bytes == single.sendq.queued_bytes and core.sendq.next_msg_id == single.sendq.next_msg_id
+    for net in (runs, singles):
+        wait_delivered(net, [1, 2], refused_run[0])
+    assert payloads(runs, 2) == payloads(singles, 2)
+    assert [d.guarantee for d in runs.delivered[2]] == [g for _p, g in items[:refused_run[0]]]
+
+
+def test_a_submitted_run_stops_at_a_message_too_big_and_takes_nothing_after_leaving() -> None:
+    net = formed([1, 2], max_message_bytes=1000)
+    core = net.cores[1]
+    taken, actions = core.submit_run(net.now_ns, [(b"a", 1), (bytes(1001), 1), (b"c", 1)])
+    net.apply(1, actions)
+    assert taken == 1
+    with pytest.raises(MessageTooBig):
+        core.submit(net.now_ns, bytes(1001), 1)
+    wait_delivered(net, [1, 2], 1)
+    net.apply(1, core.leave(net.now_ns))
+    assert core.submit_run(net.now_ns, [(b"late", 1)]) == (0, [])
