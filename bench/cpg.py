@@ -3,6 +3,7 @@
 Prints one JSON object per line:
     {"bench": "cpg", "impl": "pycorosync", "senders": 1|3, "size_bytes": ..., "msgs_per_s": ... (per receiver),
      "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ..., "netmtu": ...,
+     "sched": "SCHED_RR"|"SCHED_OTHER" (what the nodes' processes got),
      "load_avg_1m": ... (the machine's load when the case ended: other work on a shared machine skews it)}
 Throughput: each sender multicasts (CPG_TYPE_AGREED) as fast as flow control lets it for a few seconds,
 then a FIN; every receiver counts the messages it got until the FIN of every sender (msgs_per_s is the
@@ -15,11 +16,15 @@ times 4 bare process wake-ups (eventfd, no work) at the latency pacing: the leas
 when it passes client -> cpg -> totem -> cpg -> client on this machine.
 
     python bench/cpg.py [--quick] [--seconds 3] [--netmtu 1500|65535] [--sizes 64,1024] [--senders 1,3]
+                        [--sched-rr yes|no]
 
 The full matrix is 64 B, 1 KiB, 64 KiB and 1 MiB, each with 1 and 3 senders; ``--quick`` runs 1 KiB and
 64 KiB with 1 sender (under 2 minutes). ``--netmtu 1500`` is corosync udpu's frame size (the baseline's);
 on loopback ``65535`` (knet's size) packs a 64 KiB message in two frames instead of 47. The machine's
 1-minute load is printed with every case: on a shared machine, compare only figures of similar load.
+The nodes run with ``system.sched_rr: no``; ``--sched-rr yes`` gives them corosync's default, round-robin
+realtime scheduling (as root), which on a machine where the 3 nodes and their clients share 2 cores costs
+most of the throughput: every wake-up of a realtime process runs at once, so nothing batches.
 PYCOROSYNC_PROFILE_DIR=<dir> in the environment makes the totem and service processes write cProfile data.
 """
 
@@ -185,10 +190,11 @@ def _idle_cpu(cluster: Any, settle_s: float = 2.0, seconds: float = 5.0) -> floa
     return (sum(cpu_ns(pid) for pid in pids) - a) / 1e9 / (time.monotonic() - t0) / len(cluster.nodes)
 
 
-def _handoff_floor(hops: int, count: int, rate: float) -> list[int]:
+def _handoff_floor(hops: int, count: int, rate: float, realtime: bool) -> list[int]:
     """Round trips (ns) through a chain of ``hops`` bare process wake-ups (eventfd write, the next process
     blocked in read), paced like the latency cases: what a message's own delivery costs at least in a design
-    where it passes that many processes (client -> cpg -> totem -> cpg -> client is 4), with no work at all."""
+    where it passes that many processes (client -> cpg -> totem -> cpg -> client is 4), with no work at all.
+    With ``realtime`` the processes in the middle ask for SCHED_RR, as the nodes' processes do."""
     fds = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(hops)]
     pids = []
     try:
@@ -196,6 +202,9 @@ def _handoff_floor(hops: int, count: int, rate: float) -> list[int]:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - a child of the bench
                 try:
+                    if realtime:
+                        with contextlib.suppress(OSError):
+                            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(os.sched_get_priority_max(os.SCHED_RR)))
                     while True:
                         os.eventfd_read(fds[i - 1])
                         os.eventfd_write(fds[i], 1)
@@ -222,6 +231,15 @@ def _handoff_floor(hops: int, count: int, rate: float) -> list[int]:
             os.close(fd)
 
 
+def _node_sched(cluster: Any) -> str:
+    """The scheduling node 1's totem process runs with (``SCHED_RR``/``SCHED_OTHER``): ``--sched-rr yes``
+    gets realtime only with the rights for it (root)."""
+    pid = cluster.nodes[1].child_pid("totem")
+    if pid is None:
+        return "unknown"
+    return "SCHED_RR" if os.sched_getscheduler(pid) == os.SCHED_RR else "SCHED_OTHER"
+
+
 def _percentile(values: list[int], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q))] / 1000 if values else 0.0
@@ -234,6 +252,9 @@ def main() -> int:
     ap.add_argument("--latency-count", type=int, default=60, help="timed round trips per sender and case")
     ap.add_argument("--sizes", type=str, default="", help="comma-separated message sizes (overrides the matrix)")
     ap.add_argument("--senders", type=str, default="", help="comma-separated sender counts (1, 3)")
+    ap.add_argument("--sched-rr", choices=("yes", "no"), default="no",
+                    help="system.sched_rr of the nodes (corosync's default is yes: realtime, as root; it costs "
+                         "5-10x throughput when nodes and clients share 2 cores)")
     ap.add_argument("--netmtu", type=int, default=1500,
                     help="totem.netmtu of the cluster (1500 as corosync udpu; up to 65535 on loopback, as knet)")
     args = ap.parse_args()
@@ -245,7 +266,7 @@ def main() -> int:
         print(json.dumps({"bench": "cpg", "impl": "corosync",
                           "skipped": "a corosync binary is installed but driving it is not implemented"}), flush=True)
 
-    floor = _handoff_floor(4, args.latency_count, LATENCY_RATE)
+    floor = _handoff_floor(4, args.latency_count, LATENCY_RATE, args.sched_rr == "yes")
     print(json.dumps({"bench": "cpg", "impl": "handoff-floor", "hops": 4,
                       "p50_us": round(_percentile(floor, 0.5), 1), "p99_us": round(_percentile(floor, 0.99), 1),
                       "what": "4 bare process wake-ups (client, cpg, totem, cpg, client) at the latency pacing, no "
@@ -263,7 +284,8 @@ def main() -> int:
     fastpath.warm()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-cpg-"))
-    cluster = Cluster(base, 3, totem={**TOTEM, "netmtu": args.netmtu}, test_services=(), name_prefix="bcpg")
+    cluster = Cluster(base, 3, totem={**TOTEM, "netmtu": args.netmtu}, test_services=(), name_prefix="bcpg",
+                      system={"sched_rr": args.sched_rr})
     workers: list[_Handle] = []
     try:
         cluster.start()
@@ -272,6 +294,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the ring did not form\n{cluster.logs(tail=15)}")
             time.sleep(0.05)
+        sched = _node_sched(cluster)
         workers = [_Handle(str(node.run_dir)) for node in cluster.nodes.values()]
         for w in workers:
             w.recv()  # ready: every worker sees the 3 members
@@ -303,7 +326,8 @@ def main() -> int:
                     "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
                     "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
                     "idle_cpu_per_node": round(idle, 4), "sent": sum(r["sent"] for r in tput),
-                    "complete": complete, "netmtu": args.netmtu, "load_avg_1m": round(os.getloadavg()[0], 2),
+                    "complete": complete, "netmtu": args.netmtu, "sched": sched,
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
                 }), flush=True)
     except KeyboardInterrupt:
         print("bench/cpg.py: interrupted", file=sys.stderr)

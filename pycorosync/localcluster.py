@@ -11,6 +11,8 @@ need no setup on Linux). Used by ``pycorosync demo`` and bench/cpg.py.
 ``Node``: ``start()``, ``stop(timeout)``, ``kill()``, ``kill_child(name)``, ``child_pid(name)``, ``pids()``,
 ``status()`` (totem.status.json), ``connect(service)``, ``alive``, ``run_dir``, ``log_path``.
 
+``system={"sched_rr": "yes"}`` writes keys into the ``system`` section (default ``sched_rr: no``).
+
 Other networks (tests/netns): ``Cluster(..., addresses={1: "10.99.0.1", ...}, launcher=lambda nodeid: [...],
 port=5405)`` gives each node its own ring0 address and runs its daemon under a command prefix such as
 ``ip netns exec <ns>`` (which execs, so the daemon keeps the pid the launcher started).
@@ -38,6 +40,10 @@ if TYPE_CHECKING:
 
 SHM_DIR = Path("/dev/shm")
 DEFAULT_TOTEM = {"token": 400, "token_coefficient": 0, "join": 50}
+#: corosync's default is ``sched_rr: yes``; a local cluster shares its cores with the programs that drive it
+#: (tests, the demo's clients), which realtime nodes could starve, so it asks for ordinary scheduling unless
+#: told otherwise (bench/cpg.py runs with corosync's default, as the corosync baseline does)
+DEFAULT_SYSTEM: dict[str, object] = {"sched_rr": "no"}
 START_TIMEOUT_S = 60.0
 _counter = itertools.count(1)
 
@@ -59,6 +65,9 @@ logging {{
     to_stderr: yes
     to_syslog: no
     timestamp: hires
+}}
+system {{
+{system}
 }}
 {extra}
 """
@@ -245,11 +254,13 @@ class Cluster:
     def __init__(self, base: Path, n: int, *, totem: Mapping[str, object] | None = None,
                  env: Mapping[int, Mapping[str, str]] | None = None, test_services: Iterable[str] = ("testecho",),
                  extra_config: str = "", name_prefix: str = "t", addresses: Mapping[int, str] | None = None,
-                 launcher: Callable[[int], Sequence[str]] | None = None, port: int | None = None) -> None:
+                 launcher: Callable[[int], Sequence[str]] | None = None, port: int | None = None,
+                 system: Mapping[str, object] | None = None) -> None:
         self.name = f"{name_prefix}{os.getpid()}x{next(_counter)}"
         self.base = base / self.name
         self.test_services = tuple(test_services)
         self.totem = {**DEFAULT_TOTEM, **(totem or {})}
+        self.system = {**DEFAULT_SYSTEM, **(system or {})}
         ids = list(range(1, n + 1))
         self.addresses = {i: (addresses or {}).get(i, f"127.0.0.{i}") for i in ids}
         self.launcher: Callable[[int], Sequence[str]] = launcher or (lambda _nodeid: ())
@@ -258,6 +269,7 @@ class Cluster:
         text = CONFIG_TEMPLATE.format(
             cluster=self.name, port=self.port, extra=extra_config,
             totem="\n".join(f"    {k}: {v}" for k, v in self.totem.items()),
+            system="\n".join(f"    {k}: {v}" for k, v in self.system.items()),
             nodes="\n".join(f"    node {{\n        ring0_addr: {self.addresses[i]}\n        nodeid: {i}\n    }}" for i in ids),
         )
         for node in self.nodes.values():

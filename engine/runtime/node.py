@@ -39,6 +39,8 @@ DEFAULT_RING_CAPACITY = 4 << 20
 #: a child not ready by then is hung; the services start together, so on a busy 2-core machine each one
 #: takes several times its 0.6 s alone (the bound is for hangs, not for speed)
 READY_TIMEOUT_S = 60.0
+#: children outside the data path: they do not keep the realtime scheduling they inherit (``system.sched_rr``)
+OFF_DATA_PATH = frozenset({"exporter"})
 #: rings of a service that must pass a 16 MiB message as one record (records are at most half a ring)
 LARGE_RING_CAPACITY = 64 << 20
 
@@ -248,7 +250,7 @@ def build_node(
         )
         specs.append(ChildSpec(name, argv, env=dict(env), restart=rule, depends_on=deps,
                                pass_fds=pass_fds, stop_timeout_s=5.0, ready_timeout_s=READY_TIMEOUT_S,
-                               reload_signal=signal.SIGHUP))
+                               reload_signal=signal.SIGHUP, realtime=name not in OFF_DATA_PATH))
 
     def create_segments() -> None:
         # the stats table (PROTOCOL.md §1), a slot per process named now; the supervisor does not record

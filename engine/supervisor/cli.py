@@ -58,6 +58,12 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(f"{config_path}: {exc}")
     from pycorosync.engine.runtime.node import build_node
+    from pycorosync.engine.supervisor.sched import Scheduling
+
+    try:
+        scheduling = Scheduling.from_keys(keys)
+    except ValueError as exc:
+        return _fail(f"{config_path}: {exc}")
 
     try:
         plan, resources = build_node(config_path, nodeid, run_dir, keys)
@@ -66,7 +72,8 @@ def _run(args: argparse.Namespace) -> int:
 
     def body(report: Any) -> int:
         try:
-            return run_node(plan, run_dir=run_dir, log_keys=keys, report=report, config_path=str(config_path))
+            return run_node(plan, run_dir=run_dir, log_keys=keys, report=report, config_path=str(config_path),
+                            scheduling=scheduling)
         finally:
             resources.close()
 

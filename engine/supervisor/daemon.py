@@ -15,10 +15,11 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pycorosync.engine.supervisor import logsetup
+from pycorosync.engine.supervisor import logsetup, sched
 from pycorosync.engine.supervisor.logsetup import NOTICE
 from pycorosync.engine.supervisor.node import NodePlan, NodeSupervisor, StartError
 from pycorosync.engine.supervisor.pidfile import AlreadyRunning, PidFile
+from pycorosync.engine.supervisor.sched import Scheduling
 
 Report = Callable[[str | None], None]  # None = the node is ready; a string = why it is not
 
@@ -93,9 +94,12 @@ def run_node(
     report: Report | None = None,
     child_env: Mapping[str, str] | None = None,
     config_path: str | None = None,
+    scheduling: Scheduling | None = None,
 ) -> int:
     """The daemon's body: logging, run dir, pid file, then the node until SIGTERM; returns the exit code.
-    With ``config_path``, a SIGHUP (``cfgtool -L``, a config reload) re-applies the file's logging keys."""
+    With ``config_path``, a SIGHUP (``cfgtool -L``, a config reload) re-applies the file's logging keys.
+    ``scheduling`` (``system.sched_rr`` / ``system.priority``) is set once the numba cache is warm, before
+    the children start: they inherit it."""
     said = False
 
     def tell(error: str | None) -> None:
@@ -118,6 +122,8 @@ def run_node(
         tell(str(exc))
         return 1
     ensure_warm_cache()
+    if scheduling is not None:
+        _log.info("process scheduling: %s", sched.apply(scheduling))
     env = logsetup.child_env(log_keys)
     env.update(bytecode_env())
     env.update(child_env or {})

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycorosync.engine.supervisor import shm
+from pycorosync.engine.supervisor import sched, shm
 from pycorosync.engine.supervisor.logsetup import NOTICE
 from pycorosync.engine.supervisor.loop import EventLoop, Timer
 from pycorosync.engine.supervisor.policy import GiveUp, RestartBudget, RestartPolicy
@@ -241,6 +241,8 @@ class NodeSupervisor:
             child = self.watch.spawn(spec, self._extra_env, restart_count)
         except OSError as exc:
             return f"child '{spec.name}' failed to start: {exc.strerror or exc}"
+        if not spec.realtime:
+            sched.drop_realtime(child.pid)
         self._current[spec.name] = child
         _log.info("started child '%s' (pid %d)%s", spec.name, child.pid, f", restart {restart_count}" if restart_count else "")
         return child

@@ -49,7 +49,8 @@ class ChildSpec:
     take this one down and up with them. ``warn_signal`` is sent first on stop; after
     ``stop_timeout_s`` the child gets SIGKILL. With ``wait_ready`` false the child counts as ready
     once spawned. ``reload_signal`` (e.g. SIGHUP) is forwarded when the supervisor is asked to
-    reopen its log files.
+    reopen its log files. A child with ``realtime`` false is put back to SCHED_OTHER as soon as it
+    is spawned, when it inherited realtime scheduling from the supervisor (``system.sched_rr``).
 
     The ready pipe's fd number is in ``$PYCOROSYNC_READY_FD``; the text ``{ready_fd}`` in an argv
     element or an env value is also replaced by it (``--ready-fd {ready_fd}``, or a JSON blob in the env).
@@ -64,6 +65,7 @@ class ChildSpec:
     stop_timeout_s: float = 5.0
     warn_signal: int = signal.SIGTERM
     wait_ready: bool = True
+    realtime: bool = True  # False: put back to SCHED_OTHER when it starts (the supervisor may run SCHED_RR)
     reload_signal: int | None = None
     pass_fds: tuple[int, ...] = ()
     cwd: str | None = None

@@ -1,0 +1,42 @@
+"""``system.sched_rr`` and ``system.priority`` on a running node: what its processes get (as corosync's one
+process gets it), and the exporter, off the data path, keeps ordinary scheduling."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+
+from pycorosync.localcluster import Cluster, wait_for
+from tests.cluster.test_prometheus import free_tcp_port
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="realtime scheduling and negative nice need root")
+
+DATA_PATH = {"supervisor", "transport", "totem", "cmap", "cpg", "cfg", "quorum"}
+
+
+def test_sched_rr_puts_every_process_of_the_data_path_on_round_robin_realtime(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    exporter = f"127.0.0.1:{free_tcp_port('127.0.0.1')}"
+    cluster = make_cluster(1, system={"sched_rr": "yes"}, test_services=(),
+                           extra_config=f"monitoring {{\n    prometheus: {exporter}\n}}\n")
+    pids = cluster.nodes[1].pids()
+    assert set(pids) >= DATA_PATH and "exporter" in pids, pids
+    top = os.sched_get_priority_max(os.SCHED_RR)
+    got = {name: (os.sched_getscheduler(pid), os.sched_getparam(pid).sched_priority) for name, pid in pids.items()}
+    assert {name: got[name] for name in DATA_PATH} == {name: (os.SCHED_RR, top) for name in DATA_PATH}
+    assert got["exporter"] == (os.SCHED_OTHER, 0)
+    # and a restarted child inherits it again
+    old = cluster.nodes[1].kill_child("cpg")
+    new = wait_for(lambda: (p := cluster.nodes[1].child_pid("cpg")) not in (None, old) and p, 30, "cpg restarted")
+    assert os.sched_getscheduler(new) == os.SCHED_RR
+
+
+def test_without_sched_rr_the_priority_is_the_nice_level_of_every_process(make_cluster: Callable[..., Cluster]) -> None:
+    cluster = make_cluster(1, system={"sched_rr": "no", "priority": -3}, test_services=())
+    pids = cluster.nodes[1].pids()
+    assert set(pids) >= DATA_PATH, pids
+    got = {name: (os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid)) for name, pid in pids.items()}
+    assert got == {name: (os.SCHED_OTHER, -3) for name in pids}
