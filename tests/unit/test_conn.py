@@ -44,6 +44,7 @@ from pycorosync.ipc.fastpath import RingIO
 from pycorosync.ipc.framing import decode_response, encode_response
 from pycorosync.ipc.ring import RecordTooLargeError, RingLayoutError
 from pycorosync.ipc.server import Server, ServerConnection, ServerLimits, ServerThread
+from tests.unit.forked import forked_report
 
 DEADLINE_S = 10.0
 NOBODY = 65534
@@ -351,35 +352,19 @@ def test_client_speaking_another_protocol_version_gets_cs_err_version(start_serv
 
 def _child_connect(run_dir: Path, uid: int, gid: int) -> list[str]:
     """Connects from a forked child that dropped to uid:gid; returns the words it reported."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no logging, no pytest, leave through os._exit whatever happens
+
+    def body() -> str:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
         try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            try:
-                with connect(run_dir, echo.SERVICE, timeout=DEADLINE_S) as conn:
-                    body = conn.call(echo.ECHO, f"as-{os.getuid()}".encode(), timeout=DEADLINE_S)
-                    report = f"OK {body.decode()}"
-            except CsError as exc:
-                report = f"ERR {exc.code}"
-            os.write(write_end, report.encode())
-        except BaseException as exc:
-            os.write(write_end, f"CRASH {type(exc).__name__}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 3 * DEADLINE_S)
-        report = os.read(read_end, 4096).decode() if ready else "HUNG"
-    finally:
-        os.close(read_end)
-        if not ready:
-            os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    return report.split()
+            with connect(run_dir, echo.SERVICE, timeout=DEADLINE_S) as conn:
+                reply = conn.call(echo.ECHO, f"as-{os.getuid()}".encode(), timeout=DEADLINE_S)
+                return f"OK {reply.decode()}"
+        except CsError as exc:
+            return f"ERR {exc.code}"
+
+    return forked_report(body, 3 * DEADLINE_S).split()
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="connecting as another user needs root (setuid)")

@@ -14,6 +14,7 @@ import pytest
 
 from pycorosync.engine.supervisor import sched
 from pycorosync.engine.supervisor.sched import Scheduling
+from tests.unit.forked import forked_report
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="realtime scheduling and negative nice need root")
@@ -31,43 +32,27 @@ def test_the_config_keys_map_to_corosyncs_meaning() -> None:
 
 def _in_child(scheduling: Scheduling, uid: int | None = None) -> dict[str, object]:
     """Runs ``apply`` in a forked child (as ``uid`` if given): its answer, policy, priorities, warnings."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: leave through os._exit whatever happens
-        try:
-            os.close(read_end)
-            warnings: list[str] = []
 
-            class Keep(logging.Handler):
-                def emit(self, record: logging.LogRecord) -> None:
-                    warnings.append(record.getMessage())
+    def body() -> str:
+        warnings: list[str] = []
 
-            logger = logging.getLogger("pycorosync.main")
-            logger.addHandler(Keep(logging.WARNING))
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-            said = sched.apply(scheduling)
-            report = {"said": said, "policy": os.sched_getscheduler(0),
-                      "rt_priority": os.sched_getparam(0).sched_priority,
-                      "nice": os.getpriority(os.PRIO_PROCESS, 0), "warnings": warnings}
-            os.write(write_end, json.dumps(report).encode())
-        except BaseException as exc:
-            os.write(write_end, json.dumps({"crash": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 30)
-        text = os.read(read_end, 65536).decode() if ready else '{"crash": "hung"}'
-    finally:
-        os.close(read_end)
-        if not ready:
-            os.kill(pid, 9)
-        os.waitpid(pid, 0)
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                warnings.append(record.getMessage())
+
+        logging.getLogger("pycorosync.main").addHandler(Keep(logging.WARNING))
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        said = sched.apply(scheduling)
+        return json.dumps({"said": said, "policy": os.sched_getscheduler(0),
+                           "rt_priority": os.sched_getparam(0).sched_priority,
+                           "nice": os.getpriority(os.PRIO_PROCESS, 0), "warnings": warnings})
+
+    text = forked_report(body, 30)
+    assert text.startswith("{"), text
     result: dict[str, object] = json.loads(text)
-    assert "crash" not in result, result
     return result
 
 
