@@ -694,13 +694,18 @@ class BatchingEcho(RecordingEcho):
             if bytes(record[1]) == b"boom":
                 raise RuntimeError("boom")
             assert len(record[1]) <= max_request_bytes
-            self.seen.append(bytes(record[1]))
+            self._note(bytes(record[1]))
             ring.ring.release()
             taken += 1
         return taken
 
+    def _note(self, payload: bytes) -> None:
+        with self.changed:
+            self.seen.append(payload)
+            self.changed.notify_all()
+
     def on_request(self, conn: ServerConnection, rtype: int, payload: bytes) -> tuple[int, bytes] | None:
-        self.seen.append(bytes(payload))
+        self._note(bytes(payload))
         return super().on_request(conn, rtype, payload)
 
 
