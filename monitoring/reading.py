@@ -28,6 +28,7 @@ class ProcessSample:
     cpu_seconds: float
     rss_bytes: int
     restarts: int
+    sched: str = ""  # "RR 99" (realtime policy and priority) or "nice N"; "" when unknown
 
 
 @dataclass(frozen=True)

@@ -309,7 +309,8 @@ class NodeReader:
                 with proc.oneshot():
                     cpu = proc.cpu_times()
                     rss = proc.memory_info().rss
-                out.append(ProcessSample(pname, child, float(cpu.user + cpu.system), int(rss), restarts))
+                out.append(ProcessSample(pname, child, float(cpu.user + cpu.system), int(rss), restarts,
+                                         sched_of(child)))
             except (psutil.Error, ValueError, OSError):
                 continue
         for gone in set(self._psutil) - alive:
@@ -326,6 +327,18 @@ class NodeReader:
                 src.drop()
         self._quorum.close()
         self._sam.close()
+
+
+def sched_of(pid: int) -> str:
+    """How ``pid`` is scheduled, for people: "RR 99" / "FIFO 10" (realtime policy, priority) or "nice N"
+    (``system.sched_rr`` / ``system.priority``); "" when it cannot be read."""
+    try:
+        policy = os.sched_getscheduler(pid)
+        if policy in (os.SCHED_RR, os.SCHED_FIFO):
+            return f"{'RR' if policy == os.SCHED_RR else 'FIFO'} {os.sched_getparam(pid).sched_priority}"
+        return f"nice {os.getpriority(os.PRIO_PROCESS, pid)}"
+    except OSError:
+        return ""
 
 
 def _children(pid: int, proc: Any) -> list[int]:

@@ -146,12 +146,12 @@ def render(cur: Any, prev: Any | None, dt_s: float, *, cluster: str, run_dir: st
     # processes
     if cur.processes:
         lines.append("")
-        lines.append(paint(f"{'process':<12}{'pid':>8}{'cpu':>8}{'rss':>12}{'restarts':>10}", BOLD))
+        lines.append(paint(f"{'process':<12}{'pid':>8}{'cpu':>8}{'rss':>12}{'restarts':>10}  sched", BOLD))
         before = {p.process: p for p in (prev.processes if prev is not None else ())}
         for p in cur.processes:
             old = before.get(p.process)
             cpu = "-" if old is None or old.pid != p.pid or dt_s <= 0 else f"{100 * (p.cpu_seconds - old.cpu_seconds) / dt_s:.1f}%"
-            lines.append(f"{p.process:<12}{p.pid:>8}{cpu:>8}{_fmt_bytes(p.rss_bytes):>12}{p.restarts:>10}")
+            lines.append(f"{p.process:<12}{p.pid:>8}{cpu:>8}{_fmt_bytes(p.rss_bytes):>12}{p.restarts:>10}  {p.sched}")
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,8 @@ process gets it), and the exporter, off the data path, keeps ordinary scheduling
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -28,6 +30,12 @@ def test_sched_rr_puts_every_process_of_the_data_path_on_round_robin_realtime(
     got = {name: (os.sched_getscheduler(pid), os.sched_getparam(pid).sched_priority) for name, pid in pids.items()}
     assert {name: got[name] for name in DATA_PATH} == {name: (os.SCHED_RR, top) for name in DATA_PATH}
     assert got["exporter"] == (os.SCHED_OTHER, 0)
+    # operators see it in pycorosync status
+    out = subprocess.run([sys.executable, "-m", "pycorosync", "--run-dir", str(cluster.nodes[1].run_dir), "status",
+                          "--interval", "0.2"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.split()[:1] in (["totem"], ["exporter"])}
+    assert rows["totem"].endswith(f"  RR {top}") and rows["exporter"].split()[-2] == "nice", out.stdout
     # and a restarted child inherits it again
     old = cluster.nodes[1].kill_child("cpg")
     new = wait_for(lambda: (p := cluster.nodes[1].child_pid("cpg")) not in (None, old) and p, 30, "cpg restarted")

@@ -20,7 +20,7 @@ def reading(tokens: int, mcast_tx: int, cpu: float, quorate: bool = True) -> Nod
         status={"state": "OPERATIONAL", "ring_rep": 1, "sync_completed": 1, "configured_nodes": 3},
         quorum=QuorumState(quorate, 3, 3, 2, 1),
         links=(LinkSample(1, True, 0.2, 10, 20), LinkSample(3, False, None, 0, 0)),
-        processes=(ProcessSample("totem", 100, cpu, 50 << 20, 1),),
+        processes=(ProcessSample("totem", 100, cpu, 50 << 20, 1, "RR 99"),),
         sam=SamState({"running": 2, "failed": 0}, 4),
     )
 
@@ -36,7 +36,8 @@ def test_status_shows_ring_members_quorum_rates_links_and_processes() -> None:
     assert "flow-control waits 1" in lines[4]
     assert "SAM        2 running; restarts 4" in lines
     assert "1:up (0.2s ago)" in text and "3:DOWN (never)" in text
-    assert any(line.split()[:3] == ["totem", "100", "25.0%"] for line in lines)
+    assert any(line.split()[:3] == ["totem", "100", "25.0%"] and line.endswith("  RR 99") for line in lines)
+    assert any(line.split()[-1:] == ["sched"] for line in lines), "the process table has a sched column"
     assert "\x1b[" not in text, "no ANSI codes without color"
 
 
