@@ -184,7 +184,10 @@ def test_background_mode_returns_0_only_once_the_node_is_ready_and_the_daemon_ru
 
 def test_background_mode_exits_1_with_the_start_error(tmp_path: Path, nodes: Nodes) -> None:
     ev = tmp_path / "events"
-    plan = nodes.plan(child("A", ev), child("bad", ev, "--exit-before-ready", "--exit-after", "0", "--exit-code", "7"))
+    # bad starts once A is ready: A then has its SIGTERM handler, and the stop it gets is seen (without the
+    # order, a bad child quicker than A's start-up had A killed before it could note the SIGTERM)
+    plan = nodes.plan(child("A", ev), child("bad", ev, "--exit-before-ready", "--exit-after", "0", "--exit-code", "7",
+                                            depends_on=["A"]))
     launcher = nodes.launch(plan, tmp_path / "run", background=True)
     _, err = launcher.communicate(timeout=30)
     assert launcher.returncode == 1
