@@ -225,6 +225,15 @@ class CpgService(ServiceProcess):
             conn.stats.invalid_request += 1
         return rtype, encode_response(code, body)
 
+    def _sending_cpd(self, conn_id: int) -> Any:
+        """The handle's cpd when a fast path may send for it now (joined or joining, no sync running), else None."""
+        engine = self.engine
+        cpd = engine.cpds.get(conn_id)
+        if cpd is None or engine.blocked or (cpd.state is not CpdState.JOIN_COMPLETED
+                                             and cpd.state is not CpdState.JOIN_STARTED):
+            return None
+        return cpd
+
     def _mcast_fast(self, conn_id: int, session: _Session, payload: bytes) -> bool:
         """The common pipelined cpg_mcast_joined: a whole message of a joined handle that Totem takes at
         once, put on the submit ring without decoding it into objects (the same record ``_mcast_async``
@@ -237,9 +246,8 @@ class CpgService(ServiceProcess):
                 or total > p.MAX_ATOMIC_MSGSIZE):
             return False
         engine = self.engine
-        cpd = engine.cpds.get(conn_id)
-        if cpd is None or (cpd.state is not CpdState.JOIN_COMPLETED and cpd.state is not CpdState.JOIN_STARTED) \
-                or engine.blocked:
+        cpd = self._sending_cpd(conn_id)
+        if cpd is None:
             return False
         submit = self._submit
         group = cpd.group
@@ -266,9 +274,8 @@ class CpgService(ServiceProcess):
         session = conn.context
         submit = self._submit
         engine = self.engine
-        cpd = engine.cpds.get(conn.conn_id)
-        if (submit is None or not isinstance(session, _Session) or cpd is None or engine.blocked
-                or (cpd.state is not CpdState.JOIN_COMPLETED and cpd.state is not CpdState.JOIN_STARTED)):
+        cpd = self._sending_cpd(conn.conn_id)
+        if submit is None or not isinstance(session, _Session) or cpd is None:
             return 0
         group = cpd.group
         prefix = _EXEC_MCAST_HEAD.pack(0, _MID_MCAST, 0, 0, cpd.pid, len(group)) + group
