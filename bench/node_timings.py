@@ -3,9 +3,9 @@
 rejoin. One JSON object per line.
 
 Baselines measured in the same run: a bare interpreter start (``python -c pass``) and one with the
-imports every node process pays (numpy + numba); for the node start, the same node with its services
-started one after the other (``PYCOROSYNC_SERIAL_START=1``, the start before they started together),
-alternated with the normal start; the configured token and consensus timeouts are printed next to the
+imports every node process pays (numpy + numba); for the node start, the same node with every child a
+fresh interpreter (``PYCOROSYNC_FORK_CHILDREN=0``, the start before children were forked from the
+preloaded supervisor), alternated with the normal start; the configured token and consensus timeouts are printed next to the
 detection times.
 
     .venv/bin/python bench/node_timings.py [--token 400] [--rounds 3] [--start-only]
@@ -44,11 +44,14 @@ def _wait_config(client: EchoClient, kind: str, members: list[int], timeout: flo
 _READY = re.compile(r"node ready: (\d+) processes running \(started in (\d+) ms\)")
 
 
-def _node_start(base: Path, serial: bool) -> tuple[float, float, int]:
+_MODES = {"exec": {"PYCOROSYNC_FORK_CHILDREN": "0"}, "fork": {}}
+
+
+def _node_start(base: Path, mode: str) -> tuple[float, float, int]:
     """(s from the daemon's launch to its "node ready" line, s the supervisor spent starting children,
-    processes) for a one-node cluster of the production services."""
-    env = {"PYCOROSYNC_SERIAL_START": "1"} if serial else {}
-    cluster = Cluster(base, 1, env={1: env}, test_services=())
+    processes) for a one-node cluster of the production services, its children forked from the
+    preloaded supervisor (``fork``) or each a fresh interpreter (``exec``)."""
+    cluster = Cluster(base, 1, env={1: _MODES[mode]}, test_services=())
     node = cluster.nodes[1]
     try:
         t0 = time.monotonic()
@@ -62,18 +65,17 @@ def _node_start(base: Path, serial: bool) -> tuple[float, float, int]:
 
 
 def bench_node_start(base: Path, rounds: int) -> None:
-    results: dict[str, list[tuple[float, float, int]]] = {"serial": [], "parallel": []}
-    _node_start(base, False)  # a first start pays for cold file caches; not counted
+    results: dict[str, list[tuple[float, float, int]]] = {m: [] for m in _MODES}
+    _node_start(base, "fork")  # a first start pays for cold file caches; not counted
     for _ in range(rounds):
-        for mode in ("serial", "parallel"):
-            results[mode].append(_node_start(base, mode == "serial"))
+        for mode in _MODES:
+            results[mode].append(_node_start(base, mode))
     med = {m: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for m, rs in results.items()}
     print(json.dumps({
-        "bench": "node_start", "rounds": rounds, "processes": results["parallel"][0][2],
-        "serial_launch_to_ready_s": round(med["serial"][0], 3), "serial_children_s": round(med["serial"][1], 3),
-        "parallel_launch_to_ready_s": round(med["parallel"][0], 3),
-        "parallel_children_s": round(med["parallel"][1], 3),
-        "ratio_parallel_to_serial": round(med["parallel"][0] / med["serial"][0], 3),
+        "bench": "node_start", "rounds": rounds, "processes": results["fork"][0][2],
+        "exec_launch_to_ready_s": round(med["exec"][0], 3), "exec_children_s": round(med["exec"][1], 3),
+        "fork_launch_to_ready_s": round(med["fork"][0], 3), "fork_children_s": round(med["fork"][1], 3),
+        "ratio_fork_to_exec": round(med["fork"][0] / med["exec"][0], 3),
         "all_launch_to_ready_s": {m: [round(r[0], 3) for r in rs] for m, rs in results.items()}}))
 
 
@@ -81,7 +83,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--token", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--start-only", action="store_true", help="only the one-node start (serial vs parallel)")
+    ap.add_argument("--start-only", action="store_true", help="only the one-node start (fork vs exec)")
     args = ap.parse_args()
     print(json.dumps({"bench": "baseline", "python_start_s": round(_interp_s("pass"), 3),
                       "python_numpy_numba_import_s": round(_interp_s("import numpy, numba"), 3)}))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pycorosync.engine.supervisor.node import REGISTRY_NAME, read_registry
 from pycorosync.monitoring.quorum_source import QuorumSource
 from pycorosync.monitoring.reading import (
     Histogram,
@@ -279,7 +280,8 @@ class NodeReader:
         return out
 
     def _sample_processes(self) -> tuple[ProcessSample, ...]:
-        """psutil of the supervisor and its children (names and restart counts from their environment)."""
+        """psutil of the supervisor and its children (names and restart counts from the supervisor's registry,
+        or from their environment when they were exec'd)."""
         try:
             import psutil
         except ImportError:
@@ -294,14 +296,22 @@ class NodeReader:
         except psutil.Error:
             return ()
         alive = set()
+        registry: dict[int, tuple[str, int]] | None = None
         for name, child in pids:
             try:
                 cached = self._psutil.get(child)
                 if cached is None:
                     proc = self._process(psutil, child)
-                    env = proc.environ()
-                    cached = self._psutil[child] = (
-                        proc, name or env.get(CHILD_NAME_ENV, ""), int(env.get(RESTART_COUNT_ENV, "0") or 0))
+                    if registry is None:
+                        registry = read_registry(self.spec.run_dir / REGISTRY_NAME)
+                    if name is None and child in registry:
+                        cached = self._psutil[child] = (proc, *registry[child])
+                    else:  # a child started by exec has its name in its environment
+                        env = proc.environ()
+                        cached = (proc, name or env.get(CHILD_NAME_ENV, ""), int(env.get(RESTART_COUNT_ENV, "0") or 0))
+                        if cached[1] or env.get(CHILD_NAME_ENV) is not None or child in registry:
+                            self._psutil[child] = cached
+                        # else: maybe a child forked an instant ago, not in the registry yet: ask again next time
                 proc, pname, restarts = cached
                 alive.add(child)
                 if not pname:

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from pycorosync.engine.supervisor.node import REGISTRY_NAME, read_registry
+
 if TYPE_CHECKING:
     from pycorosync.ipc.client import Connection
 
@@ -167,14 +169,17 @@ class Node:
         if not self.alive or self.proc is None:
             return out
         out["supervisor"] = self.proc.pid
+        registry = read_registry(self.run_dir / REGISTRY_NAME)
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(self.proc.pid).children(recursive=True):
                 self._known_pids.add(child.pid)  # any descendant (e.g. a cache warm-up) is reaped at stop
+                if child.pid in registry:  # a forked child: its environment is the supervisor's
+                    out[registry[child.pid][0]] = child.pid
+                    continue
                 with contextlib.suppress(psutil.Error):
                     name = child.environ().get("PYCOROSYNC_CHILD_NAME")
                     if name:
                         out[name] = child.pid
-                        self._known_pids.add(child.pid)
         return out
 
     def child_pid(self, name: str) -> int | None:
@@ -325,12 +330,13 @@ class Cluster:
         supervisor restarted in the instant between a test's SIGKILL of its children and of itself,
         which would otherwise live on and create its segments again after they were removed."""
         marker = f"pcs-{self.name}-"
+        base = f"{self.base}{os.sep}"  # in a supervisor's command line, which its forked children share
         strays = []
         for proc in psutil.process_iter(["pid"]):
             if proc.pid == os.getpid():
                 continue
             with contextlib.suppress(psutil.Error):
-                if marker in proc.environ().get("PYCOROSYNC_NODE", ""):
+                if marker in proc.environ().get("PYCOROSYNC_NODE", "") or any(base in a for a in proc.cmdline()):
                     proc.kill()
                     strays.append(proc)
         psutil.wait_procs(strays, timeout=10)

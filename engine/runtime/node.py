@@ -250,7 +250,7 @@ def build_node(
         )
         specs.append(ChildSpec(name, argv, env=dict(env), restart=rule, depends_on=deps,
                                pass_fds=pass_fds, stop_timeout_s=5.0, ready_timeout_s=READY_TIMEOUT_S,
-                               reload_signal=signal.SIGHUP, realtime=name not in OFF_DATA_PATH))
+                               reload_signal=signal.SIGHUP, realtime=name not in OFF_DATA_PATH, fork=True))
 
     def create_segments() -> None:
         # the stats table (PROTOCOL.md §1), a slot per process named now; the supervisor does not record

@@ -15,9 +15,9 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pycorosync.engine.supervisor import logsetup, sched
+from pycorosync.engine.supervisor import forkstart, logsetup, sched
 from pycorosync.engine.supervisor.logsetup import NOTICE
-from pycorosync.engine.supervisor.node import NodePlan, NodeSupervisor, StartError
+from pycorosync.engine.supervisor.node import REGISTRY_NAME, NodePlan, NodeSupervisor, StartError
 from pycorosync.engine.supervisor.pidfile import AlreadyRunning, PidFile
 from pycorosync.engine.supervisor.sched import Scheduling
 
@@ -43,8 +43,8 @@ def ensure_warm_cache() -> None:
     """Points every child at the same keyed NUMBA_CACHE_DIR, and fills it first if it is cold.
 
     Seven processes compiling the same kernels at once take about 20 s instead of 2.5 s
-    (PROTOTYPES.md §7), so a cold cache is warmed once, in a separate process: the supervisor
-    itself never imports numba.
+    (PROTOTYPES.md §7), so a cold cache is warmed once, in a separate process; the supervisor loads the
+    kernels from the warm cache afterwards (``preload_children``).
     """
     from pycorosync import jitcache
 
@@ -67,6 +67,24 @@ def ensure_warm_cache() -> None:
     if done.returncode != 0:
         last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         _log.warning("warming the numba cache failed (%s); each process will compile on its own", last[0])
+
+
+def preload_children(plan: NodePlan, bytecode: Mapping[str, str]) -> None:
+    """Loads the node's modules and kernels into the supervisor, which then forks its Python children
+    (``forkstart``); needs the warm cache. The supervisor compiles and reuses bytecode as they do."""
+    from pycorosync import jitcache
+
+    if os.environ.get("NUMBA_DISABLE_JIT") != "1" and not jitcache.is_warm():
+        _log.warning("numba cache is still cold: each child starts as a fresh interpreter")
+        return
+    if bytecode.get("PYTHONPYCACHEPREFIX"):
+        sys.pycache_prefix = bytecode["PYTHONPYCACHEPREFIX"]
+        sys.dont_write_bytecode = False
+    modules = [m[0] for spec in plan.children if spec.fork and (m := forkstart.module_of(spec.argv))]
+    if modules:
+        took = forkstart.preload(modules)
+        if forkstart.enabled():
+            _log.info("node modules and kernels preloaded in %.2f s: children start by fork", took)
 
 
 def bytecode_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -125,9 +143,11 @@ def run_node(
     if scheduling is not None:
         _log.info("process scheduling: %s", sched.apply(scheduling))
     env = logsetup.child_env(log_keys)
-    env.update(bytecode_env())
+    bytecode = bytecode_env()
+    env.update(bytecode)
+    preload_children(plan, bytecode)
     env.update(child_env or {})
-    supervisor = NodeSupervisor(plan, extra_env=env, on_reload=setup.reopen)
+    supervisor = NodeSupervisor(plan, extra_env=env, on_reload=setup.reopen, registry=run_dir / REGISTRY_NAME)
     try:
         supervisor.install_signal_handlers()
         _log.log(NOTICE, "pycorosync Cluster Engine starting up (pid %d, run dir %s)", os.getpid(), run_dir)

@@ -401,6 +401,16 @@ def configure(
     return _current
 
 
+def forget_after_fork() -> None:
+    """In a child forked from a configured process: drops the parent's handlers without closing them
+    (their descriptors are not the child's), so that the child's own ``configure()`` starts afresh."""
+    global _current
+    _current = None
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+
+
 def reopen_log_files() -> None:
     """Reopens this process's log file, if ``configure()`` opened one."""
     if _current is not None:

@@ -12,11 +12,15 @@ happens at the top of ``run``, never inside a callback.
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pycorosync.engine.supervisor import sched, shm
@@ -27,6 +31,19 @@ from pycorosync.engine.supervisor.process import ChildProcess, ChildSpec, ExitSt
 from pycorosync.engine.supervisor.watch import ChildWatch
 
 _log = logging.getLogger("MAIN")
+
+
+REGISTRY_NAME = "processes.json"  # in the run dir: who is who among the node's processes
+
+
+def read_registry(path: Path) -> dict[int, tuple[str, int]]:
+    """A supervisor's ``processes.json`` (``NodeSupervisor.registry``): pid -> (child name, restarts);
+    empty when there is none or it cannot be read. Some pids may have ended since it was written."""
+    try:
+        body = json.loads(path.read_text())
+        return {int(pid): (str(c["name"]), int(c["restarts"])) for pid, c in body["children"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 class StartError(RuntimeError):
@@ -99,8 +116,10 @@ class NodeSupervisor:
         extra_env: Mapping[str, str] | None = None,
         forward_stderr_fd: int | None = 2,
         on_reload: Callable[[], None] | None = None,
+        registry: Path | None = None,
     ) -> None:
         self.plan = plan
+        self.registry = registry
         self.loop = loop or EventLoop()
         self.watch = ChildWatch(self.loop, on_exit=self._child_exited, forward_stderr_fd=forward_stderr_fd)
         self._extra_env = dict(extra_env or {})
@@ -214,6 +233,27 @@ class NodeSupervisor:
         """Kills anything still alive and closes the loop (for owners that abandon a node, e.g. tests)."""
         self.watch.kill_all()
         self.loop.close()
+        if self.registry is not None:
+            with contextlib.suppress(OSError):
+                self.registry.unlink()
+
+    def _write_registry(self) -> None:
+        """``registry`` (``processes.json``): who is who among the children, for monitoring and tools.
+
+        ``{"supervisor": pid, "children": {pid: {"name": ..., "restarts": n}}}``, rewritten (by rename) at
+        every start of a child. A forked child's environment and command line in /proc are the
+        supervisor's, so they cannot say it; readers keep only pids that are still the supervisor's children.
+        """
+        if self.registry is None:
+            return
+        children = {str(c.pid): {"name": name, "restarts": c.restart_count} for name, c in self._current.items()
+                    if c.alive}
+        tmp = self.registry.with_name(f".{self.registry.name}.tmp")
+        try:
+            tmp.write_text(json.dumps({"supervisor": os.getpid(), "children": children}))
+            os.replace(tmp, self.registry)
+        except OSError as exc:
+            _log.warning("cannot write %s: %s", self.registry, exc.strerror)
 
     def child(self, name: str) -> ChildProcess | None:
         """The latest instance of child ``name`` (None before its first start)."""
@@ -244,6 +284,7 @@ class NodeSupervisor:
         if not spec.realtime:
             sched.drop_realtime(child.pid)
         self._current[spec.name] = child
+        self._write_registry()
         _log.info("started child '%s' (pid %d)%s", spec.name, child.pid, f", restart {restart_count}" if restart_count else "")
         return child
 

@@ -1,9 +1,9 @@
 """Child specifications and one running child: spawn with a ready pipe, pidfd, stderr tail, reap.
 
-A child is a fresh interpreter (``python -m module``) or any program. It is started with
-``subprocess`` in its own process group (a terminal's Ctrl-C reaches only the supervisor, which
-then stops the children in reverse order), with the write end of a ready pipe and any eventfds or
-memfds the spec lists in ``pass_fds``. Death is seen through a pidfd, never by polling.
+A child is a fresh interpreter (``python -m module``), any program, or a fork of the supervisor that
+runs a module (``ChildSpec.fork``, see ``forkstart``). It is started in its own process group (a
+terminal's Ctrl-C reaches only the supervisor, which then stops the children in reverse order), with
+the write end of a ready pipe and any eventfds or memfds the spec lists in ``pass_fds``. Death is seen through a pidfd, never by polling.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pycorosync.engine.supervisor import forkstart
 from pycorosync.engine.supervisor.child import (
     CHILD_NAME_ENV,
     READY_FD_ENV,
@@ -48,7 +49,8 @@ class ChildSpec:
     that must be ready before this one starts, and which, when restarted under ``RestartRule.NODE``,
     take this one down and up with them. ``warn_signal`` is sent first on stop; after
     ``stop_timeout_s`` the child gets SIGKILL. With ``wait_ready`` false the child counts as ready
-    once spawned. ``reload_signal`` (e.g. SIGHUP) is forwarded when the supervisor is asked to
+    once spawned. With ``fork`` (for ``python_module_argv`` children) the child is forked from the
+    supervisor, which has preloaded the node's modules (``forkstart``), instead of exec'd. ``reload_signal`` (e.g. SIGHUP) is forwarded when the supervisor is asked to
     reopen its log files. A child with ``realtime`` false is put back to SCHED_OTHER as soon as it
     is spawned, when it inherited realtime scheduling from the supervisor (``system.sched_rr``).
 
@@ -70,6 +72,7 @@ class ChildSpec:
     pass_fds: tuple[int, ...] = ()
     cwd: str | None = None
     capture_stderr: bool = True
+    fork: bool = False  # start by fork of the preloaded supervisor (forkstart), when it is enabled
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name):
@@ -112,7 +115,7 @@ class ChildProcess:
     def __init__(
         self,
         spec: ChildSpec,
-        popen: subprocess.Popen[bytes],
+        popen: subprocess.Popen[bytes] | forkstart.ForkedChild,
         ready_fd: int | None,
         restart_count: int,
     ) -> None:
@@ -154,16 +157,21 @@ class ChildProcess:
         fd_text = str(ready_w) if ready_w is not None else "-1"
         env.update({k: v.replace(READY_FD_PLACEHOLDER, fd_text) for k, v in overrides.items()})
         argv = [arg.replace(READY_FD_PLACEHOLDER, fd_text) for arg in spec.argv]
+        forked = forkstart.module_of(argv) if spec.fork and forkstart.enabled() else None
         try:
-            popen = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=spec.cwd,
-                stdin=subprocess.DEVNULL,
-                stderr=subprocess.PIPE if spec.capture_stderr else None,
-                pass_fds=pass_fds,
-                process_group=0,
-            )
+            if forked is not None:
+                popen: subprocess.Popen[bytes] | forkstart.ForkedChild = forkstart.spawn(
+                    forked[0], forked[1], env, pass_fds, spec.cwd, spec.capture_stderr)
+            else:
+                popen = subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=spec.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE if spec.capture_stderr else None,
+                    pass_fds=pass_fds,
+                    process_group=0,
+                )
         except OSError as exc:
             for fd in (ready_r, ready_w):
                 if fd is not None:

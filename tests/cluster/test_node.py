@@ -178,3 +178,33 @@ def test_stopping_the_cluster_leaves_no_process_and_no_segment(make_cluster) -> 
     assert not list(SHM_DIR.glob(f"pcs-{cluster.name}-*"))
     for node in cluster.nodes.values():
         assert node.proc is not None and node.proc.returncode == 0
+
+
+def test_node_processes_are_forks_of_the_supervisor_that_its_registry_names_with_their_restarts(make_cluster) -> None:
+    from pycorosync.engine.supervisor.node import REGISTRY_NAME, read_registry
+    from pycorosync.monitoring.sources import NodeReader, NodeSpec
+
+    cluster = make_cluster(1)
+    node = cluster.nodes[1]
+    pids = node.pids()
+    sup = pids.pop("supervisor")
+    assert {"transport", "totem", "cpg", "cmap"} <= set(pids)
+    registry = read_registry(node.run_dir / REGISTRY_NAME)
+    assert {pid: name for pid, (name, _r) in registry.items()} == {pid: name for name, pid in pids.items()}
+    for name, pid in pids.items():
+        proc = psutil.Process(pid)
+        assert proc.ppid() == sup
+        assert proc.cmdline() == psutil.Process(sup).cmdline(), f"{name} was exec'd, not forked"
+        assert proc.name() == f"pcs-{name}"[:15]
+    reader = NodeReader(NodeSpec(nodeid=1, cluster=cluster.name, run_dir=node.run_dir, services=None,
+                                 supervisor_pid=sup))
+    reader.refresh_slow()
+    sampled = {p.process: (p.pid, p.restarts) for p in reader.read().processes}
+    assert sampled.items() >= {name: (pid, 0) for name, pid in pids.items()}.items(), sampled
+    old = node.kill_child("cmap")
+    back = wait_for(lambda: (p := node.child_pid("cmap")) not in (None, old) and p, 30, "cmap restarted")
+    assert read_registry(node.run_dir / REGISTRY_NAME)[back] == ("cmap", 1)
+    reader.refresh_slow()
+    samples = {p.process: p for p in reader.read().processes}
+    assert (samples["cmap"].pid, samples["cmap"].restarts) == (back, 1)
+    assert psutil.Process(back).cmdline() == psutil.Process(sup).cmdline()
