@@ -257,7 +257,10 @@ def main() -> int:
                          "5-10x throughput when nodes and clients share 2 cores)")
     ap.add_argument("--netmtu", type=int, default=1500,
                     help="totem.netmtu of the cluster (1500 as corosync udpu; up to 65535 on loopback, as knet)")
+    ap.add_argument("--totem", action="append", default=[], metavar="KEY=VALUE",
+                    help="another totem key of the cluster (repeatable), e.g. --totem max_messages=50")
     args = ap.parse_args()
+    extra_totem = dict(kv.split("=", 1) for kv in args.totem if "=" in kv)
 
     if shutil.which("corosync") is None:
         print(json.dumps({"bench": "cpg", "impl": "corosync", "skipped": "no corosync binary installed"}),
@@ -284,7 +287,7 @@ def main() -> int:
     fastpath.warm()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-cpg-"))
-    cluster = Cluster(base, 3, totem={**TOTEM, "netmtu": args.netmtu}, test_services=(), name_prefix="bcpg",
+    cluster = Cluster(base, 3, totem={**TOTEM, "netmtu": args.netmtu, **extra_totem}, test_services=(), name_prefix="bcpg",
                       system={"sched_rr": args.sched_rr})
     workers: list[_Handle] = []
     try:
@@ -326,7 +329,7 @@ def main() -> int:
                     "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
                     "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
                     "idle_cpu_per_node": round(idle, 4), "sent": sum(r["sent"] for r in tput),
-                    "complete": complete, "netmtu": args.netmtu, "sched": sched,
+                    "complete": complete, "netmtu": args.netmtu, "sched": sched, **({"totem": extra_totem} if extra_totem else {}),
                     "load_avg_1m": round(os.getloadavg()[0], 2),
                 }), flush=True)
     except KeyboardInterrupt:

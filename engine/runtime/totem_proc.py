@@ -35,7 +35,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pycorosync.engine.runtime import records as rec
+from pycorosync.engine.runtime.kernels import deliver_entries
 from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS, NodeRings
 from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService
 from pycorosync.engine.runtime.totem_reload import ConfigReloadWatch, signal_supervisor_reload
@@ -45,6 +48,8 @@ from pycorosync.engine.totem.api import (
     ConfigChange,
     ConfigType,
     Deliver,
+    DeliverFrame,
+    Guarantee,
     LogEvent,
     MessageTooBig,
     QueueFull,
@@ -55,6 +60,7 @@ from pycorosync.engine.totem.base import OPERATIONAL
 from pycorosync.engine.totem.config import RELOADABLE_FIELDS, TotemConfig
 from pycorosync.engine.totem.core import TotemCore
 from pycorosync.engine.totem.stats import COUNTER_NAMES
+from pycorosync.engine.totem.wire import ENTRY_BYTES, KIND_WHOLE, MCAST_HEADER_BYTES
 
 log = logging.getLogger("TOTEM")
 sync_log = logging.getLogger("SYNC")
@@ -102,6 +108,7 @@ class TotemRuntime:
         self.nodeid = core.node_id
         self.service_ids = dict(service_ids)  # name -> id, services with rings
         self.service_names = {v: k for k, v in self.service_ids.items()}
+        core.frame_delivery = True  # whole frames of messages come as DeliverFrame (see _deliver_frame)
         self.sync = SyncCoordinator(core.node_id, [self.service_ids[s] for s in sync_services],
                                     self.service_ids.values())
         self.status_path = status_path
@@ -238,6 +245,12 @@ class TotemRuntime:
         split, header_of = rec.split_service_payload, rec.encode_message_header
         names = self.service_names
         for a in later:
+            if isinstance(a, DeliverFrame):
+                if batch:
+                    self._to_services(batch)
+                    batch = {}
+                self._deliver_frame(now_ns, a)
+                continue
             if isinstance(a, Deliver):
                 try:
                     service_id, kind, body = split(a.payload)
@@ -263,6 +276,36 @@ class TotemRuntime:
                 log.log(_LEVELS.get(a.level, logging.INFO), "%s", a.text)
         if batch:
             self._to_services(batch)
+
+    def _deliver_frame(self, now_ns: int, d: DeliverFrame) -> None:
+        """The messages of one frame, in order: runs of one service's messages written into its deliver
+        ring by a kernel (the records ``_route`` makes), anything else (another kind of message, a
+        service with a backlog, a full ring, a malformed payload) one at a time through ``_route``."""
+        entries = d.entries
+        count = len(entries)
+        frame: np.ndarray[Any, Any] | None = None
+        off = MCAST_HEADER_BYTES
+        i = 0
+        names = self.service_names
+        ring_id = d.ring_id
+        while i < count:
+            payload = entries[i][3]
+            name = names.get(payload[0]) if payload else None
+            if name is not None and not self.deliver_backlog[name]:
+                ring = self.rings.deliver[name]
+                if frame is None:
+                    frame = np.frombuffer(d.data, np.uint8)
+                done, off = deliver_entries(frame, off, count - i, ring.array, ring.offset, ring.capacity,
+                                            payload[0], rec.KIND_MESSAGE, KIND_WHOLE, rec.DELIVER_MESSAGE,
+                                            d.sender, ring_id.rep, ring_id.seq)
+                if done:
+                    self._wake.add(name)
+                    i += done
+                    continue
+            e = entries[i]
+            self._route(now_ns, Deliver(ring_id, d.sender, e[2], Guarantee(e[1]), e[3]))
+            off += ENTRY_BYTES + len(e[3])
+            i += 1
 
     def _send(self, dest: int, frame: bytes) -> None:
         self.counters["frames_tx"] += 1

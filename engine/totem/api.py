@@ -96,6 +96,25 @@ class Deliver:
 
 
 @dataclass(frozen=True)
+class DeliverFrame:
+    """Every message of one frame, each whole, delivered in entry order within configuration ``ring_id``.
+
+    The core gives this instead of one ``Deliver`` per message when its ``frame_delivery`` is set (the
+    totem process sets it), so that the messages can be handed on without an object each. ``data`` is
+    the frame (its first entry at ``wire.MCAST_HEADER_BYTES``); ``entries`` its decoded entries (kind,
+    guarantee, msg_id, payload, total); ``messages()`` the ``Deliver`` actions they stand for.
+    """
+
+    ring_id: RingId
+    sender: int
+    data: bytes
+    entries: tuple[tuple[int, int, int, bytes, int], ...]
+
+    def messages(self) -> list[Deliver]:
+        return [Deliver(self.ring_id, self.sender, e[2], Guarantee(e[1]), e[3]) for e in self.entries]
+
+
+@dataclass(frozen=True)
 class ConfigChange:
     """A configuration change (EVS): TRANSITIONAL first, then REGULAR, at every member.
 
@@ -118,7 +137,7 @@ class LogEvent:
     text: str
 
 
-Action = SendFrame | Deliver | ConfigChange | LogEvent
+Action = SendFrame | Deliver | DeliverFrame | ConfigChange | LogEvent
 
 
 class QueueFull(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Sequence
 
-from pycorosync.engine.totem.api import Action, ConfigChange, Deliver, LogEvent, SendFrame
+from pycorosync.engine.totem.api import Action, ConfigChange, Deliver, DeliverFrame, LogEvent, SendFrame
 from pycorosync.engine.totem.config import TotemConfig
 from pycorosync.engine.totem.core import TotemCore
 
@@ -69,6 +69,8 @@ class LoopbackNet:
                     heapq.heappush(self._events, (self.now_ns + self.latency_ns, self._order, t, a.data))
             elif isinstance(a, Deliver):
                 self.delivered[src].append(a)
+            elif isinstance(a, DeliverFrame):
+                self.delivered[src].extend(a.messages())
             elif isinstance(a, ConfigChange):
                 self.configs[src].append(a)
             else:

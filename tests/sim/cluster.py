@@ -16,7 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pycorosync.engine.totem.api import ConfigChange, ConfigType, Deliver, LogEvent, MessageTooBig, QueueFull, SendFrame
+from pycorosync.engine.totem.api import (
+    ConfigChange,
+    ConfigType,
+    Deliver,
+    DeliverFrame,
+    LogEvent,
+    MessageTooBig,
+    QueueFull,
+    SendFrame,
+)
 from pycorosync.engine.totem.wire import MCAST
 from tests.sim.network import MS, Network
 from tests.sim.workload import WorkloadParams, decode_payload, draw_guarantee, draw_size, encode_payload, keys_in_frame
@@ -261,19 +270,20 @@ class Simulator:
                 if act.dest is not None and act.dest != node.node_id:
                     self.last_token_receiver = act.dest
                 self.net.send(now, node.node_id, act.dest, act.data)
-            elif tp is Deliver:
-                self.stats.delivered += 1
-                dec = decode_payload(act.payload)
-                log.events.append(
-                    (
-                        now,
-                        "D",
-                        DeliverRecord(
-                            act.ring_id, dec.key, int(act.guarantee), act.sender, act.msg_id, dec.size, dec.guarantee,
-                            dec.error,
-                        ),
+            elif tp is Deliver or tp is DeliverFrame:
+                for d in (act,) if tp is Deliver else act.messages():
+                    self.stats.delivered += 1
+                    dec = decode_payload(d.payload)
+                    log.events.append(
+                        (
+                            now,
+                            "D",
+                            DeliverRecord(
+                                d.ring_id, dec.key, int(d.guarantee), d.sender, d.msg_id, dec.size, dec.guarantee,
+                                dec.error,
+                            ),
+                        )
                     )
-                )
             elif tp is ConfigChange:
                 log.events.append((now, "C", act))
                 if act.type == ConfigType.REGULAR:

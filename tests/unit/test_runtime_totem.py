@@ -7,13 +7,15 @@ import time
 from typing import Any
 
 import numpy as np
+import pytest
 
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.layout import NodeLayout, NodeRings
 from pycorosync.engine.runtime.totem_proc import Bells, TotemRuntime, next_incarnation, read_ring_seq, write_ring_seq
-from pycorosync.engine.totem.api import RingId
+from pycorosync.engine.totem.api import DeliverFrame, RingId
 from pycorosync.engine.totem.config import TotemConfig
 from pycorosync.engine.totem.core import TotemCore
+from pycorosync.engine.totem.wire import ENTRY, KIND_WHOLE, MCAST_HEADER_BYTES
 
 SVC = "testecho"
 SID = 200
@@ -224,3 +226,37 @@ def test_bad_submit_records_amid_good_ones_are_dropped_in_place_and_the_rest_kee
     for svc in services.values():
         assert [b for _n, b in svc.messages()] == [b"r0", b"r1", b"r2", b"r3"]
     assert nodes[1].counters["bad_records"] - bad_before == 3  # guarantee 9, too big, too short
+
+
+def _drain(rt: TotemRuntime) -> list[tuple[int, bytes]]:
+    """Every record for the service, the backlog included (as the service would read them over time)."""
+    out: list[tuple[int, bytes]] = []
+    for _ in range(1000):
+        got = rt.rings.deliver[SVC].pop_batch(4096)
+        out += got
+        rt._flush_outputs()
+        if not got and not rt.deliver_backlog[SVC]:
+            return out
+    raise AssertionError("the deliver backlog does not drain")
+
+
+@pytest.mark.parametrize("capacity", [1 << 16, 4096])
+def test_a_frame_of_messages_reaches_the_deliver_ring_as_the_per_message_path_writes_it(capacity: int) -> None:
+    """The kernel path for a whole frame (DeliverFrame) against ``_route`` per message: the same records
+    in the same order, with other services' messages, malformed payloads and a full ring in between."""
+    head = rec.service_header(SID)
+    payloads = [head + b"a", head + b"b" * 500, rec.service_header(99) + b"not run here", b"\x01",
+                head, head + b"c" * 1000, rec.service_header(SID, rec.KIND_SERVICE_BUILD) + b"short",
+                *[head + bytes([k]) * 300 for k in range(12)]]
+    entries = tuple((KIND_WHOLE, k % 4, 1000 + k, p, 0) for k, p in enumerate(payloads))
+    frame = bytes(MCAST_HEADER_BYTES) + b"".join(ENTRY.pack(KIND_WHOLE, g, len(p), mid) + p
+                                                 for _kind, g, mid, p, _t in entries)
+    d = DeliverFrame(RingId(3, (1 << 40) + 7), 5, frame, entries)
+    fast, slow = _node(1, deliver_capacity=capacity), _node(2, deliver_capacity=capacity)
+    fast._deliver_frame(0, d)
+    for m in d.messages():
+        slow._route(0, m)
+    got, want = _drain(fast), _drain(slow)
+    assert len(want) == 16  # the 4 + 12 messages of the service, the empty one included
+    assert got == want
+    assert fast.counters["bad_records"] == slow.counters["bad_records"] >= 2

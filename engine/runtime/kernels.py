@@ -1,0 +1,88 @@
+"""The messages of one delivered frame written into a service's deliver ring in one call.
+
+A frame of the Totem ring carries entries (``wire.ENTRY``: kind, guarantee, length, msg_id, then the
+payload); a whole entry's payload is a service's message (``records.service_header``: service id, kind,
+reserved, then the body). The totem process turns each into a DELIVER_MESSAGE record (``records``:
+sender, ring rep, ring seq, guarantee, 3 zero bytes, then the body) in the service's deliver ring.
+``TotemProcess`` does it in Python for one message at a time; :func:`deliver_entries` does it for a run
+of entries of one frame, with the same result, and stops at the first entry it does not take (another
+service, another kind of entry or of message, a malformed entry, a full ring), which the caller then
+hands on the general way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from pycorosync.ipc import ring_kernels as rk
+
+ENTRY_BYTES = 14  #: wire.ENTRY: u8 kind, u8 guarantee, u32 length, u64 msg_id
+SERVICE_HEADER_BYTES = 4  #: records._SVC_HEADER: u8 service id, u8 kind, u16 reserved
+MESSAGE_HEADER_BYTES = 20  #: records._MESSAGE: u32 sender, u32 rep, u64 seq, u8 guarantee, 3 pad
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_u32(buf: Any, at: int, v: int) -> None:
+    for i in range(4):
+        buf[at + i] = (v >> (8 * i)) & 0xFF
+
+
+@njit(cache=True, nogil=True)
+def deliver_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap: int, service_id: int,
+                    message_kind: int, whole_kind: int, record_type: int, sender: int, rep: int,
+                    ring_seq: int) -> tuple[int, int]:
+    """Writes up to ``count`` entries of ``frame`` from byte ``off`` on; returns (entries written, the
+    offset of the next entry). An entry is taken when it is of ``whole_kind`` with a guarantee 0..3, lies
+    inside the frame, and its payload is a ``message_kind`` message of ``service_id``; and the ring has
+    room. The ring's tail is published once, at the end."""
+    n = frame.shape[0]
+    done = 0
+    length = 0
+    while done < count:
+        if off + ENTRY_BYTES > n:
+            break
+        kind = frame[off]
+        guarantee = frame[off + 1]
+        length = int(frame[off + 2]) | (int(frame[off + 3]) << 8) | (int(frame[off + 4]) << 16) \
+            | (int(frame[off + 5]) << 24)
+        p = off + ENTRY_BYTES
+        if kind != whole_kind or guarantee > 3 or length < SERVICE_HEADER_BYTES or p + length > n:
+            break
+        if frame[p] != service_id or frame[p + 1] != message_kind:
+            break
+        body = length - SERVICE_HEADER_BYTES
+        size = MESSAGE_HEADER_BYTES + body
+        dst = rk.ring_reserve(ring, base, cap, size)
+        if dst < 0:
+            break
+        dst += rk.RECORD_HEADER_BYTES
+        _put_u32(ring, dst, sender)
+        _put_u32(ring, dst + 4, rep)
+        _put_u32(ring, dst + 8, ring_seq & 0xFFFFFFFF)
+        _put_u32(ring, dst + 12, (ring_seq >> 32) & 0xFFFFFFFF)
+        ring[dst + 16] = guarantee
+        ring[dst + 17] = 0
+        ring[dst + 18] = 0
+        ring[dst + 19] = 0
+        rk._copy(ring, dst + MESSAGE_HEADER_BYTES, frame, p + SERVICE_HEADER_BYTES, body)
+        rk.ring_commit(ring, base, cap, record_type, size)
+        off = p + length
+        done += 1
+    if done > 0:
+        rk.ring_publish(ring, base)
+    return done, off
+
+
+def warm() -> None:
+    """Compiles ``deliver_entries`` for the argument types the totem process uses."""
+    from pycorosync.ipc.ring import Ring
+
+    cap = 1024
+    ring = Ring.create(np.zeros(Ring.layout_bytes(cap), np.uint8), cap)
+    entry = bytes((0, 1)) + (6).to_bytes(4, "little") + (7).to_bytes(8, "little") + bytes((2, 0, 0, 0)) + b"hi"
+    frame = np.frombuffer(bytes(8) + entry, np.uint8)
+    done, off = deliver_entries(frame, 8, 1, ring.array, ring.offset, ring.capacity, 2, 0, 0, 1, 3, 1, 5)
+    assert (done, off) == (1, frame.shape[0])
