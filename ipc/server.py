@@ -237,6 +237,20 @@ class ServerConnection:
         self._queue(self._event_backlog, rtype, payload, "event")
         return False
 
+    def event_ring(self) -> Ring | None:
+        """The event ring, for a service that writes a run of events into it directly (a batch kernel),
+        then calls ``events_written``; None while events must go through ``send_event`` to keep their
+        order (closed, a backlog, or events deferred)."""
+        if self.closed or self._event_backlog or self._deferred_events:
+            return None
+        return self._segment.event_io.ring
+
+    def events_written(self, count: int) -> None:
+        """After ``count`` events were written into ``event_ring()``: counted, and the client woken if it sleeps."""
+        self.stats.dispatched += count
+        if self._event_efd >= 0:
+            self._segment.event_io.notify(self._event_efd)
+
     def _write_deferred_events(self) -> None:
         """The events given during a deferral into the event ring, in one write; what does not fit goes to
         the backlog, in order. Then the client is woken if it sleeps."""

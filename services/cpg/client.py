@@ -148,6 +148,16 @@ def _join_iov(msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray |
     return b"".join(msg)  # an iovec: the pieces are one message
 
 
+def _make_deliver(group: bytes, nodeid: int, pid: int, msg: bytes, guarantee: int) -> Deliver:
+    # equal to Deliver(...) in every way; a frozen dataclass's __init__ costs one object.__setattr__ per
+    # field, and this runs once per message received
+    d = _new(Deliver)
+    _setattr(d, "__dict__", {"group": group, "nodeid": nodeid, "pid": pid, "msg": msg, "guarantee": guarantee})
+    return d
+
+
+_new = object.__new__
+_setattr = object.__setattr__
 _EV_DELIVER = int(p.CpgMsg.EV_DELIVER)
 #: a DELIVER event's header (nodeid, pid, piece, guarantee, 0, total) and its group name's length
 _WHOLE_HEAD = struct.Struct(p.DELIVER_HEAD.format + "H")
@@ -165,7 +175,7 @@ class _Assembler:
             nodeid, pid, piece, guarantee, _zero, total, name_len = _WHOLE_HEAD.unpack_from(payload)
             start = _WHOLE_HEAD.size + name_len
             if piece == p.PIECE_WHOLE and name_len <= p.CPG_MAX_NAME_LENGTH and start + total == len(payload):
-                return Deliver(payload[_WHOLE_HEAD.size:start], nodeid, pid, payload[start:], guarantee)
+                return _make_deliver(payload[_WHOLE_HEAD.size:start], nodeid, pid, payload[start:], guarantee)
         if rtype == p.CpgMsg.EV_DELIVER:
             nodeid, pid, piece, guarantee, total, group, data = p.decode_deliver(payload)
             if piece == p.PIECE_WHOLE:
@@ -420,11 +430,16 @@ class CpgClient(_CpgBase):
     def next_event(self, timeout: float | None = 0.0) -> CpgEvent | None:
         """The next event (callbacks are not run), waiting up to ``timeout`` seconds (None: forever);
         None when none came."""
+        read, assemble = self._conn.read_event, self._assembler.event
+        while (record := read()) is not None:  # what is waiting: no clock read
+            event = assemble(*record)
+            if event is not None:
+                return event
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            record = self._conn.read_event()
+            record = read()
             if record is not None:
-                event = self._assembler.event(*record)
+                event = assemble(*record)
                 if event is not None:
                     return event
                 continue

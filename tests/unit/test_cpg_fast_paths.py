@@ -43,7 +43,7 @@ class Conn:
         self.context: Any = None
         self.closed = False
         self.events: list[tuple[int, bytes]] = []
-        self.stats = type("Stats", (), {"invalid_request": 0})()
+        self.stats = type("Stats", (), {"invalid_request": 0, "queued": 0})()
 
     def send_event(self, rtype: int, payload: bytes) -> bool:
         self.events.append((rtype, bytes(payload)))
@@ -297,3 +297,81 @@ def test_a_batch_read_takes_nothing_when_the_per_request_path_would_decline() ->
     io = request_ring([good])
     assert node.svc.drain_requests(a, io, 64, 1 << 22) == 0, "submit ring full"  # type: ignore[arg-type]
     assert io.pop() == good
+
+
+class RingConn(Conn):
+    """A client connection whose events go into a real event ring, as the server's do (no deferral)."""
+
+    def __init__(self, pid: int, capacity: int = 1 << 20) -> None:
+        super().__init__(pid)
+        self.ring = Ring.create(np.zeros(Ring.layout_bytes(capacity), np.uint8), capacity)
+        self.backlog: list[tuple[int, bytes]] = []
+        self.written = 0
+
+    def send_event(self, rtype: int, payload: bytes) -> bool:
+        if not self.backlog and self.ring.push(rtype, payload):
+            return True
+        self.backlog.append((rtype, bytes(payload)))
+        return False
+
+    def event_ring(self) -> Ring | None:
+        return None if self.backlog else self.ring
+
+    def events_written(self, count: int) -> None:
+        self.written += count
+
+    def all_events(self) -> list[tuple[int, bytes]]:
+        return [(t, bytes(b)) for t, b in self.ring.pop_batch(1 << 16)] + self.backlog
+
+
+def _delivery_run(batch: bool, event_capacity: int) -> tuple[Any, ...]:
+    """One node's service reading a deliver ring of mixed records through ``_read_deliver``, with its batch
+    path (``deliver_run``) or only the per-message fast path; what its clients got and its counters."""
+    node = Node(fast=True)
+    node.server.defer_event_wakes = lambda: None  # type: ignore[attr-defined]
+    node.server.flush_event_wakes = lambda: None  # type: ignore[attr-defined]
+    if not batch:
+        node.svc.deliver_run = None
+    a = RingConn(100, event_capacity)
+    node.server.connections[a.conn_id] = a  # type: ignore[assignment]
+    assert node.svc.lib_init(a) is None  # type: ignore[arg-type]
+    node.join(a, b"g")  # type: ignore[arg-type]
+    other = node.connect(102)
+    node.join(other, b"other")
+    node.deliver(PEER, p.encode_cluster(p.ProcJoin(b"g", 900, int(p.CpgReason.CPG_REASON_JOIN))))
+    node.deliver(PEER, p.encode_cluster(p.Mcast(b"g", 900, 1, b"first")))  # g is now the group of one handle
+    a.all_events()
+    other.events.clear()
+
+    def m(sender: int, group: bytes, data: bytes, guarantee: int = 1) -> tuple[int, bytes]:
+        body = p.encode_cluster(p.Mcast(group, 900 if sender == PEER else 100, guarantee, data))
+        return rec.DELIVER_MESSAGE, rec.encode_message_header(sender, RING, guarantee) + body
+
+    records = [m(PEER, b"g", bytes([k]) * (k * 37 % 3000), k % 4) for k in range(40)]
+    records += [m(NODEID, b"other", b"to the other group"), m(3, b"g", b"unknown node"), m(PEER, b"g", b"x" * 5)]
+    records += [(rec.DELIVER_MESSAGE, rec.encode_message_header(PEER, RING, 1)
+                 + p.encode_cluster(p.ProcLeave(b"gone", 901, 1)))]
+    records += [m(NODEID, b"g", bytes([k]) * 100) for k in range(30)]
+    cap = 1 << 20
+    deliver = Ring.create(np.zeros(Ring.layout_bytes(cap), np.uint8), cap)
+    for rtype, payload in records:
+        assert deliver.push(rtype, payload)
+    node.svc._deliver = deliver
+    for _ in range(1000):
+        if not node.svc._read_deliver():
+            break
+    return (a.all_events(), other.events, node.svc.delivered_bytes, node.svc.engine.stats.unknown_node), a.written
+
+
+@pytest.mark.parametrize("event_capacity", [1 << 20, 8192])
+def test_a_run_of_deliveries_to_one_local_member_gives_the_events_of_the_per_message_path(
+        event_capacity: int) -> None:
+    batch, written = _delivery_run(True, event_capacity)
+    single, none_written = _delivery_run(False, event_capacity)
+    assert batch == single
+    events = batch[0]
+    assert len(events) == 40 + 1 + 30, "g's messages of the known nodes (not node 3's), in order"
+    assert [bytes(p.decode_deliver(e[1])[6]) for e in events[:40]] == [bytes([k]) * (k * 37 % 3000) for k in range(40)]
+    assert len(batch[1]) == 1, "the other group's message reached its member"
+    # (with the small event ring, the rest waits in the connection's backlog: the general path's)
+    assert written > (30 if event_capacity > 8192 else 0) and none_written == 0, "the batch path took the runs"
