@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from pycorosync.engine.totem.wire import ENTRY_BYTES, KIND_FIRST, KIND_LAST, KIND_WHOLE, MCAST_HEADER_BYTES
 from pycorosync.ipc import ring_kernels as rk
 
-ENTRY_BYTES = 14  #: wire.ENTRY: u8 kind, u8 guarantee, u32 length, u64 msg_id
 SERVICE_HEADER_BYTES = 4  #: records._SVC_HEADER: u8 service id, u8 kind, u16 reserved
 MESSAGE_HEADER_BYTES = 20  #: records._MESSAGE: u32 sender, u32 rep, u64 seq, u8 guarantee, 3 pad
 
@@ -76,8 +76,42 @@ def deliver_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap:
     return done, off
 
 
+@njit(cache=True, nogil=True)
+def _scan(frame: Any, off: int, count: int) -> tuple[bool, bool]:
+    n = frame.shape[0]
+    whole = True
+    for _ in range(count):
+        if off + ENTRY_BYTES > n:
+            return False, False
+        kind = frame[off]
+        length = int(frame[off + 2]) | (int(frame[off + 3]) << 8) | (int(frame[off + 4]) << 16) \
+            | (int(frame[off + 5]) << 24)
+        if frame[off + 1] > 3:
+            return False, False
+        off += ENTRY_BYTES
+        if kind != KIND_WHOLE:
+            whole = False
+            if kind == KIND_FIRST:
+                if off + 4 > n:
+                    return False, False
+                off += 4
+            elif kind > KIND_LAST:
+                return False, False
+        off += length
+        if off > n:
+            return False, False
+    return off == n, whole
+
+
+def scan_entries(data: bytes, count: int) -> tuple[bool, bool]:
+    """``wire.scan_entries_py`` compiled: (the ``count`` entries of an MCAST frame are well formed, each is
+    a whole message); the totem process gives it to ``wire.use_entry_scanner``."""
+    ok, whole = _scan(np.frombuffer(data, np.uint8), MCAST_HEADER_BYTES, count)
+    return bool(ok), bool(whole)
+
+
 def warm() -> None:
-    """Compiles ``deliver_entries`` for the argument types the totem process uses."""
+    """Compiles ``deliver_entries`` and the entry scan for the argument types the totem process uses."""
     from pycorosync.ipc.ring import Ring
 
     cap = 1024
@@ -86,3 +120,4 @@ def warm() -> None:
     frame = np.frombuffer(bytes(8) + entry, np.uint8)
     done, off = deliver_entries(frame, 8, 1, ring.array, ring.offset, ring.capacity, 2, 0, 0, 1, 3, 1, 5)
     assert (done, off) == (1, frame.shape[0])
+    assert scan_entries(bytes(MCAST_HEADER_BYTES) + entry, 1) == (True, True)

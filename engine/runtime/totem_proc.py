@@ -38,11 +38,12 @@ from typing import Any
 import numpy as np
 
 from pycorosync.engine.runtime import records as rec
-from pycorosync.engine.runtime.kernels import deliver_entries
+from pycorosync.engine.runtime.kernels import deliver_entries, scan_entries
 from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS, NodeRings
 from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService
 from pycorosync.engine.runtime.totem_reload import ConfigReloadWatch, signal_supervisor_reload
 from pycorosync.engine.runtime.totem_stats import SchedMissCheck, SchedMissLog, TokenRotation
+from pycorosync.engine.totem import wire
 from pycorosync.engine.totem.api import (
     Action,
     ConfigChange,
@@ -109,6 +110,7 @@ class TotemRuntime:
         self.service_ids = dict(service_ids)  # name -> id, services with rings
         self.service_names = {v: k for k, v in self.service_ids.items()}
         core.frame_delivery = True  # whole frames of messages come as DeliverFrame (see _deliver_frame)
+        wire.use_entry_scanner(scan_entries)  # received frames' entries are checked compiled, made when used
         self.sync = SyncCoordinator(core.node_id, [self.service_ids[s] for s in sync_services],
                                     self.service_ids.values())
         self.status_path = status_path
@@ -281,28 +283,29 @@ class TotemRuntime:
         """The messages of one frame, in order: runs of one service's messages written into its deliver
         ring by a kernel (the records ``_route`` makes), anything else (another kind of message, a
         service with a backlog, a full ring, a malformed payload) one at a time through ``_route``."""
-        entries = d.entries
-        count = len(entries)
+        data = d.data
+        count = d.count
         frame: np.ndarray[Any, Any] | None = None
         off = MCAST_HEADER_BYTES
         i = 0
         names = self.service_names
         ring_id = d.ring_id
         while i < count:
-            payload = entries[i][3]
-            name = names.get(payload[0]) if payload else None
+            # the entry's payload starts with its service id (the kernel takes no payload too short for it)
+            at = off + ENTRY_BYTES
+            name = names.get(data[at]) if at < len(data) else None
             if name is not None and not self.deliver_backlog[name]:
                 ring = self.rings.deliver[name]
                 if frame is None:
-                    frame = np.frombuffer(d.data, np.uint8)
+                    frame = np.frombuffer(data, np.uint8)
                 done, off = deliver_entries(frame, off, count - i, ring.array, ring.offset, ring.capacity,
-                                            payload[0], rec.KIND_MESSAGE, KIND_WHOLE, rec.DELIVER_MESSAGE,
+                                            data[at], rec.KIND_MESSAGE, KIND_WHOLE, rec.DELIVER_MESSAGE,
                                             d.sender, ring_id.rep, ring_id.seq)
                 if done:
                     self._wake.add(name)
                     i += done
                     continue
-            e = entries[i]
+            e = d.entries[i]
             self._route(now_ns, Deliver(ring_id, d.sender, e[2], Guarantee(e[1]), e[3]))
             off += ENTRY_BYTES + len(e[3])
             i += 1

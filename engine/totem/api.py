@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class Guarantee(enum.IntEnum):
@@ -100,15 +101,27 @@ class DeliverFrame:
     """Every message of one frame, each whole, delivered in entry order within configuration ``ring_id``.
 
     The core gives this instead of one ``Deliver`` per message when its ``frame_delivery`` is set (the
-    totem process sets it), so that the messages can be handed on without an object each. ``data`` is
-    the frame (its first entry at ``wire.MCAST_HEADER_BYTES``); ``entries`` its decoded entries (kind,
-    guarantee, msg_id, payload, total); ``messages()`` the ``Deliver`` actions they stand for.
+    totem process sets it), so that the messages can be handed on without an object each. ``frame`` is
+    the received ``wire.Mcast``: ``data`` its bytes (the first entry at ``wire.MCAST_HEADER_BYTES``),
+    ``count`` its number of entries, ``entries`` the decoded entries (kind, guarantee, msg_id, payload,
+    total; made on first use), ``messages()`` the ``Deliver`` actions they stand for.
     """
 
     ring_id: RingId
     sender: int
-    data: bytes
-    entries: tuple[tuple[int, int, int, bytes, int], ...]
+    frame: Any
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self.frame.raw)
+
+    @property
+    def count(self) -> int:
+        return int(self.frame.count)
+
+    @property
+    def entries(self) -> tuple[tuple[int, int, int, bytes, int], ...]:
+        return tuple(self.frame.entries)
 
     def messages(self) -> list[Deliver]:
         return [Deliver(self.ring_id, self.sender, e[2], Guarantee(e[1]), e[3]) for e in self.entries]

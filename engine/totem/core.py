@@ -198,12 +198,13 @@ class TotemCore(Membership):
                     stats["mcast_rx"] += 1
                     if self._last_sent is not None and seq > self._forwarded_seq:
                         self._token_seen()
-                    entries = m.entries
-                    if self.frame_delivery and all(e[0] == KIND_WHOLE for e in entries):
-                        out.append(DeliverFrame(self.ring_id, m.sender, data, entries))
+                    if self.frame_delivery and m.whole:
+                        out.append(DeliverFrame(self.ring_id, m.sender, m))
                         store.delivered = seq
-                        stats["messages_delivered"] += len(entries)
-                    elif len(entries) == 1 and entries[0][0] == KIND_WHOLE:
+                        stats["messages_delivered"] += m.count
+                        return out
+                    entries = m.entries
+                    if len(entries) == 1 and entries[0][0] == KIND_WHOLE:
                         e = entries[0]
                         out.append(make_deliver(self.ring_id, m.sender, e[2], _GUARANTEES[e[1]], e[3]))
                         store.delivered = seq

@@ -47,6 +47,7 @@ Decoders raise :class:`WireError` on anything malformed; the core counts and dro
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pycorosync.engine.totem.api import RingId
@@ -183,10 +184,11 @@ class Mcast:
     A plain slotted class rather than a frozen dataclass: one is built per frame on the hot path.
     """
 
-    __slots__ = ("entries", "flags", "incarnation", "raw", "ring_key", "sender", "seq")
+    __slots__ = ("_entries", "count", "flags", "incarnation", "raw", "ring_key", "sender", "seq", "whole")
 
     def __init__(self, sender: int, incarnation: int, ring_key: tuple[int, int], seq: int, flags: int, raw: bytes,
-                 entries: tuple[tuple[int, int, int, bytes, int], ...]) -> None:
+                 entries: tuple[tuple[int, int, int, bytes, int], ...] | None, count: int = -1,
+                 whole: bool = False) -> None:
         self.sender = sender
         self.incarnation = incarnation
         #: (rep, seq) of the ring, compared as a tuple on the hot path
@@ -194,8 +196,22 @@ class Mcast:
         self.seq = seq
         self.flags = flags
         self.raw = raw
-        #: (kind, guarantee, msg_id, payload, total length for FIRST else 0); empty when encapsulated
-        self.entries = entries
+        self._entries = entries
+        if entries is not None:
+            count = len(entries)
+            whole = all(e[0] == KIND_WHOLE for e in entries)
+        #: how many entries, and whether each is a whole message (known without decoding them)
+        self.count = count
+        self.whole = whole
+
+    @property
+    def entries(self) -> tuple[tuple[int, int, int, bytes, int], ...]:
+        """(kind, guarantee, msg_id, payload, total length for FIRST else 0); empty when encapsulated.
+        A received frame's entries were checked by ``decode_mcast`` and are made on first use."""
+        entries = self._entries
+        if entries is None:
+            entries = self._entries = _entries_of(self.raw, self.count)
+        return entries
 
     @property
     def ring_id(self) -> RingId:
@@ -361,6 +377,56 @@ def decode_mcast(data: bytes) -> Mcast:
         if kind == KIND_WHOLE and guarantee <= 3 and off + ENTRY_BYTES + length == n:
             return Mcast(sender, inc, (rep, rseq), seq, flags, data,
                          ((kind, guarantee, msg_id, data[off + ENTRY_BYTES:], 0),))
+    if count >= SCAN_MIN_ENTRIES:
+        ok, whole = _scan_entries(data, count)
+        if ok:
+            return Mcast(sender, inc, (rep, rseq), seq, flags, data, None, count, whole)
+    return Mcast(sender, inc, (rep, rseq), seq, flags, data, _entries_of(data, count))
+
+
+def scan_entries_py(data: bytes, count: int) -> tuple[bool, bool]:
+    """(the ``count`` entries of an MCAST frame are well formed, each is a whole message), without making
+    them: what ``decode_mcast`` needs to know of a frame before its entries are used."""
+    n = len(data)
+    off = MCAST_HEADER_BYTES
+    whole = True
+    unpack = ENTRY.unpack_from
+    for _ in range(count):
+        if off + ENTRY_BYTES > n:
+            return False, False
+        kind, guarantee, length, _msg_id = unpack(data, off)
+        off += ENTRY_BYTES
+        if kind != KIND_WHOLE:
+            whole = False
+            if kind == KIND_FIRST:
+                if off + 4 > n:
+                    return False, False
+                off += 4
+            elif kind > KIND_LAST:
+                return False, False
+        if guarantee > 3:
+            return False, False
+        off += length
+        if off > n:
+            return False, False
+    return off == n, whole
+
+
+#: frames of at least this many entries are checked by ``_scan_entries`` and their entries made on first use
+SCAN_MIN_ENTRIES = 4
+_scan_entries: Callable[[bytes, int], tuple[bool, bool]] = scan_entries_py
+
+
+def use_entry_scanner(scan: Callable[[bytes, int], tuple[bool, bool]]) -> None:
+    """Replaces ``scan_entries_py`` (a driver may give a compiled one that answers the same)."""
+    global _scan_entries
+    _scan_entries = scan
+
+
+def _entries_of(data: bytes, count: int) -> tuple[tuple[int, int, int, bytes, int], ...]:
+    """The ``count`` entries of an MCAST frame, each checked against the frame; raises WireError."""
+    n = len(data)
+    off = MCAST_HEADER_BYTES
     entries = []
     unpack = ENTRY.unpack_from
     for i in range(count):
@@ -385,4 +451,4 @@ def decode_mcast(data: bytes) -> Mcast:
         off = end
     if off != n:
         raise WireError(f"mcast frame has {n - off} trailing bytes after {count} entries")
-    return Mcast(sender, inc, (rep, rseq), seq, flags, data, tuple(entries))
+    return tuple(entries)

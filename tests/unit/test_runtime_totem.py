@@ -15,7 +15,7 @@ from pycorosync.engine.runtime.totem_proc import Bells, TotemRuntime, next_incar
 from pycorosync.engine.totem.api import DeliverFrame, RingId
 from pycorosync.engine.totem.config import TotemConfig
 from pycorosync.engine.totem.core import TotemCore
-from pycorosync.engine.totem.wire import ENTRY, KIND_WHOLE, MCAST_HEADER_BYTES
+from pycorosync.engine.totem.wire import ENTRY, KIND_WHOLE, MCAST_HEADER_BYTES, Mcast
 
 SVC = "testecho"
 SID = 200
@@ -251,7 +251,7 @@ def test_a_frame_of_messages_reaches_the_deliver_ring_as_the_per_message_path_wr
     entries = tuple((KIND_WHOLE, k % 4, 1000 + k, p, 0) for k, p in enumerate(payloads))
     frame = bytes(MCAST_HEADER_BYTES) + b"".join(ENTRY.pack(KIND_WHOLE, g, len(p), mid) + p
                                                  for _kind, g, mid, p, _t in entries)
-    d = DeliverFrame(RingId(3, (1 << 40) + 7), 5, frame, entries)
+    d = DeliverFrame(RingId(3, (1 << 40) + 7), 5, Mcast(5, 1, (3, (1 << 40) + 7), 1, 0, frame, entries))
     fast, slow = _node(1, deliver_capacity=capacity), _node(2, deliver_capacity=capacity)
     fast._deliver_frame(0, d)
     for m in d.messages():

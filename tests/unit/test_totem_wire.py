@@ -170,3 +170,36 @@ def test_assembler_drops_pieces_that_do_not_continue_the_current_message() -> No
     assert a.feed(1, KIND_FIRST, 2, 10, b"ab", 5) is None
     assert a.feed(1, KIND_LAST, 2, 10, b"cde", 0) == (10, 2, b"abcde")
     assert a.dropped == 4
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 48), st.binary(max_size=40)),
+                max_size=9), st.binary(max_size=6), st.integers(-2, 2))
+def test_the_entry_scans_agree_with_the_full_decode_on_every_frame(
+        entries: list[tuple[int, int, int, bytes]], tail: bytes, count_delta: int) -> None:
+    """A frame of many entries is only checked by a scan (Python, or the totem process's compiled one) and
+    its entries made on first use: the scans must accept exactly the frames the full decode accepts."""
+    from pycorosync.engine.runtime.kernels import scan_entries
+    from pycorosync.engine.totem.wire import ENTRY, KIND_WHOLE, _entries_of, scan_entries_py
+
+    body = b"".join(ENTRY.pack(kind, g, length, 9) + (struct.pack("<I", 99) if kind == KIND_FIRST else b"") + data
+                    for kind, g, length, data in entries)
+    count = max(0, len(entries) + count_delta)
+    raw = header(MCAST, 0, 1, 0, RING) + struct.pack("<QH", 1, count) + body + tail
+    try:
+        full = _entries_of(raw, count)
+    except WireError:
+        full = None
+    want = (False, False) if full is None else (True, all(e[0] == KIND_WHOLE for e in full))
+    assert scan_entries_py(raw, count)[0] == want[0]
+    assert scan_entries(raw, count)[0] == want[0]
+    if full is not None:
+        assert scan_entries_py(raw, count) == scan_entries(raw, count) == want
+    try:
+        m = decode(raw)
+    except WireError:
+        assert full is None
+    else:
+        assert full is not None and isinstance(m, Mcast)
+        assert (m.count, m.whole) == (count, want[1])
+        assert m.entries == full
