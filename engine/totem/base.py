@@ -35,6 +35,10 @@ _MS = 1_000_000
 class CoreBase:
     """Fields of the core. Subclasses add behaviour; nothing here reads a clock or does I/O."""
 
+    #: set by a driver that takes a ``DeliverFrame`` for a frame whose messages are all whole, instead of
+    #: one ``Deliver`` per message (the totem process does)
+    frame_delivery = False
+
     def __init__(self, config: TotemConfig, node_id: int, nodelist: Sequence[int], seed: int = 0,
                  ring_seq: int = 0, incarnation: int = 0) -> None:
         if node_id <= 0:

@@ -77,9 +77,6 @@ class TotemCore(Membership):
     """
 
     throttled = False
-    #: set by a driver that takes a ``DeliverFrame`` for a frame whose messages are all whole, delivered
-    #: on the hot path (in order, nothing pending), instead of one ``Deliver`` per message
-    frame_delivery = False
 
     # -- public calls ----------------------------------------------------------------------------
 
@@ -495,7 +492,7 @@ class TotemCore(Membership):
     def _deliver(self, out: list[Action]) -> None:
         store = self.store
         self.stats["messages_delivered"] += deliver_frames(store, store.my_aru, self.safe_seq, self.assembler,
-                                                           self.ring_id, out)
+                                                           self.ring_id, out, whole_frames=self.frame_delivery)
 
     def _failed_to_receive(self, now_ns: int, tok: Token, members: tuple[int, ...], out: list[Action]) -> bool:
         """The ring aru stuck on me for too long: I cannot receive; form a ring alone and merge back later."""

@@ -318,11 +318,13 @@ class Membership(CoreBase):
         old_store = self.store
         trans = self.trans_members
         prev = set(self.members)
-        n = deliver_frames(old_store, old_store.high_seq, self._old_safe_seq, self.assembler, self.ring_id, out)
+        whole = self.frame_delivery
+        n = deliver_frames(old_store, old_store.high_seq, self._old_safe_seq, self.assembler, self.ring_id, out,
+                           whole_frames=whole)
         left = tuple(sorted(prev - set(trans)))
         out.append(ConfigChange(ConfigType.TRANSITIONAL, new_ring, trans, left, ()))
         n += deliver_frames(old_store, old_store.high_seq, _NO_LIMIT, self.assembler, new_ring, out,
-                            only_senders=frozenset(trans))
+                            only_senders=frozenset(trans), whole_frames=whole)
         self.stats["messages_delivered"] += n
         self.stats["fragments_dropped"] += self.assembler.reset()
         self.sendq.restart_partial()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from pycorosync.engine.totem.api import Action, Deliver, Guarantee, RingId, SendFrame
+from pycorosync.engine.totem.api import Action, Deliver, DeliverFrame, Guarantee, RingId, SendFrame
 from pycorosync.engine.totem.fragment import Assembler
 from pycorosync.engine.totem.wire import KIND_WHOLE, MCAST_ENCAPSULATED, MCAST_SAFE, Mcast
 
@@ -109,12 +109,13 @@ class RingStore:
 
 
 def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assembler, deliver_ring: RingId,
-                   out: list[Action], only_senders: Collection[int] | None = None) -> int:
+                   out: list[Action], only_senders: Collection[int] | None = None, whole_frames: bool = False) -> int:
     """Deliver held frames after ``store.delivered`` up to ``upto`` in seq order; returns messages delivered.
 
     Stops at the first missing seq, and at a frame carrying a SAFE message whose seq is above
     ``safe_seq`` (not yet known to be held by every member). With ``only_senders`` (the transitional
-    configuration), missing seqs are skipped and frames of other senders are dropped.
+    configuration), missing seqs are skipped and frames of other senders are dropped. With
+    ``whole_frames``, a frame whose entries are all whole messages is one ``DeliverFrame``.
     """
     frames = store.frames
     seq = store.delivered
@@ -137,6 +138,10 @@ def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assemb
             continue  # recovery traffic: unwrapped into the old ring's store on receipt
         sender = m.sender
         if only_senders is not None and sender not in only_senders:
+            continue
+        if whole_frames and m.whole:
+            append(DeliverFrame(deliver_ring, sender, m))
+            count += m.count
             continue
         for kind, guarantee, msg_id, payload, total in m.entries:
             if kind == KIND_WHOLE:
