@@ -431,11 +431,7 @@ class CpgClient(_CpgBase):
         """The next event (callbacks are not run), waiting up to ``timeout`` seconds (None: forever);
         None when none came."""
         read, assemble = self._conn.read_event, self._assembler.event
-        while (record := read()) is not None:  # what is waiting: no clock read
-            event = assemble(*record)
-            if event is not None:
-                return event
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = -1.0  # the clock is read only once there is nothing to return at once
         while True:
             record = read()
             if record is not None:
@@ -443,7 +439,11 @@ class CpgClient(_CpgBase):
                 if event is not None:
                     return event
                 continue
-            remaining = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return None
+            if deadline < 0:
+                deadline = 0.0 if timeout is None else time.monotonic() + timeout
+            remaining = None if timeout is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
             self._conn.wait_event(remaining)
