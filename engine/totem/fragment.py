@@ -33,8 +33,8 @@ from pycorosync.engine.totem.wire import (
 _MIN_FRAGMENT_BYTES = 64
 _SAFE = 3
 
-#: one packed frame before it gets its seq: (flags, entry_count, encoded body parts, decoded entries)
-PackedFrame = tuple[int, int, list[bytes], list[tuple[int, int, int, bytes, int]]]
+#: one packed frame before it gets its seq: (flags, entry_count, encoded body parts, every entry whole)
+PackedFrame = tuple[int, int, list[bytes], bool]
 
 
 class SendQueue:
@@ -139,10 +139,10 @@ class SendQueue:
         frame_bytes = self.frame_bytes
         pack_entry = ENTRY.pack
         while queue and len(out) < max_frames:
-            parts: list[bytes] = []
-            entries: list[tuple[int, int, int, bytes, int]] = []
+            parts: list[bytes] = []  # entry header, payload, entry header, payload...
             space = frame_bytes
             flags = 0
+            whole = True
             while queue:
                 item = queue[0]
                 payload: bytes = item[0]  # type: ignore[assignment]
@@ -150,30 +150,30 @@ class SendQueue:
                 guarantee: int = item[2]  # type: ignore[assignment]
                 off: int = item[3]  # type: ignore[assignment]
                 size = len(payload)
-                if guarantee == _SAFE:
-                    flags = MCAST_SAFE
                 if off == 0 and size + ENTRY_BYTES <= space:
                     parts.append(pack_entry(KIND_WHOLE, guarantee, size, msg_id))
                     parts.append(payload)
-                    entries.append((KIND_WHOLE, guarantee, msg_id, payload, 0))
+                    if guarantee == _SAFE:
+                        flags = MCAST_SAFE
                     space -= size + ENTRY_BYTES
                     queue.popleft()
-                    self.queued_bytes -= self._cost(size)
+                    self.queued_bytes -= size + ENTRY_BYTES  # _cost of a message that fits a frame
                     continue
-                if entries and (space < _MIN_FRAGMENT_BYTES + ENTRY_BYTES + 4
-                                or (off == 0 and size + ENTRY_BYTES <= frame_bytes)):
+                if parts and (space < _MIN_FRAGMENT_BYTES + ENTRY_BYTES + 4
+                              or (off == 0 and size + ENTRY_BYTES <= frame_bytes)):
                     break  # close this frame; the message starts (or fits whole) in the next one
                 hdr = ENTRY_BYTES + (4 if off == 0 else 0)
                 take = min(size - off, space - hdr)
                 piece = payload[off:off + take]
+                whole = False
+                if guarantee == _SAFE:
+                    flags = MCAST_SAFE
                 if off == 0:
                     kind = KIND_FIRST
                     parts.append(pack_entry(kind, guarantee, take, msg_id) + FIRST_TOTAL.pack(size))
-                    entries.append((kind, guarantee, msg_id, piece, size))
                 else:
                     kind = KIND_LAST if off + take == size else KIND_MIDDLE
                     parts.append(pack_entry(kind, guarantee, take, msg_id))
-                    entries.append((kind, guarantee, msg_id, piece, 0))
                 parts.append(piece)
                 space -= hdr + take
                 if kind == KIND_LAST:
@@ -182,9 +182,7 @@ class SendQueue:
                     continue
                 item[3] = off + take
                 break  # a FIRST or MIDDLE fills the frame
-            if flags == 0 and any(e[1] == _SAFE for e in entries):
-                flags = MCAST_SAFE
-            out.append((flags, len(entries), parts, entries))
+            out.append((flags, len(parts) // 2, parts, whole))
         return out
 
 
