@@ -16,7 +16,7 @@ times 4 bare process wake-ups (eventfd, no work) at the latency pacing: the leas
 when it passes client -> cpg -> totem -> cpg -> client on this machine.
 
     python bench/cpg.py [--quick] [--seconds 3] [--netmtu 1500|65535] [--sizes 64,1024] [--senders 1,3]
-                        [--sched-rr yes|no]
+                        [--sched-rr yes|no] [--totem KEY=VALUE ...]
 
 The full matrix is 64 B, 1 KiB, 64 KiB and 1 MiB, each with 1 and 3 senders; ``--quick`` runs 1 KiB and
 64 KiB with 1 sender (under 2 minutes). ``--netmtu 1500`` is corosync udpu's frame size (the baseline's);
@@ -25,7 +25,11 @@ on loopback ``65535`` (knet's size) packs a 64 KiB message in two frames instead
 The nodes run with ``system.sched_rr: no``; ``--sched-rr yes`` gives them corosync's default, round-robin
 realtime scheduling (as root), which on a machine where the 3 nodes and their clients share 2 cores costs
 most of the throughput: every wake-up of a realtime process runs at once, so nothing batches.
+``--totem max_messages=50`` (repeatable) sets another totem key of the cluster, for experiments; the
+figures to compare with corosync are those with its defaults.
 PYCOROSYNC_PROFILE_DIR=<dir> in the environment makes the totem and service processes write cProfile data.
+On a 2-vCPU VM the 3-sender cases vary by a factor of two between consecutive runs of one build: compare
+builds with interleaved runs, several each.
 """
 
 from __future__ import annotations
