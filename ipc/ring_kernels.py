@@ -105,6 +105,19 @@ NO_ROOM = -3  # destination buffer too small for the next record (nothing consum
 
 
 @njit(cache=True, nogil=True, inline="always")
+def get_u32(buf: Any, at: int) -> int:
+    """The little-endian u32 at byte ``at`` of a uint8 array (a record's field, any alignment)."""
+    return int(buf[at]) | (int(buf[at + 1]) << 8) | (int(buf[at + 2]) << 16) | (int(buf[at + 3]) << 24)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def put_u32(buf: Any, at: int, v: int) -> None:
+    """Writes ``v`` as a little-endian u32 at byte ``at`` of a uint8 array."""
+    for i in range(4):
+        buf[at + i] = (v >> (8 * i)) & 0xFF
+
+
+@njit(cache=True, nogil=True, inline="always")
 def record_bytes(nbytes: int) -> int:
     """Bytes a record of ``nbytes`` payload occupies in the ring (header + payload padded to 8)."""
     return RECORD_HEADER_BYTES + ((nbytes + 7) & ~7)

@@ -24,12 +24,6 @@ SERVICE_HEADER_BYTES = 4  #: records._SVC_HEADER: u8 service id, u8 kind, u16 re
 MESSAGE_HEADER_BYTES = 20  #: records._MESSAGE: u32 sender, u32 rep, u64 seq, u8 guarantee, 3 pad
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _put_u32(buf: Any, at: int, v: int) -> None:
-    for i in range(4):
-        buf[at + i] = (v >> (8 * i)) & 0xFF
-
-
 @njit(cache=True, nogil=True)
 def deliver_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap: int, service_id: int,
                     message_kind: int, whole_kind: int, record_type: int, sender: int, rep: int,
@@ -40,14 +34,12 @@ def deliver_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap:
     room. The ring's tail is published once, at the end."""
     n = frame.shape[0]
     done = 0
-    length = 0
     while done < count:
         if off + ENTRY_BYTES > n:
             break
         kind = frame[off]
         guarantee = frame[off + 1]
-        length = int(frame[off + 2]) | (int(frame[off + 3]) << 8) | (int(frame[off + 4]) << 16) \
-            | (int(frame[off + 5]) << 24)
+        length = rk.get_u32(frame, off + 2)
         p = off + ENTRY_BYTES
         if kind != whole_kind or guarantee > 3 or length < SERVICE_HEADER_BYTES or p + length > n:
             break
@@ -59,10 +51,10 @@ def deliver_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap:
         if dst < 0:
             break
         dst += rk.RECORD_HEADER_BYTES
-        _put_u32(ring, dst, sender)
-        _put_u32(ring, dst + 4, rep)
-        _put_u32(ring, dst + 8, ring_seq & 0xFFFFFFFF)
-        _put_u32(ring, dst + 12, (ring_seq >> 32) & 0xFFFFFFFF)
+        rk.put_u32(ring, dst, sender)
+        rk.put_u32(ring, dst + 4, rep)
+        rk.put_u32(ring, dst + 8, ring_seq & 0xFFFFFFFF)
+        rk.put_u32(ring, dst + 12, (ring_seq >> 32) & 0xFFFFFFFF)
         ring[dst + 16] = guarantee
         ring[dst + 17] = 0
         ring[dst + 18] = 0
@@ -84,8 +76,7 @@ def _scan(frame: Any, off: int, count: int) -> tuple[bool, bool]:
         if off + ENTRY_BYTES > n:
             return False, False
         kind = frame[off]
-        length = int(frame[off + 2]) | (int(frame[off + 3]) << 8) | (int(frame[off + 4]) << 16) \
-            | (int(frame[off + 5]) << 24)
+        length = rk.get_u32(frame, off + 2)
         if frame[off + 1] > 3:
             return False, False
         off += ENTRY_BYTES

@@ -53,8 +53,7 @@ def move_mcasts(req: Any, req_base: int, req_cap: int, sub: Any, sub_base: int, 
             break
         src = hdr + rk.RECORD_HEADER_BYTES
         guarantee = req[src]
-        total = (np.int64(req[src + 4]) | (np.int64(req[src + 5]) << 8) | (np.int64(req[src + 6]) << 16)
-                 | (np.int64(req[src + 7]) << 24))
+        total = rk.get_u32(req, src + 4)
         if req[src + 1] != piece_whole or guarantee > 3 or total != n - REQ_HEAD_BYTES or total > max_total:
             break
         if ld_i64(sub_addr + rk.OFF_WTAIL) - ld_acq_i64(sub_addr + rk.OFF_HEAD) > high_water:
@@ -77,11 +76,6 @@ def move_mcasts(req: Any, req_base: int, req_cap: int, sub: Any, sub_base: int, 
         rk.ring_publish(sub, sub_base)
         rk.ring_publish_head(req, req_base)
     return moved, data_bytes
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _u32(buf: Any, at: int) -> int:
-    return int(buf[at]) | (int(buf[at + 1]) << 8) | (int(buf[at + 2]) << 16) | (int(buf[at + 3]) << 24)
 
 
 @njit(cache=True, nogil=True)
@@ -122,7 +116,7 @@ def deliver_mcasts(src: Any, src_base: int, src_cap: int, dst: Any, dst_base: in
         total = n - (DELIVER_NAME_AT + 2 + name_len)
         if total > max_data:
             break
-        sender = _u32(src, s)
+        sender = rk.get_u32(src, s)
         known = False
         for i in range(senders.shape[0]):
             if senders[i] == sender:
@@ -136,10 +130,9 @@ def deliver_mcasts(src: Any, src_base: int, src_cap: int, dst: Any, dst_base: in
         if d < 0:
             break
         d += rk.RECORD_HEADER_BYTES
-        for i in range(4):
-            dst[d + i] = src[s + i]  # sender
-            dst[d + 4 + i] = src[s + DELIVER_BODY_AT + 4 + i]  # pid
-            dst[d + 12 + i] = (total >> (8 * i)) & 0xFF
+        rk.put_u32(dst, d, sender)
+        rk.put_u32(dst, d + 4, rk.get_u32(src, s + DELIVER_BODY_AT + 4))  # pid
+        rk.put_u32(dst, d + 12, total)
         dst[d + 8] = piece_whole
         dst[d + 9] = src[s + DELIVER_BODY_AT + 1]  # guarantee
         dst[d + 10] = 0
