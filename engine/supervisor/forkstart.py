@@ -94,9 +94,10 @@ def preload(modules: Iterable[str] = (), *, kernels: bool = True) -> float:
 
 
 class ForkedChild:
-    """What ``ChildProcess`` needs of a ``subprocess.Popen`` for a forked child: pid, stderr, poll()."""
+    """What ``ChildProcess`` needs of a ``subprocess.Popen`` for a forked child: pid, stderr, poll() (which
+    reaps it). Also what SAM's forked application children are watched through (``services/sam/forkwatch``)."""
 
-    def __init__(self, pid: int, stderr: IO[bytes] | None) -> None:
+    def __init__(self, pid: int, stderr: IO[bytes] | None = None) -> None:
         self.pid = pid
         self.stderr = stderr
         self.returncode: int | None = None
@@ -106,9 +107,9 @@ class ForkedChild:
         if self.returncode is None:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): its status is lost, as Popen says
-                self.returncode = 0
-                return 0
+            except ChildProcessError:  # reaped behind our back: its status is lost; report it as killed
+                self.returncode = -9
+                return self.returncode
             if pid == self.pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
