@@ -431,6 +431,40 @@ def _ns(seconds: float) -> int:
     return max(0, int(seconds * 1e9))
 
 
+class RingSet:
+    """Several rings of one buffer (a node segment) read by one consumer, checked, armed and disarmed with
+    one kernel call each instead of one per ring: ``rings[i]`` is bit ``i`` of ``ready()``."""
+
+    __slots__ = ("_bases", "rings")
+
+    def __init__(self, rings: Sequence[Ring]) -> None:
+        if not 0 < len(rings) <= 63:
+            raise ValueError(f"a ring set holds 1 to 63 rings, not {len(rings)}")
+        first = rings[0].array
+        for r in rings[1:]:
+            if r.array.ctypes.data != first.ctypes.data or len(r.array) != len(first):
+                raise ValueError(f"ring set: {r.label} is not in the buffer of {rings[0].label}")
+        self.rings = tuple(rings)
+        self._bases = np.array([r.offset for r in rings], np.int64)
+
+    def ready(self) -> int:
+        """Bit ``i`` set when ``rings[i]`` has a record to read (a plain check, as ``Ring.empty``)."""
+        return int(rk.rings_ready(self.rings[0].array, self._bases))
+
+    def arm(self, count: int | None = None) -> bool:
+        """``Ring.arm`` for ``rings[:count]`` (all by default), all or none: False = one has data, read it."""
+        n = len(self.rings) if count is None else count
+        if rk.rings_arm(self.rings[0].array, self._bases, n):
+            return True
+        for r in self.rings[:n]:
+            r._refuse_closed()
+        return False
+
+    def disarm(self) -> None:
+        """``Ring.disarm`` for every ring of the set."""
+        rk.rings_disarm(self.rings[0].array, self._bases)
+
+
 def _check_capacity(capacity: int, label: str) -> None:
     if capacity < MIN_CAPACITY or capacity > MAX_CAPACITY or capacity & (capacity - 1):
         raise RingLayoutError(

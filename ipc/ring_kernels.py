@@ -29,6 +29,7 @@ Consumer (one process):
     ring_pop_into(buf, base, cap, dst, dst_off)  # read + publish_head
     n = ring_scan(buf, base, cap, out)           # up to len(out) records: out[i] = (hdr, rtype, n)
     ring_arm(buf, base) / ring_disarm(buf, base) # consumer's waiting flag for its doorbell (re-checks)
+    rings_ready / rings_arm / rings_disarm       # the same for several rings of one buffer in one call
     ring_wait(buf, base, timeout_ns)             # or: sleep on the ring's own futex (one ring, no fd)
     ring_producer_needs_wake(buf, base)          # after freeing: True -> write the producer's doorbell
     ring_notify_producer(buf, base, efd)         # the same, and writes the eventfd itself
@@ -484,6 +485,41 @@ def ring_disarm(buf: Any, base: int) -> None:
 
 
 @njit(cache=True, nogil=True)
+def rings_ready(buf: Any, bases: Any) -> int:
+    """Consumer of several rings of one buffer: bit ``i`` set when the ring at ``bases[i]`` has a record to
+    read (two plain loads each, as ``Ring.empty``: a record published meanwhile is seen by the next call or
+    by ``rings_arm``). At most 63 rings."""
+    mask = 0
+    for i in range(min(bases.shape[0], 63)):
+        base = int(bases[i])
+        if _outside_header(buf, base):
+            continue
+        a = buf.ctypes.data + base
+        if ld_acq_i64(a + OFF_TAIL) != ld_i64(a + OFF_RHEAD):
+            mask |= 1 << i
+    return mask
+
+
+@njit(cache=True, nogil=True)
+def rings_arm(buf: Any, bases: Any, count: int) -> bool:
+    """``ring_arm`` for the rings at ``bases[:count]``, all or none: False (every flag cleared again) when
+    one of them has a record."""
+    for i in range(min(count, bases.shape[0])):
+        if not ring_arm(buf, int(bases[i])):
+            for j in range(i):
+                ring_disarm(buf, int(bases[j]))
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def rings_disarm(buf: Any, bases: Any) -> None:
+    """``ring_disarm`` for every ring at ``bases``."""
+    for i in range(bases.shape[0]):
+        ring_disarm(buf, int(bases[i]))
+
+
+@njit(cache=True, nogil=True)
 def ring_wait(buf: Any, base: int, timeout_ns: int) -> bool:
     """Consumer of this ring alone sleeps on its futex word (GIL released) until a publish or the timeout.
 
@@ -544,6 +580,10 @@ def warm() -> None:
     ring_publish_head(buf, 0)
     ring_arm(buf, 0)
     ring_disarm(buf, 0)
+    bases = np.zeros(2, np.int64)
+    rings_ready(buf, bases)
+    rings_arm(buf, bases, 2)
+    rings_disarm(buf, bases)
     ring_producer_needs_wake(buf, 0)
     ring_notify(buf, 0, -1)
     ring_notify_producer(buf, 0, -1)

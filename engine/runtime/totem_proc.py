@@ -62,6 +62,7 @@ from pycorosync.engine.totem.config import RELOADABLE_FIELDS, TotemConfig
 from pycorosync.engine.totem.core import TotemCore
 from pycorosync.engine.totem.stats import COUNTER_NAMES
 from pycorosync.engine.totem.wire import ENTRY_BYTES, KIND_WHOLE, MCAST_HEADER_BYTES
+from pycorosync.ipc.ring import RingSet
 
 log = logging.getLogger("TOTEM")
 sync_log = logging.getLogger("SYNC")
@@ -123,6 +124,10 @@ class TotemRuntime:
         self.deliver_backlog: dict[str, collections.deque[tuple[int, bytes]]] = {
             s: collections.deque() for s in self.service_ids}
         self.deliver_backlog_bytes = dict.fromkeys(self.service_ids, 0)
+        # the inbound rings, checked and armed with one kernel call: bit 0 the rx ring, bit 1 + i the submit
+        # ring of the i-th service of ``_submit_rings``
+        self._submit_rings = tuple(rings.submit.items())
+        self._inbound = RingSet((rings.rx, *rings.submit.values()))
         # sync control messages to multicast (BARRIER, SERVICE_BUILD) as (ring they belong to, payload)
         self.pending_barriers: list[tuple[RingId, bytes]] = []
         self.counters = dict.fromkeys(RUNTIME_COUNTERS, 0)
@@ -166,16 +171,20 @@ class TotemRuntime:
                 if watch.client is not None:
                     self.write_status()  # says the reload is tracked now
         for _ in range(64):  # bounded: the loop comes back after polling its other fds
-            did = self._flush_outputs()
+            # a pass reads only the inbound rings that hold records (one kernel call tells which); after a
+            # pass that did something another one runs, so what came in meanwhile is read before sleeping
+            ready = self._inbound.ready()
+            did = self._flush_outputs() if self.tx_backlog or any(self.deliver_backlog.values()) else False
             # submits first: a token read below then carries every message the services gave so far
-            did |= self._read_submits(now_ns)
-            did |= self._read_rx(now_ns)
+            did |= self._read_submits(now_ns, ready)
+            if ready & 1:
+                did |= self._read_rx(now_ns)
             deadline = self.core.next_deadline_ns()
             if deadline is not None and deadline <= now_ns:
                 self.apply(now_ns, self.core.on_timer(now_ns))
                 did = True
-            did |= self._retry_barriers(now_ns)
-            did |= self._read_submits(now_ns)
+            if self.pending_barriers:
+                did |= self._retry_barriers(now_ns)
             self._ring_bells()
             if not did:
                 break
@@ -205,19 +214,10 @@ class TotemRuntime:
     def arm(self) -> bool:
         """Before sleeping: arm every inbound ring; False = one has data (do not sleep). The submit rings
         are not armed while ``_token_coming()``: the submits are read when the token comes."""
-        armed: list[Any] = []
-        inbound = (self.rings.rx,) if self._token_coming() else (self.rings.rx, *self.rings.submit.values())
-        for ring in inbound:
-            if not ring.arm():
-                for r in armed:
-                    r.disarm()
-                return False
-            armed.append(ring)
-        return True
+        return self._inbound.arm(1 if self._token_coming() else None)
 
     def disarm(self) -> None:
-        for ring in (self.rings.rx, *self.rings.submit.values()):
-            ring.disarm()
+        self._inbound.disarm()
 
     # -- actions ----------------------------------------------------------------------------------
     def apply(self, now_ns: int, actions: Sequence[Action]) -> None:
@@ -227,14 +227,19 @@ class TotemRuntime:
         rotation does not wait for every node's local deliveries. Frames and local deliveries are
         independent: the order that matters, of deliveries and changes among themselves, is kept."""
         later: list[Action] | None = None
+        frames: list[tuple[int, bytes]] = []
+        me = self.nodeid
         for a in actions:
             if isinstance(a, SendFrame):
-                if a.dest != self.nodeid:
-                    self._send(0 if a.dest is None else a.dest, a.data)
+                dest = a.dest
+                if dest != me:
+                    frames.append((0 if dest is None else dest, a.data))
             elif later is None:
                 later = [a]
             else:
                 later.append(a)
+        if frames:
+            self._send_frames(frames)
         if later is None:
             return
         if "transport" in self._wake:
@@ -310,16 +315,24 @@ class TotemRuntime:
             off += ENTRY_BYTES + len(e[3])
             i += 1
 
-    def _send(self, dest: int, frame: bytes) -> None:
-        self.counters["frames_tx"] += 1
-        if not self.tx_backlog and self.rings.tx.push(dest, frame):
-            self._wake.add("transport")
-            return
-        if not self.tx_backlog:
-            self._tx_blocked_at = self.counters["frames_tx"] - 1
-        self.tx_backlog.append((dest, frame))
-        if len(self.tx_backlog) > TX_BACKLOG_FRAMES:
-            self.tx_backlog.popleft()
+    def _send_frames(self, frames: list[tuple[int, bytes]]) -> None:
+        """Frames (destination node id, 0 = everyone; bytes) in order into the tx ring with one publish;
+        what does not fit waits in ``tx_backlog`` (the oldest dropped past TX_BACKLOG_FRAMES: Totem
+        retransmits what a peer misses)."""
+        count = len(frames)
+        self.counters["frames_tx"] += count
+        backlog = self.tx_backlog
+        taken = 0
+        if not backlog:
+            taken = self.rings.tx.push_batch(frames)
+            if taken:
+                self._wake.add("transport")
+            if taken == count:
+                return
+            self._tx_blocked_at = self.counters["frames_tx"] - count + taken
+        backlog.extend(frames[taken:] if taken else frames)
+        while len(backlog) > TX_BACKLOG_FRAMES:
+            backlog.popleft()
 
     def _route(self, now_ns: int, d: Deliver) -> None:
         try:
@@ -512,9 +525,11 @@ class TotemRuntime:
         self.write_status()
         return changed
 
-    def _read_submits(self, now_ns: int) -> bool:
+    def _read_submits(self, now_ns: int, ready: int = -1) -> bool:
         """Takes a batch off every submit ring (one publish each) and hands it to the core in order; what
-        the core refuses (QueueFull) waits in ``pending_submits`` and no more is read from that ring."""
+        the core refuses (QueueFull) waits in ``pending_submits`` and no more is read from that ring.
+        ``ready``: the ``RingSet.ready()`` mask of the inbound rings; a submit ring whose bit is clear is
+        not looked at (its records wait for the next pass)."""
         did = False
         self.submit_blocked = False
         behind = max(self.deliver_backlog_bytes.values(), default=0) > DELIVER_PAUSE_BYTES
@@ -527,9 +542,13 @@ class TotemRuntime:
         if behind:
             self.submit_blocked = True  # a service is slow: stop feeding the ring from this node
             return False
-        for name, ring in self.rings.submit.items():
+        bit = 1
+        for name, ring in self._submit_rings:
+            bit <<= 1
             pending = self.pending_submits[name]
             if not pending:
+                if not ready & bit:
+                    continue
                 items = ring.pop_batch(SUBMITS_PER_ROUND)
                 if not items:
                     continue

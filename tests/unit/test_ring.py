@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pycorosync.ipc import ring_kernels as rk
-from pycorosync.ipc.ring import RecordTooLargeError, Ring, RingCorruptError, RingLayoutError
+from pycorosync.ipc.ring import RecordTooLargeError, Ring, RingCorruptError, RingLayoutError, RingSet
 
 CAP = 1024
 
@@ -219,6 +219,46 @@ def test_arm_reports_data_already_there(ring: Ring) -> None:
     ring.push(1, b"y")
     assert not ring.needs_wake()
     assert ring.counters().wakes == 1
+
+
+def _ring_set(n: int) -> tuple[list[Ring], RingSet]:
+    size = Ring.layout_bytes(CAP)
+    buf = np.zeros(64 + n * size, np.uint8)
+    rings = [Ring.create(buf, CAP, 64 + i * size, f"r{i}") for i in range(n)]
+    return rings, RingSet(rings)
+
+
+def test_a_ring_set_tells_which_rings_hold_records_in_one_mask() -> None:
+    rings, rs = _ring_set(3)
+    assert rs.ready() == 0
+    rings[2].push(1, b"x")
+    assert rs.ready() == 0b100
+    rings[0].push(1, b"y")
+    assert rs.ready() == 0b101
+    rings[2].pop()
+    assert rs.ready() == 0b001
+
+
+def test_a_ring_set_arms_all_or_none_and_producers_see_the_flags() -> None:
+    rings, rs = _ring_set(3)
+    assert rs.arm()
+    assert all(r.armed() for r in rings)
+    rs.disarm()
+    assert not any(r.armed() for r in rings)
+    rings[1].push(1, b"x")
+    assert not rs.arm()  # a record waits: nothing stays armed
+    assert not any(r.armed() for r in rings)
+    assert rs.arm(1)  # only the first ring: the one holding a record is not looked at
+    assert rings[0].armed() and not rings[2].armed()
+    assert rings[0].push(1, b"y") and rings[0].needs_wake()  # the armed consumer is woken once
+    rs.disarm()
+
+
+def test_a_ring_set_refuses_rings_of_different_buffers() -> None:
+    a = Ring.create(np.zeros(Ring.layout_bytes(CAP), np.uint8), CAP, label="a")
+    b = Ring.create(np.zeros(Ring.layout_bytes(CAP), np.uint8), CAP, label="b")
+    with pytest.raises(ValueError, match="b is not in the buffer of a"):
+        RingSet([a, b])
 
 
 def test_producer_side_flag_wakes_a_producer_waiting_for_space(ring: Ring) -> None:
