@@ -5,9 +5,9 @@ payload); a whole entry's payload is a service's message (``records.service_head
 reserved, then the body). The totem process turns each into a DELIVER_MESSAGE record (``records``:
 sender, ring rep, ring seq, guarantee, 3 zero bytes, then the body) in the service's deliver ring.
 ``TotemProcess`` does it in Python for one message at a time; :func:`deliver_entries` does it for a run
-of entries of one frame, with the same result, and stops at the first entry it does not take (another
-service, another kind of entry or of message, a malformed entry, a full ring), which the caller then
-hands on the general way.
+of entries of one frame, :func:`deliver_frames` for a run of frames, with the same result; both stop at
+the first entry they do not take (another service, another kind of entry or of message, a malformed
+entry, a full ring), which the caller then hands on the general way.
 """
 
 from __future__ import annotations
@@ -24,14 +24,11 @@ SERVICE_HEADER_BYTES = 4  #: records._SVC_HEADER: u8 service id, u8 kind, u16 re
 MESSAGE_HEADER_BYTES = 20  #: records._MESSAGE: u32 sender, u32 rep, u64 seq, u8 guarantee, 3 pad
 
 
-@njit(cache=True, nogil=True)
-def deliver_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap: int, service_id: int,
-                    message_kind: int, whole_kind: int, record_type: int, sender: int, rep: int,
-                    ring_seq: int) -> tuple[int, int]:
-    """Writes up to ``count`` entries of ``frame`` from byte ``off`` on; returns (entries written, the
-    offset of the next entry). An entry is taken when it is of ``whole_kind`` with a guarantee 0..3, lies
-    inside the frame, and its payload is a ``message_kind`` message of ``service_id``; and the ring has
-    room. The ring's tail is published once, at the end."""
+@njit(cache=True, nogil=True, inline="always")
+def _write_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap: int, service_id: int,
+                   message_kind: int, whole_kind: int, record_type: int, sender: int, rep: int,
+                   ring_seq: int) -> tuple[int, int]:
+    # deliver_entries without the publish
     n = frame.shape[0]
     done = 0
     while done < count:
@@ -63,9 +60,51 @@ def deliver_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap:
         rk.ring_commit(ring, base, cap, record_type, size)
         off = p + length
         done += 1
+    return done, off
+
+
+@njit(cache=True, nogil=True)
+def deliver_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap: int, service_id: int,
+                    message_kind: int, whole_kind: int, record_type: int, sender: int, rep: int,
+                    ring_seq: int) -> tuple[int, int]:
+    """Writes up to ``count`` entries of ``frame`` from byte ``off`` on; returns (entries written, the
+    offset of the next entry). An entry is taken when it is of ``whole_kind`` with a guarantee 0..3, lies
+    inside the frame, and its payload is a ``message_kind`` message of ``service_id``; and the ring has
+    room. The ring's tail is published once, at the end."""
+    done, off = _write_entries(frame, off, count, ring, base, cap, service_id, message_kind, whole_kind,
+                               record_type, sender, rep, ring_seq)
     if done > 0:
         rk.ring_publish(ring, base)
     return done, off
+
+
+@njit(cache=True, nogil=True)
+def deliver_frames(buf: Any, starts: Any, counts: Any, senders: Any, first: int, header_bytes: int, ring: Any,
+                   base: int, cap: int, service_id: int, message_kind: int, whole_kind: int, record_type: int,
+                   rep: int, ring_seq: int) -> tuple[int, int, int]:
+    """``deliver_entries`` for a run of frames of one ring, laid end to end in ``buf`` (frame ``i`` is
+    ``buf[starts[i]:starts[i + 1]]``, with ``counts[i]`` entries after its ``header_bytes``, from node
+    ``senders[i]``), from frame ``first`` on, with one publish of the ring at the end. Returns (the frame
+    it stopped in, entries of that frame written, offset of its next entry in the frame), or (number of
+    frames, 0, 0) when every entry was taken."""
+    frames = starts.shape[0] - 1
+    wrote = False
+    i = first
+    while i < frames:
+        frame = buf[starts[i]:starts[i + 1]]
+        count = counts[i]
+        done, off = _write_entries(frame, header_bytes, count, ring, base, cap, service_id, message_kind,
+                                   whole_kind, record_type, senders[i], rep, ring_seq)
+        if done > 0:
+            wrote = True
+        if done < count:
+            if wrote:
+                rk.ring_publish(ring, base)
+            return i, done, off
+        i += 1
+    if wrote:
+        rk.ring_publish(ring, base)
+    return frames, 0, 0
 
 
 @njit(cache=True, nogil=True)
@@ -102,7 +141,7 @@ def scan_entries(data: bytes, count: int) -> tuple[bool, bool]:
 
 
 def warm() -> None:
-    """Compiles ``deliver_entries`` and the entry scan for the argument types the totem process uses."""
+    """Compiles ``deliver_entries``, ``deliver_frames`` and the entry scan for the argument types the totem process uses."""
     from pycorosync.ipc.ring import Ring
 
     cap = 1024
@@ -111,4 +150,9 @@ def warm() -> None:
     frame = np.frombuffer(bytes(8) + entry, np.uint8)
     done, off = deliver_entries(frame, 8, 1, ring.array, ring.offset, ring.capacity, 2, 0, 0, 1, 3, 1, 5)
     assert (done, off) == (1, frame.shape[0])
+    two = np.frombuffer(frame.tobytes() * 2, np.uint8)  # read-only, as the totem process passes it
+    starts = np.array([0, frame.shape[0], two.shape[0]], np.int64)
+    ones = np.ones(2, np.int64)
+    assert deliver_frames(two, starts, ones, ones, 0, 8, ring.array, ring.offset, ring.capacity, 2, 0, 0, 1, 1,
+                          5) == (2, 0, 0)
     assert scan_entries(bytes(MCAST_HEADER_BYTES) + entry, 1) == (True, True)

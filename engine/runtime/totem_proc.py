@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from pycorosync.engine.runtime import records as rec
-from pycorosync.engine.runtime.kernels import deliver_entries, scan_entries
+from pycorosync.engine.runtime.kernels import deliver_entries, deliver_frames, scan_entries
 from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS, NodeRings
 from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService
 from pycorosync.engine.runtime.totem_reload import ConfigReloadWatch, signal_supervisor_reload
@@ -251,13 +251,20 @@ class TotemRuntime:
         batch: dict[str, list[tuple[int, bytes]]] = {}
         split, header_of = rec.split_service_payload, rec.encode_message_header
         names = self.service_names
+        run: list[DeliverFrame] = []  # consecutive whole frames of one ring: one kernel call for all
         for a in later:
             if isinstance(a, DeliverFrame):
                 if batch:
                     self._to_services(batch)
                     batch = {}
-                self._deliver_frame(now_ns, a)
+                if run and a.ring_id != run[0].ring_id:
+                    self._deliver_frames(now_ns, run)
+                    run = []
+                run.append(a)
                 continue
+            if run:
+                self._deliver_frames(now_ns, run)
+                run = []
             if isinstance(a, Deliver):
                 try:
                     service_id, kind, body = split(a.payload)
@@ -281,18 +288,58 @@ class TotemRuntime:
                 self._confchg(now_ns, a)
             elif isinstance(a, LogEvent):
                 log.log(_LEVELS.get(a.level, logging.INFO), "%s", a.text)
+        if run:
+            self._deliver_frames(now_ns, run)
         if batch:
             self._to_services(batch)
 
-    def _deliver_frame(self, now_ns: int, d: DeliverFrame) -> None:
-        """The messages of one frame, in order: runs of one service's messages written into its deliver
-        ring by a kernel (the records ``_route`` makes), anything else (another kind of message, a
-        service with a backlog, a full ring, a malformed payload) one at a time through ``_route``."""
+    def _deliver_frames(self, now_ns: int, run: list[DeliverFrame]) -> None:
+        """The messages of consecutive frames of one ring, in order: laid end to end and written by one
+        kernel call while they are messages of the service the first one is for (the records
+        ``_deliver_frame`` makes); from an entry it does not take on, frame by frame."""
+        if len(run) == 1:
+            self._deliver_frame(now_ns, run[0])
+            return
+        buf: np.ndarray[Any, Any] | None = None
+        starts = counts = senders = np.zeros(0, np.int64)
+        names = self.service_names
+        ring_id = run[0].ring_id
+        at = MCAST_HEADER_BYTES + ENTRY_BYTES  # the first entry's payload starts with its service id
+        i = 0
+        while i < len(run):
+            d = run[i]
+            data = d.data
+            name = names.get(data[at]) if at < len(data) else None
+            if name is None or self.deliver_backlog[name]:
+                self._deliver_frame(now_ns, d)
+                i += 1
+                continue
+            if buf is None:
+                buf = np.frombuffer(b"".join([f.data for f in run]), np.uint8)
+                starts = np.zeros(len(run) + 1, np.int64)
+                np.cumsum([len(f.data) for f in run], out=starts[1:])
+                counts = np.array([f.count for f in run], np.int64)
+                senders = np.array([f.sender for f in run], np.int64)
+            ring = self.rings.deliver[name]
+            stop, done, off = deliver_frames(buf, starts, counts, senders, i, MCAST_HEADER_BYTES, ring.array,
+                                             ring.offset, ring.capacity, data[at], rec.KIND_MESSAGE, KIND_WHOLE,
+                                             rec.DELIVER_MESSAGE, ring_id.rep, ring_id.seq)
+            if stop > i or done:
+                self._wake.add(name)
+            if stop >= len(run):
+                return
+            self._deliver_frame(now_ns, run[stop], done, off)
+            i = stop + 1
+
+    def _deliver_frame(self, now_ns: int, d: DeliverFrame, first: int = 0, off: int = MCAST_HEADER_BYTES) -> None:
+        """The messages of one frame, in order (from entry ``first``, at byte ``off``): runs of one
+        service's messages written into its deliver ring by a kernel (the records ``_route`` makes),
+        anything else (another kind of message, a service with a backlog, a full ring, a malformed
+        payload) one at a time through ``_route``."""
         data = d.data
         count = d.count
         frame: np.ndarray[Any, Any] | None = None
-        off = MCAST_HEADER_BYTES
-        i = 0
+        i = first
         names = self.service_names
         ring_id = d.ring_id
         while i < count:

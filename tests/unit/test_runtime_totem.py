@@ -260,3 +260,32 @@ def test_a_frame_of_messages_reaches_the_deliver_ring_as_the_per_message_path_wr
     assert len(want) == 16  # the 4 + 12 messages of the service, the empty one included
     assert got == want
     assert fast.counters["bad_records"] == slow.counters["bad_records"] >= 2
+
+
+@pytest.mark.parametrize("capacity", [1 << 16, 4096])
+def test_a_run_of_frames_reaches_the_deliver_ring_as_the_per_message_path_writes_it(capacity: int) -> None:
+    """Consecutive DeliverFrames go through one kernel call (``deliver_frames``) until an entry it does
+    not take: the same records in the same order as ``_route`` per message, with frames of another
+    service, malformed payloads, an entry it stops in the middle of a frame and a full ring."""
+    head = rec.service_header(SID)
+    ring = RingId(3, 9)
+
+    def frame(seq: int, payloads: list[bytes]) -> DeliverFrame:
+        entries = tuple((KIND_WHOLE, k % 4, seq * 100 + k, p, 0) for k, p in enumerate(payloads))
+        raw = bytes(MCAST_HEADER_BYTES) + b"".join(ENTRY.pack(KIND_WHOLE, g, len(p), mid) + p
+                                                   for _kind, g, mid, p, _t in entries)
+        return DeliverFrame(ring, 1 + seq % 2, Mcast(1 + seq % 2, 1, (3, 9), seq, 0, raw, entries))
+
+    frames = [frame(1, [head + b"a" * 200]), frame(2, [head + b"b" * 300, head + b"c"]),
+              frame(3, [rec.service_header(99) + b"other"]), frame(4, [head + b"d" * 700]),
+              frame(5, [head + b"e", b"\x01", head + b"f" * 100]),  # stops in the middle, goes on after
+              *[frame(6 + k, [head + bytes([k]) * 400]) for k in range(12)]]
+    fast, slow = _node(1, deliver_capacity=capacity), _node(2, deliver_capacity=capacity)
+    fast.apply(0, frames)
+    for d in frames:
+        for m in d.messages():
+            slow._route(0, m)
+    got, want = _drain(fast), _drain(slow)
+    assert len(want) == 18
+    assert got == want
+    assert fast.counters["bad_records"] == slow.counters["bad_records"] >= 2
