@@ -42,3 +42,37 @@ def test_daemon_with_a_broken_config_reports_file_and_line(tmp_path: Path, capsy
 def test_daemon_with_a_missing_config_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["daemon", "-c", str(tmp_path / "nope.conf"), "-f"]) == 1
     assert "nope.conf" in capsys.readouterr().err
+
+
+def test_daemon_t_checks_the_configuration_and_starts_nothing(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "corosync.conf"
+    conf.write_text(CONF)
+    run = tmp_path / "run"
+    assert main(["--run-dir", str(run), "daemon", "-t", "-c", str(conf)]) == 0
+    assert f"{conf}: configuration is valid (node 1, cluster 'c', transport udpu)" in capsys.readouterr().out
+    assert not run.exists()  # nothing started, no run dir made
+
+
+def test_daemon_t_reports_what_a_start_would_refuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "corosync.conf"
+    key = tmp_path / "missing-authkey"
+    conf.write_text(CONF.replace("cluster_name: c", f"cluster_name: c\n    crypto_cipher: aes256\n"
+                                                    f"    crypto_hash: sha256\n    keyfile: {key}"))
+    assert main(["daemon", "-t", "-c", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert str(conf) in err and str(key) in err
+    conf.write_text(CONF.replace("to_syslog: no", "to_syslog: no\n    syslog_priority: loud"))
+    assert main(["daemon", "-t", "-c", str(conf)]) == 1
+    assert "syslog_priority" in capsys.readouterr().err
+    conf.write_text(CONF.replace("cluster_name: c", "cluster_name: c\n    netmtu: 200"))
+    assert main(["daemon", "-t", "-c", str(conf)]) == 1
+    assert "netmtu" in capsys.readouterr().err
+
+
+def test_daemon_v_shows_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from pycorosync import __version__
+
+    assert main(["daemon", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert f"version '{__version__}'" in out and "Available transports:" in out
