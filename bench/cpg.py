@@ -4,7 +4,11 @@ Prints one JSON object per line:
     {"bench": "cpg", "impl": "pycorosync", "senders": 1|3, "size_bytes": ..., "msgs_per_s": ... (per receiver),
      "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ..., "netmtu": ...,
      "sched": "SCHED_RR"|"SCHED_OTHER" (what the nodes' processes got),
-     "load_avg_1m": ... (the machine's load when the case ended: other work on a shared machine skews it)}
+     "load_avg_1m": ... (the machine's load when the case ended: other work on a shared machine skews it),
+     "cpu_us_per_msg": {"sum": ..., "totem": ..., "transport": ..., "cpg": ..., "clients": ...}}
+cpu_us_per_msg: CPU microseconds per multicast message during the throughput case, of each kind of
+process summed over the 3 nodes (and of the 3 bench clients): what the design costs per message, which
+varies far less between runs on a noisy machine than the rates do.
 Throughput: each sender multicasts (CPG_TYPE_AGREED) as fast as flow control lets it for a few seconds,
 then a FIN; every receiver counts the messages it got until the FIN of every sender (msgs_per_s is the
 mean over the 3 receivers). Latency: each sender paces a few messages a second and times the round
@@ -54,6 +58,8 @@ TOTEM = {"token": 1000, "token_coefficient": 0, "join": 50}
 _HDR = struct.Struct("<BIIIQ")  # kind, case, pid, seq, t_ns
 DATA, FIN = 0, 1
 LATENCY_RATE = 20  # messages/s per sender while timing round trips
+#: processes whose CPU per message the throughput cases report (the three nodes' summed, and the clients)
+CPU_SPLIT = ("totem", "transport", "cpg", "clients")
 CASE_TIMEOUT_S = 120.0
 
 
@@ -194,6 +200,19 @@ def _idle_cpu(cluster: Any, settle_s: float = 2.0, seconds: float = 5.0) -> floa
     return (sum(cpu_ns(pid) for pid in pids) - a) / 1e9 / (time.monotonic() - t0) / len(cluster.nodes)
 
 
+def _cpu_by_process(cluster: Any, workers: list[_Handle]) -> dict[str, int]:
+    """CPU ns used so far, summed over the 3 nodes by process name (totem, transport, cpg, ...) and over the
+    bench's cpg clients ("clients")."""
+    from pycorosync.localcluster import cpu_ns
+
+    out: dict[str, int] = {}
+    for node in cluster.nodes.values():
+        for name, pid in node.pids().items():
+            out[name] = out.get(name, 0) + cpu_ns(pid)
+    out["clients"] = sum(cpu_ns(w.pid) for w in workers)
+    return out
+
+
 def _handoff_floor(hops: int, count: int, rate: float, realtime: bool) -> list[int]:
     """Round trips (ns) through a chain of ``hops`` bare process wake-ups (eventfd write, the next process
     blocked in read), paced like the latency cases: what a message's own delivery costs at least in a design
@@ -316,23 +335,35 @@ def main() -> int:
         for nsend in sender_counts:
             for size in sizes:
                 results = {}
+                cpu_before: dict[str, int] = {}
+                cpu_used: dict[str, int] = {}
                 for mode in ("throughput", "latency"):
                     case += 1
                     count = max(10, args.latency_count // (4 if size >= 1 << 20 else 1))
+                    if mode == "throughput":
+                        cpu_before = _cpu_by_process(cluster, workers)
                     for i, w in enumerate(workers):
                         w.send({"cmd": "run", "mode": mode, "case": case, "senders": nsend, "size": size,
                                 "send": i < nsend, "seconds": args.seconds, "count": count})
                     results[mode] = [w.recv() for w in workers]
+                    if mode == "throughput":
+                        after = _cpu_by_process(cluster, workers)
+                        cpu_used = {k: after[k] - cpu_before.get(k, 0) for k in after}
                 tput = results["throughput"]
                 rates = [r["delivered"] / r["seconds"] for r in tput if r["seconds"] > 0]
                 msgs_per_s = sum(rates) / len(rates) if rates else 0.0
                 rtts = [x for r in results["latency"] for x in r["rtts"]]
                 complete = all(r["complete"] for r in tput + results["latency"])
+                sent = sum(r["sent"] for r in tput)
+                # CPU of the whole machine's share of the case per message multicast (delivered to 3 nodes)
+                cpu_us = {k: round(v / 1e3 / sent, 2) for k, v in sorted(cpu_used.items())
+                          if v > 0 and k in CPU_SPLIT} if sent else {}
                 print(json.dumps({
                     "bench": "cpg", "impl": "pycorosync", "senders": nsend, "size_bytes": size,
                     "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
                     "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
-                    "idle_cpu_per_node": round(idle, 4), "sent": sum(r["sent"] for r in tput),
+                    "idle_cpu_per_node": round(idle, 4), "sent": sent,
+                    "cpu_us_per_msg": {"sum": round(sum(cpu_us.values()), 2), **cpu_us},
                     "complete": complete, "netmtu": args.netmtu, "sched": sched, **({"totem": extra_totem} if extra_totem else {}),
                     "load_avg_1m": round(os.getloadavg()[0], 2),
                 }), flush=True)
