@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -308,18 +309,18 @@ class TotemRuntime:
         i = 0
         while i < len(run):
             d = run[i]
-            data = d.data
+            data = d.frame.raw
             name = names.get(data[at]) if at < len(data) else None
             if name is None or self.deliver_backlog[name]:
                 self._deliver_frame(now_ns, d)
                 i += 1
                 continue
             if buf is None:
-                buf = np.frombuffer(b"".join([f.data for f in run]), np.uint8)
-                starts = np.zeros(len(run) + 1, np.int64)
-                np.cumsum([len(f.data) for f in run], out=starts[1:])
-                counts = np.array([f.count for f in run], np.int64)
-                senders = np.array([f.sender for f in run], np.int64)
+                raws = [f.frame.raw for f in run]
+                buf = np.frombuffer(b"".join(raws), np.uint8)
+                starts = np.fromiter(itertools.accumulate(map(len, raws), initial=0), np.int64, len(run) + 1)
+                counts = np.fromiter([f.frame.count for f in run], np.int64, len(run))
+                senders = np.fromiter([f.sender for f in run], np.int64, len(run))
             ring = self.rings.deliver[name]
             stop, done, off = deliver_frames(buf, starts, counts, senders, i, MCAST_HEADER_BYTES, ring.array,
                                              ring.offset, ring.capacity, data[at], rec.KIND_MESSAGE, KIND_WHOLE,
@@ -336,8 +337,8 @@ class TotemRuntime:
         service's messages written into its deliver ring by a kernel (the records ``_route`` makes),
         anything else (another kind of message, a service with a backlog, a full ring, a malformed
         payload) one at a time through ``_route``."""
-        data = d.data
-        count = d.count
+        data = d.frame.raw
+        count = d.frame.count
         frame: np.ndarray[Any, Any] | None = None
         i = first
         names = self.service_names

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pycorosync.engine.totem.api import (
     Action,
-    DeliverFrame,
     Guarantee,
     LogEvent,
     MessageTooBig,
@@ -35,7 +34,13 @@ from pycorosync.engine.totem.base import (
 from pycorosync.engine.totem.config import TotemConfig
 from pycorosync.engine.totem.flow import frames_allowed
 from pycorosync.engine.totem.membership import Membership
-from pycorosync.engine.totem.ordering import RingStore, deliver_frames, make_deliver, make_sendframe
+from pycorosync.engine.totem.ordering import (
+    RingStore,
+    deliver_frames,
+    make_deliver,
+    make_deliver_frame,
+    make_sendframe,
+)
 from pycorosync.engine.totem.wire import (
     HEADER,
     KIND_WHOLE,
@@ -196,7 +201,7 @@ class TotemCore(Membership):
                     if self._last_sent is not None and seq > self._forwarded_seq:
                         self._token_seen()
                     if self.frame_delivery and m.whole:
-                        out.append(DeliverFrame(self.ring_id, m.sender, m))
+                        out.append(make_deliver_frame(self.ring_id, m.sender, m))
                         store.delivered = seq
                         stats["messages_delivered"] += m.count
                         return out

@@ -22,6 +22,12 @@ def _make_deliver_fast(ring_id: RingId, sender: int, msg_id: int, guarantee: Gua
     return d
 
 
+def _make_deliver_frame_fast(ring_id: RingId, sender: int, frame: Mcast) -> DeliverFrame:
+    f = _new(DeliverFrame)
+    _setattr(f, "__dict__", {"ring_id": ring_id, "sender": sender, "frame": frame})
+    return f
+
+
 def _make_sendframe_fast(dest: int | None, data: bytes) -> SendFrame:
     f = _new(SendFrame)
     _setattr(f, "__dict__", {"dest": dest, "data": data})
@@ -33,6 +39,7 @@ _setattr = object.__setattr__
 #: constructors equal to Deliver(...) / SendFrame(...), cheaper for frozen dataclasses with an instance dict
 make_deliver = Deliver if hasattr(Deliver, "__slots__") else _make_deliver_fast
 make_sendframe = SendFrame if hasattr(SendFrame, "__slots__") else _make_sendframe_fast
+make_deliver_frame = DeliverFrame if hasattr(DeliverFrame, "__slots__") else _make_deliver_frame_fast
 
 
 class RingStore:
@@ -140,7 +147,7 @@ def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assemb
         if only_senders is not None and sender not in only_senders:
             continue
         if whole_frames and m.whole:
-            append(DeliverFrame(deliver_ring, sender, m))
+            append(make_deliver_frame(deliver_ring, sender, m))
             count += m.count
             continue
         for kind, guarantee, msg_id, payload, total in m.entries:

@@ -373,10 +373,9 @@ def decode_mcast(data: bytes) -> Mcast:
         return Mcast(sender, inc, (rep, rseq), seq, flags, data, ())
     off = MCAST_HEADER_BYTES
     if count == 1:  # the common case of one message (or fragment) per frame
-        kind, guarantee, length, msg_id = ENTRY.unpack_from(data, off) if off + ENTRY_BYTES <= n else (9, 0, 0, 0)
+        kind, guarantee, length, _msg_id = ENTRY.unpack_from(data, off) if off + ENTRY_BYTES <= n else (9, 0, 0, 0)
         if kind == KIND_WHOLE and guarantee <= 3 and off + ENTRY_BYTES + length == n:
-            return Mcast(sender, inc, (rep, rseq), seq, flags, data,
-                         ((kind, guarantee, msg_id, data[off + ENTRY_BYTES:], 0),))
+            return Mcast(sender, inc, (rep, rseq), seq, flags, data, None, 1, True)  # entry made when used
     if count >= SCAN_MIN_ENTRIES:
         ok, whole = _scan_entries(data, count)
         if ok:
