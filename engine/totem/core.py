@@ -211,6 +211,13 @@ class TotemCore(Membership):
                         out.append(make_deliver(self.ring_id, m.sender, e[2], _GUARANTEES[e[1]], e[3]))
                         store.delivered = seq
                         stats["messages_delivered"] += 1
+                    elif len(entries) == 1:  # one piece of a large message: what _deliver does, directly
+                        kind, guarantee, msg_id, piece, total = entries[0]
+                        done = self.assembler.feed(m.sender, kind, guarantee, msg_id, piece, total)
+                        store.delivered = seq
+                        if done is not None:
+                            out.append(make_deliver(self.ring_id, m.sender, done[0], _GUARANTEES[done[1]], done[2]))
+                            stats["messages_delivered"] += 1
                     elif all(e[0] == KIND_WHOLE for e in entries):
                         ring, sender, make = self.ring_id, m.sender, make_deliver
                         out.extend([make(ring, sender, e[2], _GUARANTEES[e[1]], e[3]) for e in entries])
