@@ -17,6 +17,8 @@ Producer (one process):
     ring_commit(buf, base, cap, rtype, nbytes)   # record is complete, not yet visible
     ring_write(buf, base, cap, rtype, src, src_off, nbytes)  # reserve + copy + commit, -> bool
     ring_publish(buf, base)                      # release store of the tail: a batch becomes visible
+    (w, n) = ring_mark(buf, base)                # before a group of records that must go in together:
+    ring_rollback(buf, base, w, n)               # takes back the unpublished records committed since
     ring_push(buf, base, cap, rtype, src)        # write + publish, -> bool
     ring_needs_wake(buf, base)                   # after a publish: True -> write the consumer's doorbell
                                                  # (a consumer in ring_wait is woken by a futex here)
@@ -207,6 +209,29 @@ def ring_publish(buf: Any, base: int) -> None:
         return
     a = buf.ctypes.data + base
     st_rel_i64(a + OFF_TAIL, ld_i64(a + OFF_WTAIL))
+
+
+@njit(cache=True, nogil=True)
+def ring_mark(buf: Any, base: int) -> tuple[int, int]:
+    """The producer's write position and record count, for ``ring_rollback``: records committed after
+    the mark and not yet published can be taken back."""
+    if _outside_header(buf, base):
+        return -1, -1
+    a = buf.ctypes.data + base
+    return ld_i64(a + OFF_WTAIL), ld_i64(a + OFF_N_PUSHED)
+
+
+@njit(cache=True, nogil=True)
+def ring_rollback(buf: Any, base: int, wtail: int, pushed: int) -> None:
+    """Drops every record committed since ``ring_mark`` returned (wtail, pushed): nothing of them was
+    published, so the consumer never saw them (a wrap pad written meanwhile is dropped with them)."""
+    if _outside_header(buf, base) or wtail < 0:
+        return
+    a = buf.ctypes.data + base
+    if wtail < ld_i64(a + OFF_TAIL):
+        return  # published since the mark: nothing can be taken back
+    st_i64(a + OFF_WTAIL, wtail)
+    st_i64(a + OFF_N_PUSHED, pushed)
 
 
 @njit(cache=True, nogil=True)
@@ -596,3 +621,5 @@ def warm() -> None:
     ring_consume(other, 0, cap, ring_peek(other, 0, cap)[2])
     if ring_reserve(buf, 0, cap, 4) >= 0:
         ring_commit(buf, 0, cap, 2, 4)
+    w, pushed = ring_mark(buf, 0)
+    ring_rollback(buf, 0, w, pushed)

@@ -132,6 +132,8 @@ def _build() -> list[ExportedMetric]:
            "token_rotation", "stats.srp.mtt_rx_token (mean only)"),
         # ---- totem runtime (node segment block)
         _m("totem_frames_received_total", "counter", "Frames totem read from the transport", "runtime", "frames_rx"),
+        _m("totem_frames_received_compiled_total", "counter",
+           "Of the frames received, those the compiled receive path delivered", "runtime", "frames_rx_compiled"),
         _m("totem_frames_sent_total", "counter", "Frames totem handed to the transport", "runtime", "frames_tx"),
         _m("totem_tx_backlog_frames", "gauge", "Frames waiting for room in the tx ring", "runtime", "tx_backlog"),
         _m("totem_deliver_backlog_messages", "gauge", "Deliveries waiting for room in a service's ring", "runtime",

@@ -40,6 +40,8 @@ RUNTIME_COUNTERS = (
     # CLOCK_MONOTONIC (ns, shared by the node's processes) of the last ORF token received, 0 = none yet;
     # frames in a row that the tx ring could not take at once (stats.srp.continuous_sendmsg_failures)
     "last_token_rx_ns", "continuous_sendmsg_failures",
+    # of frames_rx, those the compiled receive path took (rxfast.py)
+    "frames_rx_compiled",
 )
 #: corosync's stats.schedmiss.*: the last SCHEDMISS_KEPT times the totem loop ran late (totem_stats.py).
 #: Slots: events recorded (ever), epoch ms of the last ``stats.clear.schedmiss`` (written by cmap only),

@@ -41,6 +41,7 @@ import numpy as np
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.kernels import deliver_entries, deliver_frames, scan_entries
 from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS, NodeRings
+from pycorosync.engine.runtime.rxfast import STOP_CORE, STOP_EMPTY, RxPath
 from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService
 from pycorosync.engine.runtime.totem_reload import ConfigReloadWatch, signal_supervisor_reload
 from pycorosync.engine.runtime.totem_stats import SchedMissCheck, SchedMissLog, TokenRotation
@@ -104,7 +105,7 @@ class TotemRuntime:
     def __init__(self, core: TotemCore, rings: NodeRings, bells: Bells, service_ids: Mapping[str, int],
                  sync_services: Sequence[str], status_path: Path | None = None,
                  on_ring: Callable[[int], None] | None = None,
-                 stats_table: tuple[Any, int] | None = None) -> None:
+                 stats_table: tuple[Any, int] | None = None, rx_fast: bool = True) -> None:
         self.core = core
         self.rings = rings
         self.bells = bells
@@ -151,6 +152,12 @@ class TotemRuntime:
         self.sched_check = SchedMissCheck(core.cfg.token, time.monotonic_ns())
         self._tx_blocked_at = -1  # frames_tx when the tx ring first refused a frame (-1: it takes them)
         self.reload_watch: ConfigReloadWatch | None = None  # set by the process main (needs cmap)
+        # the compiled receive path (None: every frame through the core's on_frame)
+        self.rx_path: RxPath | None = None
+        if rx_fast:
+            deliver = {sid: rings.deliver[name] for name, sid in self.service_ids.items()}
+            self.rx_path = RxPath(rings.rx, deliver, rec.KIND_MESSAGE, rec.DELIVER_MESSAGE)
+        self._closed_services: frozenset[int] = frozenset()
         self.config_reloads = 0
 
     # -- one round ------------------------------------------------------------------------------
@@ -513,23 +520,60 @@ class TotemRuntime:
         return did
 
     def _read_rx(self, now_ns: int) -> bool:
-        items = self.rings.rx.pop_batch(RX_PER_ROUND)
-        if not items:
+        """Up to RX_PER_ROUND frames: runs of in-order frames of whole messages by the compiled path
+        (``rxfast``), every other frame through the core's ``on_frame``; True when it read any."""
+        rx = self.rings.rx
+        core = self.core
+        budget = RX_PER_ROUND
+        fast = self.rx_path
+        while budget > 0:
+            closed = self._closed_services
+            reason = STOP_CORE
+            if fast is not None:
+                if any(self.deliver_backlog.values()):
+                    closed = frozenset(self.service_ids[n] for n, b in self.deliver_backlog.items() if b)
+                taken, written, reason = fast.take(core, budget, closed)
+                if taken:
+                    budget -= taken
+                    self.counters["frames_rx"] += taken
+                    self.counters["frames_rx_compiled"] += taken
+                    self._wake.update(self.service_names[sid] for sid in written)
+                if reason == STOP_EMPTY or budget == 0:
+                    break
+            # the general way: the frame the compiled path stopped at; while the core does not allow that
+            # path, frames one at a time until it does; without it (or while a service has a backlog) a batch
+            on_frame = core.on_frame
+            actions: list[Action] = []
+            if fast is None or closed:
+                items = rx.pop_batch(budget)
+                for _src, frame in items:
+                    actions += on_frame(now_ns, frame)
+                n = len(items)
+            else:
+                n = 0
+                while n < budget:
+                    items = rx.pop_batch(1)
+                    if not items:
+                        break
+                    n += 1
+                    actions += on_frame(now_ns, items[0][1])
+                    if reason != STOP_CORE or core.in_order_store() is not None:
+                        break
+            if not n:
+                break
+            budget -= n
+            self.counters["frames_rx"] += n
+            # one apply for the batch: a token behind the multicasts it covers goes on before their deliveries
+            self.apply(now_ns, actions)
+            # one token circulates: a batch holds at most one that the core took (duplicates are not counted)
+            orf_rx = core.stats["orf_token_rx"]
+            if orf_rx != self._orf_rx_seen:
+                self._orf_rx_seen = orf_rx
+                self._token_received(now_ns)
+        if budget == RX_PER_ROUND:
             return False
-        if self.rings.rx.producer_needs_wake():
+        if rx.producer_needs_wake():
             self._wake_producer.add("transport")
-        self.counters["frames_rx"] += len(items)
-        # one apply for the batch: a token behind the multicasts it covers goes on before their deliveries
-        on_frame = self.core.on_frame
-        actions: list[Action] = []
-        for _src, frame in items:
-            actions += on_frame(now_ns, frame)
-        self.apply(now_ns, actions)
-        # one token circulates: a batch holds at most one that the core took (duplicates are not counted)
-        orf_rx = self.core.stats["orf_token_rx"]
-        if orf_rx != self._orf_rx_seen:
-            self._orf_rx_seen = orf_rx
-            self._token_received(now_ns)
         return True
 
     def _token_received(self, now_ns: int) -> None:
@@ -832,6 +876,8 @@ def build_runtime(node: Any, keys: Mapping[str, object], state_dir: Path) -> Tot
         [s for s, e in entries.items() if e.sync], status_path=Path(node.run_dir) / "totem.status.json",
         on_ring=lambda seq: write_ring_seq(ring_path, seq),
         stats_table=None if found is None else (found[0], found[1].slot),
+        # PYCOROSYNC_RX_COMPILED=0: every received frame through the core (bench/cpg.py's A/B of rxfast.py)
+        rx_fast=os.environ.get("PYCOROSYNC_RX_COMPILED", "1") != "0",
     )
 
 

@@ -274,6 +274,29 @@ class TotemCore(Membership):
         self._run_self_token(now_ns, out)
         return out
 
+    def in_order_store(self) -> RingStore | None:
+        """The store a driver may extend itself with the next frames in order (see ``took_in_order``):
+        the current ring's while OPERATIONAL with every frame received delivered and none missed, and
+        the driver takes whole frames (``frame_delivery``); None otherwise."""
+        store = self.store
+        if (self.state != OPERATIONAL or not self.frame_delivery or store.miss_counts
+                or store.delivered != store.high_seq or store.my_aru != store.high_seq):
+            return None
+        return store
+
+    def took_in_order(self, high_seq: int, frames: int, messages: int) -> None:
+        """The driver stored (in ``store.slab``) and delivered the ``frames`` frames after ``high_seq``
+        of ``in_order_store()``, up to ``high_seq`` now, with ``messages`` whole messages: the state
+        ``on_frame``'s hot path leaves after the same frames. Each was a well-formed MCAST of the
+        current ring, without flags, from another node of its known incarnation, with the next seq."""
+        store = self.store
+        store.high_seq = store.my_aru = store.delivered = high_seq
+        stats = self.stats
+        stats["mcast_rx"] += frames
+        stats["messages_delivered"] += messages
+        if self._last_sent is not None and high_seq > self._forwarded_seq:
+            self._token_seen()
+
     # -- frames ----------------------------------------------------------------------------------
 
     def _foreign(self, now_ns: int, sender: int, out: list[Action]) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Protocol
 
 from pycorosync.engine.totem.api import Action, Deliver, DeliverFrame, Guarantee, RingId, SendFrame
 from pycorosync.engine.totem.fragment import Assembler
-from pycorosync.engine.totem.wire import KIND_WHOLE, MCAST_ENCAPSULATED, MCAST_SAFE, Mcast
+from pycorosync.engine.totem.wire import KIND_WHOLE, MCAST_ENCAPSULATED, MCAST_SAFE, Mcast, decode_mcast
 
 #: how far beyond my_aru a frame may be stored (corosync's sort queue spans 16384 seqs)
 SORT_QUEUE_SPAN = 16384
@@ -42,18 +43,32 @@ make_sendframe = SendFrame if hasattr(SendFrame, "__slots__") else _make_sendfra
 make_deliver_frame = DeliverFrame if hasattr(DeliverFrame, "__slots__") else _make_deliver_frame_fast
 
 
+class FrameSlab(Protocol):
+    """Where a driver keeps the frames it stored past the core (the totem process's compiled receive
+    path): raw frames by seq, each one delivered already."""
+
+    def get(self, seq: int) -> bytes | None:
+        """The raw frame with this seq, if held."""
+
+    def free(self, after: int, upto: int) -> None:
+        """Forget the frames with after < seq <= upto."""
+
+
 class RingStore:
     """Frames of one ring that this node holds, and how far it has received and delivered them.
 
     Invariants: ``freed_to <= delivered <= my_aru <= high_seq``; seqs only grow.
     """
 
-    __slots__ = ("delivered", "frames", "freed_to", "high_seq", "miss_counts", "my_aru", "ring_id", "ring_key")
+    __slots__ = ("delivered", "frames", "freed_to", "high_seq", "miss_counts", "my_aru", "ring_id", "ring_key",
+                 "slab")
 
     def __init__(self, ring_id: RingId) -> None:
         self.ring_id = ring_id
         self.ring_key = (ring_id.rep, ring_id.seq)
         self.frames: dict[int, Mcast] = {}
+        #: frames a driver stored itself (raw bytes, see ``FrameSlab``), each at or below my_aru
+        self.slab: FrameSlab | None = None
         self.my_aru = 0
         self.high_seq = 0
         self.delivered = 0
@@ -84,16 +99,25 @@ class RingStore:
 
     def get(self, seq: int) -> Mcast | None:
         """The frame with this seq, if held."""
-        return self.frames.get(seq)
+        m = self.frames.get(seq)
+        if m is None and self.slab is not None and seq > self.freed_to:
+            raw = self.slab.get(seq)
+            if raw is not None:
+                return decode_mcast(raw)
+        return m
 
     def free(self, upto: int) -> None:
         """Forget frames every member holds and this node delivered (seq <= upto)."""
         upto = min(upto, self.delivered)
+        if upto <= self.freed_to:
+            return
         frames = self.frames
-        for s in range(self.freed_to + 1, upto + 1):
-            frames.pop(s, None)
-        if upto > self.freed_to:
-            self.freed_to = upto
+        if frames:
+            for s in range(self.freed_to + 1, upto + 1):
+                frames.pop(s, None)
+        if self.slab is not None:
+            self.slab.free(self.freed_to, upto)
+        self.freed_to = upto
 
     def missing(self, upto: int, miss_count_const: int) -> list[int]:
         """Seqs in (my_aru, upto] not held and missed on ``miss_count_const`` token visits."""
@@ -111,8 +135,11 @@ class RingStore:
 
     def held_in(self, low: int, high: int) -> list[Mcast]:
         """Frames held with low < seq <= high, in seq order."""
-        frames = self.frames
-        return [frames[s] for s in range(low + 1, high + 1) if s in frames]
+        if self.slab is None:
+            frames = self.frames
+            return [frames[s] for s in range(low + 1, high + 1) if s in frames]
+        held = (self.get(s) for s in range(max(low, self.freed_to) + 1, high + 1))
+        return [m for m in held if m is not None]
 
 
 def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assembler, deliver_ring: RingId,
