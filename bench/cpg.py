@@ -31,7 +31,8 @@ realtime scheduling (as root), which on a machine where the 3 nodes and their cl
 most of the throughput: every wake-up of a realtime process runs at once, so nothing batches.
 ``--totem max_messages=50`` (repeatable) sets another totem key of the cluster, for experiments; the
 figures to compare with corosync are those with its defaults.
-PYCOROSYNC_PROFILE_DIR=<dir> in the environment makes the totem and service processes write cProfile data.
+PYCOROSYNC_PROFILE_DIR=<dir> in the environment makes the totem and service processes write cProfile data;
+PYCOROSYNC_RX_COMPILED=0 turns off totem's compiled receive path (engine/runtime/rxfast.py), for A/B runs.
 On a 2-vCPU VM the 3-sender cases vary by a factor of two between consecutive runs of one build: compare
 builds with interleaved runs, several each.
 """
