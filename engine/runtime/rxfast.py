@@ -17,15 +17,25 @@ when a peer asks for one again or a new ring is formed (``RingStore.slab``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numba import njit
 
-from pycorosync.engine.runtime.kernels import SERVICE_HEADER_BYTES, _write_entries
+from pycorosync.engine.runtime.kernels import MESSAGE_HEADER_BYTES, SERVICE_HEADER_BYTES
 from pycorosync.engine.totem.ordering import SORT_QUEUE_SPAN, RingStore
-from pycorosync.engine.totem.wire import ENTRY_BYTES, KIND_WHOLE, MAGIC, MCAST, MCAST_HEADER_BYTES, VERSION
+from pycorosync.engine.totem.wire import (
+    ENTRY_BYTES,
+    KIND_FIRST,
+    KIND_LAST,
+    KIND_MIDDLE,
+    KIND_WHOLE,
+    MAGIC,
+    MCAST,
+    MCAST_HEADER_BYTES,
+    VERSION,
+)
 from pycorosync.ipc import ring_kernels as rk
 
 if TYPE_CHECKING:
@@ -35,12 +45,16 @@ if TYPE_CHECKING:
 SLAB_BYTES = 1 << 22
 #: service ids are one byte (records.service_header)
 SERVICE_IDS = 256
+#: the largest message (service header included) the compiled path assembles; a larger one, the core
+ASSEMBLY_BYTES = 4 << 20
 
 # why rx_take stopped: ``limit`` frames taken, the rx ring is empty, a frame it does not take, no room
 # for a frame (in the slab or the deliver ring); and RxPath.take's: the core does not allow it now
 STOP_LIMIT, STOP_EMPTY, STOP_FRAME, STOP_ROOM, STOP_CORE = 0, 1, 2, 3, 4
 
 _W, _FREE = 0, 1  # slab meta: write position, oldest position held (both only grow)
+#: an assembly's state (a row of ``asm`` per node): open, msg_id, guarantee, total length, bytes held
+A_ACTIVE, A_MSGID, A_GUARANTEE, A_TOTAL, A_FILL = 0, 1, 2, 3, 4
 
 
 # the fields as int64 (numba types get_u32 uint64, and mixing it with int64 makes a float)
@@ -55,10 +69,147 @@ def _u64(buf: Any, at: int) -> Any:
 
 
 @njit(cache=True, nogil=True)
+def _check_frame(buf: Any, p: int, n: int, count: int, k: int, svc_base: Any, message_kind: int, asm: Any,
+                 arena: Any, slot_bytes: int, py_holds: Any) -> tuple[int, int]:
+    """(service id, records it makes) of the frame at ``buf[p:p + n]`` of the node in slot ``k``, or
+    records -1 when it is not taken here. Taken: the entries fill the frame exactly; they are
+    [LAST] [WHOLE...] [FIRST] or one MIDDLE, as the packer lays them out; every message is a
+    ``message_kind`` one of the same service, whose ring is open; a LAST or MIDDLE continues this
+    node's assembly here, a FIRST starts one when none is left open (the Python assembler holds none of
+    the node's: ``py_holds[k]``), with the checks ``fragment.Assembler.feed`` makes."""
+    end = p + n
+    off = p + MCAST_HEADER_BYTES
+    sid = -1
+    records = 0
+    base = k * slot_bytes
+    active = asm[k, A_ACTIVE] != 0
+    for e in range(count):
+        if off + ENTRY_BYTES > end:
+            return -1, -1
+        kind = buf[off]
+        g = buf[off + 1]
+        length = _u32(buf, off + 2)
+        q = off + ENTRY_BYTES
+        total = 0
+        if kind == KIND_FIRST:
+            if q + 4 > end:
+                return -1, -1
+            total = _u32(buf, q)
+            q += 4
+        if g > 3 or kind > KIND_LAST or q + length > end:
+            return -1, -1
+        s: Any = -1
+        if kind == KIND_WHOLE:
+            if length < SERVICE_HEADER_BYTES or buf[q + 1] != message_kind:
+                return -1, -1
+            s = np.int64(buf[q])
+        elif kind == KIND_FIRST:
+            if e != count - 1 or active or py_holds[k] != 0 or total > slot_bytes or length >= total \
+                    or length < SERVICE_HEADER_BYTES or buf[q + 1] != message_kind:
+                return -1, -1
+        else:  # a continuation of the open assembly, with the msg_id it started with
+            if e != 0 or not active or py_holds[k] != 0 or _u64(buf, off + 6) != asm[k, A_MSGID]:
+                return -1, -1
+            fill = asm[k, A_FILL] + length
+            if kind == KIND_LAST:
+                if fill != asm[k, A_TOTAL]:
+                    return -1, -1
+                s = np.int64(arena[base])
+                active = False
+            elif count != 1 or fill >= asm[k, A_TOTAL]:
+                return -1, -1
+        if s >= 0:
+            if sid < 0:
+                sid = s
+            if s != sid or svc_base[s] < 0:
+                return -1, -1
+            records += 1
+        off = q + length
+    if off != end:
+        return -1, -1
+    return sid, records
+
+
+@njit(cache=True, nogil=True)
+def _write_frame(buf: Any, p: int, n: int, count: int, k: int, rbase: int, rcap: int, record_type: int,
+                 sender: int, rep: int, ring_seq: int, asm: Any, arena: Any, slot_bytes: int) -> bool:
+    """Writes the DELIVER_MESSAGE records of a frame ``_check_frame`` took (its whole messages, and the
+    one its LAST completes, from the assembly and the piece) into the ring at ``rbase``; False when the
+    ring has no room for one (the caller takes back what was written)."""
+    off = p + MCAST_HEADER_BYTES
+    base = k * slot_bytes
+    for _ in range(count):
+        kind = buf[off]
+        g = buf[off + 1]
+        length = _u32(buf, off + 2)
+        q = off + ENTRY_BYTES + (4 if kind == KIND_FIRST else 0)
+        if kind == KIND_WHOLE:
+            body = length - SERVICE_HEADER_BYTES
+            dst = rk.ring_reserve(buf, rbase, rcap, MESSAGE_HEADER_BYTES + body)
+            if dst < 0:
+                return False
+            _message_header(buf, dst + rk.RECORD_HEADER_BYTES, sender, rep, ring_seq, g)
+            rk._copy(buf, dst + rk.RECORD_HEADER_BYTES + MESSAGE_HEADER_BYTES, buf, q + SERVICE_HEADER_BYTES, body)
+            rk.ring_commit(buf, rbase, rcap, record_type, MESSAGE_HEADER_BYTES + body)
+        elif kind == KIND_LAST:
+            held = asm[k, A_FILL] - SERVICE_HEADER_BYTES
+            body = held + length
+            dst = rk.ring_reserve(buf, rbase, rcap, MESSAGE_HEADER_BYTES + body)
+            if dst < 0:
+                return False
+            at = dst + rk.RECORD_HEADER_BYTES
+            _message_header(buf, at, sender, rep, ring_seq, asm[k, A_GUARANTEE])
+            rk._copy(buf, at + MESSAGE_HEADER_BYTES, arena, base + SERVICE_HEADER_BYTES, held)
+            rk._copy(buf, at + MESSAGE_HEADER_BYTES + held, buf, q, length)
+            rk.ring_commit(buf, rbase, rcap, record_type, MESSAGE_HEADER_BYTES + body)
+        off = q + length
+    return True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _message_header(buf: Any, at: int, sender: int, rep: int, ring_seq: int, guarantee: int) -> None:
+    rk.put_u32(buf, at, sender)
+    rk.put_u32(buf, at + 4, rep)
+    rk.put_u32(buf, at + 8, ring_seq & 0xFFFFFFFF)
+    rk.put_u32(buf, at + 12, (ring_seq >> 32) & 0xFFFFFFFF)
+    buf[at + 16] = guarantee
+    buf[at + 17] = 0
+    buf[at + 18] = 0
+    buf[at + 19] = 0
+
+
+@njit(cache=True, nogil=True)
+def _assemble(buf: Any, p: int, n: int, count: int, k: int, asm: Any, arena: Any, slot_bytes: int) -> None:
+    """The assembly of slot ``k`` after a frame ``_check_frame`` took (and whose records are written):
+    a LAST closes it, a MIDDLE adds its piece, a FIRST opens it with its piece."""
+    off = p + MCAST_HEADER_BYTES
+    base = k * slot_bytes
+    for _ in range(count):
+        kind = buf[off]
+        length = _u32(buf, off + 2)
+        q = off + ENTRY_BYTES
+        if kind == KIND_FIRST:
+            asm[k, A_ACTIVE] = 1
+            asm[k, A_MSGID] = _u64(buf, off + 6)
+            asm[k, A_GUARANTEE] = buf[off + 1]
+            asm[k, A_TOTAL] = _u32(buf, q)
+            asm[k, A_FILL] = length
+            rk._copy(arena, base, buf, q + 4, length)
+            q += 4
+        elif kind == KIND_MIDDLE:
+            fill = asm[k, A_FILL]
+            rk._copy(arena, base + fill, buf, q, length)
+            asm[k, A_FILL] = fill + length
+        elif kind == KIND_LAST:
+            asm[k, A_ACTIVE] = 0
+        off = q + length
+
+
+@njit(cache=True, nogil=True)
 def rx_take(buf: Any, rx_base: int, rx_cap: int, limit: int, me: int, rep: int, ring_seq: int, nodes: Any,
             incs: Any, high_seq: int, freed_to: int, svc_base: Any, svc_cap: Any, touched: Any, message_kind: int,
-            record_type: int, slab: Any, meta: Any, idx_seq: Any, idx_pos: Any,
-            idx_len: Any) -> tuple[int, int, int, int]:
+            record_type: int, slab: Any, meta: Any, idx_seq: Any, idx_pos: Any, idx_len: Any, asm: Any,
+            arena: Any, slot_bytes: int, py_holds: Any) -> tuple[int, int, int, int]:
     """Takes up to ``limit`` frames from the head of the rx ring (at ``rx_base`` of ``buf``, the node
     segment), as the module says. ``nodes``/``incs``: the known incarnation of each node; ``high_seq``
     and ``freed_to``: the store's; ``svc_base``/``svc_cap``: each service id's deliver ring in ``buf``
@@ -85,20 +236,17 @@ def rx_take(buf: Any, rx_base: int, rx_cap: int, limit: int, me: int, rep: int, 
         if sender == 0 or sender == me:
             break
         inc = _u32(buf, p + 8)
-        known = False
+        slot = -1
         for k in range(nodes.shape[0]):
             if nodes[k] == sender:
-                known = incs[k] == inc
+                slot = k
                 break
-        if not known or _u32(buf, p + 12) != rep or _u64(buf, p + 16) != ring_seq:
+        if slot < 0 or incs[slot] != inc or _u32(buf, p + 12) != rep or _u64(buf, p + 16) != ring_seq:
             break
         fseq = _u64(buf, p + 24)
         if fseq != seq + 1 or fseq - freed_to >= span:
             break
         count: Any = np.int64(buf[p + 32]) | (np.int64(buf[p + 33]) << 8)
-        sid: Any = np.int64(buf[p + MCAST_HEADER_BYTES + ENTRY_BYTES])  # the first entry's service id (checked below)
-        if count == 0 or svc_base[sid] < 0:
-            break
         # room for the raw frame in the slab, kept whole (a frame that would cross the end starts over)
         w = meta[_W]
         pos = w & (size - 1)
@@ -108,22 +256,20 @@ def rx_take(buf: Any, rx_base: int, rx_cap: int, limit: int, me: int, rep: int, 
         if w + n - meta[_FREE] > size:
             reason = STOP_ROOM
             break
-        # its messages, all or none: the records of a frame that does not go in whole are taken back
-        rbase = svc_base[sid]
-        mark_w, mark_n = rk.ring_mark(buf, rbase)
-        frame = buf[p:p + n]
-        done, off = _write_entries(frame, MCAST_HEADER_BYTES, count, buf, rbase, svc_cap[sid], sid, message_kind,
-                                   KIND_WHOLE, record_type, sender, rep, ring_seq)
-        if done != count or off != n:
-            rk.ring_rollback(buf, rbase, mark_w, mark_n)
-            if done == count:
-                break  # bytes after the last entry: a malformed frame, for the general path to count
-            # an entry it does not take, or one it would take with room in the ring
-            q = off + ENTRY_BYTES
-            if q + 1 < n and frame[off] == KIND_WHOLE and frame[off + 1] <= 3 and frame[q] == sid \
-                    and frame[q + 1] == message_kind and _u32(frame, off + 2) >= SERVICE_HEADER_BYTES:
-                reason = STOP_ROOM
+        sid, records = _check_frame(buf, p, n, count, slot, svc_base, message_kind, asm, arena, slot_bytes, py_holds)
+        if records < 0:
             break
+        if records > 0:
+            # its messages, all or none: the records of a frame that does not go in whole are taken back
+            rbase = svc_base[sid]
+            mark_w, mark_n = rk.ring_mark(buf, rbase)
+            if not _write_frame(buf, p, n, count, slot, rbase, svc_cap[sid], record_type, sender, rep, ring_seq,
+                                asm, arena, slot_bytes):
+                rk.ring_rollback(buf, rbase, mark_w, mark_n)
+                reason = STOP_ROOM
+                break
+            touched[sid] = 1
+        _assemble(buf, p, n, count, slot, asm, arena, slot_bytes)
         rk._copy(slab, pos, buf, p, n)
         slot = fseq & (span - 1)
         idx_seq[slot] = fseq
@@ -131,10 +277,9 @@ def rx_take(buf: Any, rx_base: int, rx_cap: int, limit: int, me: int, rep: int, 
         idx_len[slot] = n
         meta[_W] = w + n
         rk.ring_consume(buf, rx_base, rx_cap, n)
-        touched[sid] = 1
         seq = fseq
         taken += 1
-        messages += count
+        messages += records
     if taken > 0:
         rk.ring_publish_head(buf, rx_base)
         for k in range(SERVICE_IDS):
@@ -185,11 +330,44 @@ class Slab:
         return int(self.meta[_W] - self.meta[_FREE])
 
 
+class Assemblies:
+    """The assemblies :func:`rx_take` continues, one row per node of the nodelist (``fragment.Partials``
+    for the core's ``Assembler``, which takes a node's over when that node's next piece goes its way).
+    A message larger than ``slot_bytes`` is assembled by the core."""
+
+    def __init__(self, nodes: Sequence[int], slot_bytes: int) -> None:
+        self.nodes = np.array(nodes, np.int64)
+        self.slot_of = {n: k for k, n in enumerate(nodes)}
+        self.slot_bytes = slot_bytes
+        self.state = np.zeros((len(nodes), 5), np.int64)
+        self.arena = np.zeros(len(nodes) * slot_bytes, np.uint8)  # pages are only mapped once written
+        self.py_holds = np.zeros(len(nodes), np.uint8)
+
+    def take(self, sender: int) -> tuple[int, int, int, bytearray] | None:
+        k = self.slot_of.get(sender)
+        if k is None or not self.state[k, A_ACTIVE]:
+            return None
+        msg_id, guarantee, total, fill = (int(x) for x in self.state[k, 1:])
+        self.state[k, A_ACTIVE] = 0
+        base = k * self.slot_bytes
+        return msg_id, guarantee, total, bytearray(self.arena[base:base + fill])
+
+    def reset(self) -> int:
+        n = int(np.count_nonzero(self.state[:, A_ACTIVE]))
+        self.state[:, A_ACTIVE] = 0
+        return n
+
+    def senders(self) -> Iterator[int]:
+        return (int(self.nodes[k]) for k in np.flatnonzero(self.state[:, A_ACTIVE]))
+
+
 class RxPath:
     """:func:`rx_take` for one totem process: its tables (the deliver ring of each service id, the known
-    incarnations) and the slab of the core's current store."""
+    incarnation of each node), the slab of the core's current store and the assemblies it continues
+    (handed to the core's ``Assembler`` as its ``external`` ones)."""
 
-    def __init__(self, rx: Any, deliver: Mapping[int, Any], message_kind: int, record_type: int) -> None:
+    def __init__(self, core: TotemCore, rx: Any, deliver: Mapping[int, Any], message_kind: int,
+                 record_type: int) -> None:
         self.buf = rx.array
         self.rx_base, self.rx_cap = rx.offset, rx.capacity
         # the deliver rings in the rx ring's buffer (the node segment: all of them)
@@ -202,8 +380,9 @@ class RxPath:
         self.touched = np.zeros(SERVICE_IDS, np.uint8)
         self._closed: frozenset[int] | None = None  # service ids left out of svc_base (a backlog)
         self._incs: dict[int, int] = {}
-        self.nodes = np.zeros(0, np.int64)
-        self.incs = np.zeros(0, np.int64)
+        self.asm = Assemblies(core.nodelist, min(core.assembler.max_message_bytes, ASSEMBLY_BYTES))
+        core.assembler.external = self.asm
+        self.incs = np.full(len(core.nodelist), -1, np.int64)  # by nodelist slot; -1: none known yet
         self._store: RingStore | None = None
         self.slab = Slab()
 
@@ -216,8 +395,11 @@ class RxPath:
                     self.svc_base[sid], self.svc_cap[sid] = ring.offset, ring.capacity
         if known != self._incs:
             self._incs = dict(known)
-            self.nodes = np.array(list(known), np.int64)
-            self.incs = np.array(list(known.values()), np.int64)
+            self.incs.fill(-1)
+            for node, inc in known.items():
+                k = self.asm.slot_of.get(node)
+                if k is not None:
+                    self.incs[k] = inc
 
     def take(self, core: TotemCore, limit: int, closed: frozenset[int]) -> tuple[int, Sequence[int], int]:
         """Runs :func:`rx_take` when the core allows it (``in_order_store``) and tells the core what it
@@ -235,13 +417,23 @@ class RxPath:
             assert isinstance(slab, Slab)
             self.slab = slab
         self._tables(core.known_incarnation, closed)
+        asm = self.asm
+        held = core.assembler.held_here()
+        if held:
+            for node in held:
+                k = asm.slot_of.get(node)
+                if k is not None:
+                    asm.py_holds[k] = 1
         slab = self.slab
         rep, ring_seq = store.ring_key
         touched = self.touched
         taken, messages, high, reason = rx_take(
-            self.buf, self.rx_base, self.rx_cap, limit, core.node_id, rep, ring_seq, self.nodes, self.incs,
+            self.buf, self.rx_base, self.rx_cap, limit, core.node_id, rep, ring_seq, asm.nodes, self.incs,
             store.high_seq, store.freed_to, self.svc_base, self.svc_cap, touched, self.message_kind, self.record_type,
-            slab.data, slab.meta, slab.idx_seq, slab.idx_pos, slab.idx_len)
+            slab.data, slab.meta, slab.idx_seq, slab.idx_pos, slab.idx_len, asm.state, asm.arena, asm.slot_bytes,
+            asm.py_holds)
+        if held:
+            asm.py_holds.fill(0)
         if not taken:
             return 0, (), reason
         core.took_in_order(high, taken, messages)
@@ -266,8 +458,10 @@ def warm() -> None:
     svc_cap = np.zeros(SERVICE_IDS, np.int64)
     svc_base[2], svc_cap[2] = deliver.offset, deliver.capacity
     slab = Slab(1 << 16, 64)
-    got = rx_take(buf, rx.offset, rx.capacity, 8, 1, 1, 5, np.array([2], np.int64), np.array([7], np.int64), 0,
-                  0, svc_base, svc_cap, np.zeros(SERVICE_IDS, np.uint8), 0, 1, slab.data, slab.meta, slab.idx_seq, slab.idx_pos, slab.idx_len)
+    asm = Assemblies([2], 1 << 12)
+    got = rx_take(buf, rx.offset, rx.capacity, 8, 1, 1, 5, asm.nodes, np.array([7], np.int64), 0, 0, svc_base,
+                  svc_cap, np.zeros(SERVICE_IDS, np.uint8), 0, 1, slab.data, slab.meta, slab.idx_seq, slab.idx_pos,
+                  slab.idx_len, asm.state, asm.arena, asm.slot_bytes, asm.py_holds)
     assert got[:3] == (1, 1, 1), got
     assert slab.get(1) == head + entry
     slab.free(0, 1)

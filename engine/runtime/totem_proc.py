@@ -156,7 +156,7 @@ class TotemRuntime:
         self.rx_path: RxPath | None = None
         if rx_fast:
             deliver = {sid: rings.deliver[name] for name, sid in self.service_ids.items()}
-            self.rx_path = RxPath(rings.rx, deliver, rec.KIND_MESSAGE, rec.DELIVER_MESSAGE)
+            self.rx_path = RxPath(core, rings.rx, deliver, rec.KIND_MESSAGE, rec.DELIVER_MESSAGE)
         self._closed_services: frozenset[int] = frozenset()
         self.config_reloads = 0
 

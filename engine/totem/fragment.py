@@ -13,7 +13,8 @@ old ring (:meth:`SendQueue.restart_partial`). So a message is delivered whole in
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from typing import Protocol
 
 from pycorosync.engine.totem.api import MessageTooBig, QueueFull
 from pycorosync.engine.totem.wire import (
@@ -191,19 +192,39 @@ def mcast_body_prefix(seq: int, entry_count: int) -> bytes:
     return MCAST_BODY.pack(seq, entry_count)
 
 
+class Partials(Protocol):
+    """Assemblies a driver keeps past the core (the totem process's compiled receive path)."""
+
+    def take(self, sender: int) -> tuple[int, int, int, bytearray] | None:
+        """The sender's open assembly as (msg_id, guarantee, total, bytes so far), handed over: the
+        driver no longer continues it."""
+
+    def reset(self) -> int:
+        """Drop every open assembly; returns how many."""
+
+    def senders(self) -> Iterator[int]:
+        """Senders with an open assembly."""
+
+
 class Assembler:
     """Per-sender reassembly of fragmented messages, with bounds on every piece."""
 
-    __slots__ = ("_partial", "dropped", "max_message_bytes")
+    __slots__ = ("_partial", "dropped", "external", "max_message_bytes")
 
     def __init__(self, max_message_bytes: int) -> None:
         self._partial: dict[int, tuple[int, int, int, bytearray]] = {}  # sender -> (msg_id, guarantee, total, buf)
         self.max_message_bytes = max_message_bytes
         self.dropped = 0
+        #: assemblies a driver continued itself; a sender's is taken over here when its next piece comes here
+        self.external: Partials | None = None
 
     def feed(self, sender: int, kind: int, guarantee: int, msg_id: int, piece: bytes,
              total: int) -> tuple[int, int, bytes] | None:
         """Add a FIRST/MIDDLE/LAST piece; returns (msg_id, guarantee, payload) when a message completes."""
+        if self.external is not None:
+            held = self.external.take(sender)
+            if held is not None:
+                self._partial[sender] = held
         if kind == KIND_FIRST:
             if sender in self._partial:
                 self.dropped += 1  # the previous one can never complete
@@ -235,8 +256,16 @@ class Assembler:
         """Configuration change: drop every partial assembly; returns how many were dropped."""
         n = len(self._partial)
         self._partial.clear()
+        if self.external is not None:
+            n += self.external.reset()
         return n
 
     def senders(self) -> Iterator[int]:
-        """Senders with a partial assembly (for diagnostics)."""
-        return iter(self._partial)
+        """Senders with a partial assembly (for diagnostics), the driver's included."""
+        if self.external is None:
+            return iter(self._partial)
+        return iter(sorted(set(self._partial) | set(self.external.senders())))
+
+    def held_here(self) -> Collection[int]:
+        """Senders whose open assembly this object holds (not the driver)."""
+        return self._partial.keys()

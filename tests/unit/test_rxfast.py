@@ -12,7 +12,7 @@ import pytest
 
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.layout import NodeLayout, NodeRings
-from pycorosync.engine.runtime.rxfast import STOP_EMPTY, STOP_FRAME, STOP_ROOM, Slab, rx_take
+from pycorosync.engine.runtime.rxfast import STOP_EMPTY, STOP_FRAME, STOP_ROOM, Assemblies, Slab, rx_take
 from pycorosync.engine.runtime.totem_proc import Bells, TotemRuntime
 from pycorosync.engine.totem.base import OPERATIONAL
 from pycorosync.engine.totem.config import TotemConfig
@@ -107,8 +107,10 @@ class _Peer:
         if seq is None:
             self.seq += 1
             seq = self.seq
-        body = b"".join(ENTRY.pack(kind, g, len(p), 1000 + i) + (FIRST_TOTAL.pack(total) if kind == KIND_FIRST else b"")
-                        + p for i, (kind, g, p, total) in enumerate(entries))
+        # msg_id: the pieces of a message share one (1000, a message of this test at a time); whole ones, their own
+        body = b"".join(ENTRY.pack(kind, g, len(p), 1000 + i * (kind == KIND_WHOLE))
+                        + (FIRST_TOTAL.pack(total) if kind == KIND_FIRST else b"") + p
+                        for i, (kind, g, p, total) in enumerate(entries))
         head = MCAST_HEADER.pack(MAGIC, VERSION, MCAST, flags, sender, self.inc if inc is None else inc, self.rep,
                                  self.ring_seq, seq, len(entries))
         return seq, head + body + tail
@@ -118,19 +120,23 @@ def _whole(*payloads: bytes, g: int = 1) -> list[tuple[int, int, bytes, int]]:
     return [(KIND_WHOLE, g, rec.service_header(SID) + p, 0) for p in payloads]
 
 
-def _stream(peer: _Peer) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]], dict[int, bytes]]:
+def _stream(peer: _Peer) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]], dict[int, bytes], list[int]]:
     """(frames to send, in order; the messages node 1 must deliver (guarantee, body); seq -> frame of each
-    frame node 1 must hold)."""
+    frame node 1 must hold; the seqs the compiled path must take)."""
     sent: list[tuple[int, bytes]] = []
     want: list[tuple[int, bytes]] = []
     held: dict[int, bytes] = {}
+    compiled: list[int] = []
 
-    def send(seq_frame: tuple[int, bytes], delivers: list[tuple[int, bytes]], keep: bool = True) -> None:
+    def send(seq_frame: tuple[int, bytes], delivers: list[tuple[int, bytes]], keep: bool = True,
+             fast: bool = False) -> None:
         seq, frame = seq_frame
         sent.append(seq_frame)
         want.extend(delivers)
         if keep:
             held[seq] = frame
+        if fast:
+            compiled.append(seq)
 
     send(peer.frame(_whole(b"m1")), [(1, b"m1")])
     send(peer.frame(_whole(b"m2", b"m3" * 300, b"m4", g=2)), [(2, b"m2"), (2, b"m3" * 300), (2, b"m4")])
@@ -141,9 +147,29 @@ def _stream(peer: _Peer) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes
     big = bytes(range(256)) * 12
     head = rec.service_header(SID)
     whole_msg = head + big
-    send(peer.frame([(KIND_FIRST, 0, whole_msg[:1000], len(whole_msg))]), [])
-    send(peer.frame([(KIND_MIDDLE, 0, whole_msg[1000:2000], 0)]), [])
-    send(peer.frame([(KIND_LAST, 0, whole_msg[2000:], 0)]), [(0, big)])
+    send(peer.frame([(KIND_FIRST, 0, whole_msg[:1000], len(whole_msg))]), [], fast=True)
+    send(peer.frame([(KIND_MIDDLE, 0, whole_msg[1000:2000], 0)]), [], fast=True)
+    send(peer.frame([(KIND_LAST, 0, whole_msg[2000:], 0)]), [(0, big)], fast=True)
+    # a frame that ends one message, carries whole ones and starts the next: [LAST, WHOLE, WHOLE, FIRST]
+    nxt = head + bytes(reversed(range(256))) * 9
+    send(peer.frame([(KIND_FIRST, 2, whole_msg[:1500], len(whole_msg))]), [], fast=True)
+    send(peer.frame([(KIND_LAST, 2, whole_msg[1500:], 0), *_whole(b"w1", b"w2", g=3),
+                     (KIND_FIRST, 1, nxt[:700], len(nxt))]), [(2, big), (3, b"w1"), (3, b"w2")], fast=True)
+    send(peer.frame([(KIND_MIDDLE, 1, nxt[700:1500], 0)]), [], fast=True)
+    # ... whose LAST comes before its last MIDDLE: the core takes over the assembly held here
+    m_seq, l_seq = peer.seq + 1, peer.seq + 2
+    peer.seq += 2
+    middle = peer.frame([(KIND_MIDDLE, 1, nxt[1500:2000], 0)], seq=m_seq)
+    send(peer.frame([(KIND_LAST, 1, nxt[2000:], 0)], seq=l_seq), [])
+    send(middle, [(1, nxt[4:])])
+    # a FIRST that comes after its MIDDLE: the core holds that assembly, so its LAST (in order) goes there too
+    third = head + b"3" * 2500
+    f_seq, m_seq = peer.seq + 1, peer.seq + 2
+    peer.seq += 2
+    first = peer.frame([(KIND_FIRST, 0, third[:1000], len(third))], seq=f_seq)
+    send(peer.frame([(KIND_MIDDLE, 0, third[1000:2000], 0)], seq=m_seq), [])
+    send(first, [])
+    send(peer.frame([(KIND_LAST, 0, third[2000:], 0)]), [(0, third[4:])])
     # a gap: seq n+1 before seq n
     a_seq, b_seq = peer.seq + 1, peer.seq + 2
     peer.seq += 2
@@ -158,8 +184,8 @@ def _stream(peer: _Peer) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes
     # a run the compiled path takes whole
     for k in range(40):
         msgs = [b"r%d.%d" % (k, j) + bytes(k * 10) for j in range(1 + k % 3)]
-        send(peer.frame(_whole(*msgs, g=k % 4)), [(k % 4, m) for m in msgs])
-    return sent, want, held
+        send(peer.frame(_whole(*msgs, g=k % 4)), [(k % 4, m) for m in msgs], fast=True)
+    return sent, want, held, compiled
 
 
 def _deliveries(rt: TotemRuntime) -> list[tuple[int, bytes]]:
@@ -197,7 +223,7 @@ def test_the_compiled_path_delivers_counts_and_holds_what_the_general_path_does(
         rt = _formed(fast)
         peer = _Peer(rt)
         before = {k: rt.core.stats[k] for k in COUNTED}
-        frames, want, held = _stream(peer)
+        frames, want, held, compiled = _stream(peer)
         _feed(rt, frames, pieces)
         got = _deliveries(rt)
         assert got == want
@@ -212,8 +238,8 @@ def test_the_compiled_path_delivers_counts_and_holds_what_the_general_path_does(
         if fast:
             slab = store.slab
             assert isinstance(slab, Slab)
-            taken = [s for s in held if slab.get(s) is not None]
-            assert len(taken) >= 40, "the compiled path took next to nothing"
+            assert [s for s in compiled if slab.get(s) is None] == [], "frames the compiled path should have taken"
+            assert rt.counters["frames_rx_compiled"] >= len(compiled)
     assert results[True] == results[False]
     assert results[True]["rx_duplicate"] == 1 and results[True]["rx_malformed"] == 1
 
@@ -279,7 +305,7 @@ def test_the_kernel_stops_at_each_frame_it_must_not_take_and_leaves_it_in_the_ri
     head = rec.service_header(SID)
     good = [(KIND_WHOLE, 1, head + b"ok", 0)]
 
-    def mk(seq: int = 1, sender: int = 2, inc: int = 7, rep: int = 1, ring_seq: int = 5, flags: int = 0,
+    def mk(seq: int = 2, sender: int = 2, inc: int = 7, rep: int = 1, ring_seq: int = 5, flags: int = 0,
            entries: list[tuple[int, int, bytes, int]] = good, tail: bytes = b"") -> bytes:
         body = b"".join(ENTRY.pack(k, g, len(p), 0) + (FIRST_TOTAL.pack(t) if k == KIND_FIRST else b"") + p
                         for k, g, p, t in entries)
@@ -289,7 +315,14 @@ def test_the_kernel_stops_at_each_frame_it_must_not_take_and_leaves_it_in_the_ri
     refused = {
         "gap": mk(seq=3), "duplicate": mk(seq=1), "own": mk(sender=1),
         "unknown node": mk(sender=3), "other incarnation": mk(inc=8), "other ring": mk(ring_seq=6),
-        "other rep": mk(rep=2), "safe": mk(flags=MCAST_SAFE), "fragment": mk(entries=[(KIND_FIRST, 0, head, 9)]),
+        "other rep": mk(rep=2), "safe": mk(flags=MCAST_SAFE),
+        "middle of nothing": mk(entries=[(KIND_MIDDLE, 0, b"m" * 9, 0)]),
+        "last of nothing": mk(entries=[(KIND_LAST, 0, b"l" * 9, 0)]),
+        "first not last in its frame": mk(entries=[(KIND_FIRST, 0, head + b"f", 99), *good]),
+        "first bigger than an assembly": mk(entries=[(KIND_FIRST, 0, head + b"f", (1 << 12) + 1)]),
+        "first piece not shorter than its total": mk(entries=[(KIND_FIRST, 0, head + b"f", 5)]),
+        "first piece without a whole service header": mk(entries=[(KIND_FIRST, 0, b"\x07", 99)]),
+        "first of another kind of message": mk(entries=[(KIND_FIRST, 0, rec.service_header(SID, 1) + b"f", 99)]),
         "other service": mk(entries=[(KIND_WHOLE, 1, rec.service_header(OTHER_SID) + b"x", 0)]),
         "mixed": mk(entries=[*good, (KIND_WHOLE, 1, rec.service_header(OTHER_SID) + b"x", 0)]),
         "trailing bytes": mk(tail=b"z"), "bad guarantee": mk(entries=[(KIND_WHOLE, 9, head + b"g", 0)]),
@@ -303,15 +336,18 @@ def test_the_kernel_stops_at_each_frame_it_must_not_take_and_leaves_it_in_the_ri
         svc_base[SID], svc_cap[SID] = deliver.offset, deliver.capacity
         touched = np.zeros(256, np.uint8)
         slab = Slab(1 << 16, 64)
-        assert rx.push(2, mk()) and rx.push(2, frame)
-        taken, messages, seq, reason = rx_take(buf, rx.offset, rx.capacity, 10, 1, 1, 5, np.array([2], np.int64),
+        assert rx.push(2, mk(seq=1)) and rx.push(2, frame)
+        asm = Assemblies([2], 1 << 12)
+        taken, messages, seq, reason = rx_take(buf, rx.offset, rx.capacity, 10, 1, 1, 5, asm.nodes,
                                                np.array([7], np.int64), 0, 0, svc_base, svc_cap, touched, 0,
                                                rec.DELIVER_MESSAGE, slab.data, slab.meta, slab.idx_seq,
-                                               slab.idx_pos, slab.idx_len)
+                                               slab.idx_pos, slab.idx_len, asm.state, asm.arena, asm.slot_bytes,
+                                               asm.py_holds)
         assert (taken, messages, seq, reason) == (1, 1, 1, STOP_FRAME), what
         assert rx.pop_batch(10) == [(2, frame)], what
         assert len(deliver.pop_batch(10)) == 1, what
-        assert touched[SID] == 1 and slab.get(1) == mk() and slab.get(2) is None, what
+        assert touched[SID] == 1 and slab.get(1) == mk(seq=1) and slab.get(2) is None, what
+        assert not asm.state[:, 0].any(), what  # no assembly opened
 
 
 def test_the_kernel_stops_at_a_full_deliver_ring_and_an_empty_rx_ring() -> None:
@@ -324,12 +360,13 @@ def test_the_kernel_stops_at_a_full_deliver_ring_and_an_empty_rx_ring() -> None:
     for seq in (1, 2, 3):
         entries = b"".join(ENTRY.pack(KIND_WHOLE, 1, 4 + 900, 0) + head + bytes(900) for _ in range(2))
         assert rx.push(2, MCAST_HEADER.pack(MAGIC, VERSION, MCAST, 0, 2, 7, 1, 5, seq, 2) + entries)
-    args = (np.array([2], np.int64), np.array([7], np.int64))
+    asm = Assemblies([2], 1 << 12)
 
     def take(high: int) -> tuple[int, int, int, int]:
         out: tuple[int, int, int, int] = rx_take(
-            buf, rx.offset, rx.capacity, 10, 1, 1, 5, *args, high, 0, svc_base, svc_cap, np.zeros(256, np.uint8),
-            0, rec.DELIVER_MESSAGE, slab.data, slab.meta, slab.idx_seq, slab.idx_pos, slab.idx_len)
+            buf, rx.offset, rx.capacity, 10, 1, 1, 5, asm.nodes, np.array([7], np.int64), high, 0, svc_base,
+            svc_cap, np.zeros(256, np.uint8), 0, rec.DELIVER_MESSAGE, slab.data, slab.meta, slab.idx_seq,
+            slab.idx_pos, slab.idx_len, asm.state, asm.arena, asm.slot_bytes, asm.py_holds)
         return out
 
     # a 4 KiB deliver ring holds 4 of the 928-byte records: the third frame does not fit whole
@@ -337,3 +374,19 @@ def test_the_kernel_stops_at_a_full_deliver_ring_and_an_empty_rx_ring() -> None:
     assert len(deliver.pop_batch(10)) == 4  # the first two frames' records; nothing of the third
     assert take(2) == (1, 2, 3, STOP_EMPTY)
     assert len(deliver.pop_batch(10)) == 2
+
+
+def test_an_assembly_held_by_the_compiled_path_is_the_cores_to_list_and_to_drop() -> None:
+    rt = _formed(True)
+    peer = _Peer(rt)
+    msg = rec.service_header(SID) + bytes(3000)
+    _feed(rt, [peer.frame([(KIND_FIRST, 0, msg[:1000], len(msg))])], 1)
+    assembler = rt.core.assembler
+    assert rt.counters["frames_rx_compiled"] >= 1 and not assembler.held_here()
+    assert list(assembler.senders()) == [2]
+    assert assembler.reset() == 1  # what a configuration change does
+    assert list(assembler.senders()) == []
+    # its continuation now belongs to nobody: dropped by the core, as any piece without its start
+    dropped = assembler.dropped
+    _feed(rt, [peer.frame([(KIND_LAST, 0, msg[1000:], 0)])], 1)
+    assert assembler.dropped == dropped + 1 and _deliveries(rt) == []
