@@ -513,12 +513,15 @@ class TotemCore(Membership):
         else:
             pack_header = HEADER.pack
             pack_body = MCAST_BODY.pack
-            for flags, count, parts, whole in self.sendq.pack(budget):
+            for flags, count, parts, whole, done in self.sendq.pack(budget):
                 seq = tok.seq + 1
                 tok.seq = seq
                 parts.insert(0, pack_header(0xC5, 1, MCAST, flags, me, inc, ring.rep, ring.seq) + pack_body(seq, count))
                 raw = b"".join(parts)
-                store.add(Mcast(me, inc, key, seq, flags, raw, None, count, whole))  # entries made when used
+                m = Mcast(me, inc, key, seq, flags, raw, None, count, whole)  # entries made when used
+                if not whole:
+                    m.own = done  # delivered from the messages themselves, not reassembled from the pieces
+                store.add(m)
                 out.append(make_sendframe(None, raw))
                 sent += 1
         self.stats["mcast_tx"] += sent

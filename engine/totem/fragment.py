@@ -34,8 +34,10 @@ from pycorosync.engine.totem.wire import (
 _MIN_FRAGMENT_BYTES = 64
 _SAFE = 3
 
-#: one packed frame before it gets its seq: (flags, entry_count, encoded body parts, every entry whole)
-PackedFrame = tuple[int, int, list[bytes], bool]
+#: one packed frame before it gets its seq: (flags, entry_count, encoded body parts, every entry whole, the
+#: messages this node delivers at the frame's place in the order: (msg_id, guarantee, payload) of each whole
+#: one and of the one a LAST piece completes)
+PackedFrame = tuple[int, int, list[bytes], bool, list[tuple[int, int, bytes]]]
 
 
 class SendQueue:
@@ -141,6 +143,7 @@ class SendQueue:
         pack_entry = ENTRY.pack
         while queue and len(out) < max_frames:
             parts: list[bytes] = []  # entry header, payload, entry header, payload...
+            done: list[tuple[int, int, bytes]] = []
             space = frame_bytes
             flags = 0
             whole = True
@@ -154,6 +157,7 @@ class SendQueue:
                 if off == 0 and size + ENTRY_BYTES <= space:
                     parts.append(pack_entry(KIND_WHOLE, guarantee, size, msg_id))
                     parts.append(payload)
+                    done.append((msg_id, guarantee, payload))
                     if guarantee == _SAFE:
                         flags = MCAST_SAFE
                     space -= size + ENTRY_BYTES
@@ -180,10 +184,11 @@ class SendQueue:
                 if kind == KIND_LAST:
                     queue.popleft()
                     self.queued_bytes -= self._cost(size)
+                    done.append((msg_id, guarantee, payload))
                     continue
                 item[3] = off + take
                 break  # a FIRST or MIDDLE fills the frame
-            out.append((flags, len(parts) // 2, parts, whole))
+            out.append((flags, len(parts) // 2, parts, whole, done))
         return out
 
 

@@ -177,6 +177,12 @@ def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assemb
             append(make_deliver_frame(deliver_ring, sender, m))
             count += m.count
             continue
+        own = m.own
+        if own is not None:
+            for msg_id, guarantee, payload in own:
+                append(make(deliver_ring, sender, msg_id, guarantees[guarantee], payload))
+            count += len(own)
+            continue
         for kind, guarantee, msg_id, payload, total in m.entries:
             if kind == KIND_WHOLE:
                 append(make(deliver_ring, sender, msg_id, guarantees[guarantee], payload))

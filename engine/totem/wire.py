@@ -184,7 +184,7 @@ class Mcast:
     A plain slotted class rather than a frozen dataclass: one is built per frame on the hot path.
     """
 
-    __slots__ = ("_entries", "count", "flags", "incarnation", "raw", "ring_key", "sender", "seq", "whole")
+    __slots__ = ("_entries", "count", "flags", "incarnation", "own", "raw", "ring_key", "sender", "seq", "whole")
 
     def __init__(self, sender: int, incarnation: int, ring_key: tuple[int, int], seq: int, flags: int, raw: bytes,
                  entries: tuple[tuple[int, int, int, bytes, int], ...] | None, count: int = -1,
@@ -203,6 +203,9 @@ class Mcast:
         #: how many entries, and whether each is a whole message (known without decoding them)
         self.count = count
         self.whole = whole
+        #: a frame this node packed: the messages it delivers at the frame's place, (msg_id, guarantee,
+        #: payload) each, a fragmented one whole at its LAST piece (the sender need not reassemble its own)
+        self.own: list[tuple[int, int, bytes]] | None = None
 
     @property
     def entries(self) -> tuple[tuple[int, int, int, bytes, int], ...]:

@@ -79,20 +79,23 @@ def test_mcast_frames_from_the_send_queue_decode_to_the_same_entries() -> None:
     frames = q.pack(10)
     assembler = Assembler(1 << 20)
     out = []
-    for i, (flags, count, parts, whole) in enumerate(frames):
+    own = []
+    for i, (flags, count, parts, whole, done) in enumerate(frames):
         raw = header(MCAST, flags, 1, 0, RING) + struct.pack("<QH", i + 1, count) + b"".join(parts)
         m = decode(raw)
         assert isinstance(m, Mcast) and m.seq == i + 1 and m.raw == raw
         assert (m.count, m.whole) == (count, whole) and len(m.entries) == count
         assert [e[2] for e in m.entries] == sorted(e[2] for e in m.entries), "msg ids in send order"
+        own += [payload for _id, _g, payload in done]
         for kind, g, msg_id, piece, total in m.entries:
             if kind == 0:
                 out.append(bytes(piece))
             else:
-                done = assembler.feed(1, kind, g, msg_id, piece, total)
-                if done:
-                    out.append(done[2])
+                got = assembler.feed(1, kind, g, msg_id, piece, total)
+                if got:
+                    out.append(got[2])
     assert out == msgs
+    assert own == msgs  # what the sender delivers itself, at the same frames
 
 
 @settings(max_examples=60, deadline=None)
@@ -105,7 +108,7 @@ def test_every_frame_fits_the_transport_even_when_resent_inside_a_recovery_frame
     q = SendQueue(frame_payload, 1000, 1 << 20)
     for n in sizes:
         q.push(b"m" * n, 2)
-    for i, (flags, count, parts, _whole) in enumerate(q.pack(10_000)):
+    for i, (flags, count, parts, _whole, _done) in enumerate(q.pack(10_000)):
         raw = header(MCAST, flags, 1, 0, RING) + struct.pack("<QH", i + 1, count) + b"".join(parts)
         assert len(raw) <= frame_payload
         assert len(encode_encapsulated(1, 0, RingId(1, 0x30), i + 1, raw)) <= frame_payload
@@ -126,7 +129,7 @@ def test_truncated_frames_are_rejected_at_every_length() -> None:
     q = SendQueue(1436, 10, 1 << 20)
     q.push(b"z" * 100, 2)
     q.push(b"y" * 2000, 3)
-    flags, count, parts, _whole = q.pack(1)[0]
+    flags, count, parts, _whole, _done = q.pack(1)[0]
     mcast = header(MCAST, flags, 1, 0, RING) + struct.pack("<QH", 1, count) + b"".join(parts)
     for frame in (tok, join, commit, mcast):
         for cut in range(len(frame)):
