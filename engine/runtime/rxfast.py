@@ -1,18 +1,21 @@
-"""The totem process's compiled receive path: in-order frames of whole messages taken from the rx ring
-straight into the services' deliver rings, without a Python object per frame.
+"""The totem process's compiled receive path: in-order frames taken from the rx ring straight into the
+services' deliver rings, without a Python object per frame.
 
 While the Totem core is OPERATIONAL with everything it received delivered (``TotemCore.in_order_store``),
-the next frame of the ring is handled by ``on_frame``'s hot path in a fixed way: stored for
-retransmission, and its messages delivered at once. :func:`rx_take` does exactly that for a run of
-frames at the head of the rx ring: each one a well-formed MCAST of the current ring without flags, from
-another node of its known incarnation, with the next seq, whose entries are all whole messages of one
-service that has no backlog; it writes their DELIVER_MESSAGE records (the ones ``kernels.deliver_entries``
-writes) into that service's deliver ring, keeps the raw frame in a :class:`Slab`, and consumes it from
-the rx ring. It stops at the first frame it does not take (a token, a frame of another kind or ring, a
-gap, a fragment, a full deliver ring or slab...), which the caller then hands to ``on_frame``, so the
-order of frames, of deliveries and of everything else is the one of the general path. Afterwards the
-caller tells the core (``TotemCore.took_in_order``), which then reads the stored frames from the slab
-when a peer asks for one again or a new ring is formed (``RingStore.slab``).
+the next frame of the ring is handled by ``on_frame`` in a fixed way: stored for retransmission, its
+whole messages delivered at once, its pieces of a large message added to the sender's assembly (the
+message delivered at its LAST piece). :func:`rx_take` does exactly that for a run of frames at the head
+of the rx ring: each one a well-formed MCAST of the current ring without flags, from another node of its
+known incarnation, with the next seq, whose messages all belong to one service that has no backlog. It
+writes their DELIVER_MESSAGE records (the ones ``TotemRuntime._route`` makes) into that service's deliver
+ring, keeps each node's assembly in :class:`Assemblies` and the raw frame in a :class:`Slab`, and
+consumes the frame from the rx ring. It stops at the first frame it does not take (a token, a frame of
+another kind or ring, a gap, a piece the core's assembler must see, a full deliver ring or slab...),
+which the caller then hands to ``on_frame``, so the order of frames, of deliveries and of everything
+else is the one of the general path. Afterwards the caller tells the core (``TotemCore.took_in_order``),
+which reads the stored frames from the slab when a peer asks for one again or a new ring is formed
+(``RingStore.slab``), and takes a node's assembly over when that node's next piece comes its way
+(``Assembler.external``).
 """
 
 from __future__ import annotations

@@ -286,9 +286,10 @@ class TotemCore(Membership):
 
     def took_in_order(self, high_seq: int, frames: int, messages: int) -> None:
         """The driver stored (in ``store.slab``) and delivered the ``frames`` frames after ``high_seq``
-        of ``in_order_store()``, up to ``high_seq`` now, with ``messages`` whole messages: the state
-        ``on_frame``'s hot path leaves after the same frames. Each was a well-formed MCAST of the
-        current ring, without flags, from another node of its known incarnation, with the next seq."""
+        of ``in_order_store()``, up to ``high_seq`` now, completing ``messages`` messages (the pieces
+        of one it assembles itself, ``Assembler.external``): the state ``on_frame`` leaves after the
+        same frames. Each was a well-formed MCAST of the current ring, without flags, from another node
+        of its known incarnation, with the next seq."""
         store = self.store
         store.high_seq = store.my_aru = store.delivered = high_seq
         stats = self.stats
