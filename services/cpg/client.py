@@ -148,6 +148,13 @@ def _join_iov(msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray |
     return b"".join(msg)  # an iovec: the pieces are one message
 
 
+def _iov_parts(msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
+               ) -> list[bytes | memoryview]:
+    """The message's buffers (an iovec's pieces, or the one buffer), each as bytes or a byte view."""
+    pieces = [msg] if isinstance(msg, (bytes, bytearray, memoryview)) else msg
+    return [x if isinstance(x, bytes) else memoryview(x).cast("B") for x in pieces]
+
+
 def _make_deliver(group: bytes, nodeid: int, pid: int, msg: bytes, guarantee: int) -> Deliver:
     # equal to Deliver(...) in every way; a frozen dataclass's __init__ costs one object.__setattr__ per
     # field, and this runs once per message received
@@ -219,14 +226,23 @@ class _CpgBase:
         self._joined = False  # between a successful join and a successful leave: mcast is allowed
         self._assembler = _Assembler()
 
-    def _send_pipelined(self, pieces: list[bytes]) -> bool:
+    def _send_whole(self, msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
+                    guarantee: int) -> bool:
         """A message that fits one request goes without waiting for the service (corosync's asynchronous
-        cpg_mcast_joined): True when sent that way; CS_ERR_TRY_AGAIN when the request ring is full."""
-        if len(pieces) != 1:
+        cpg_mcast_joined), copied into the request ring straight from the caller's buffers (an iovec's
+        pieces are not joined first; CS_ERR_TRY_AGAIN, when the ring is full, costs no copy): True
+        when sent that way, False for a larger message (``_plan_mcast``)."""
+        parts = _iov_parts(msg)
+        total = sum(len(x) for x in parts)
+        if guarantee not in (0, 1, 2, 3):
+            raise CsError(CsErrorCode.CS_ERR_INVALID_PARAM, f"guarantee {guarantee}")
+        if total > p.MAX_ATOMIC_MSGSIZE:
+            raise CsError(CS_ERR_TOO_BIG, f"message of {total} bytes (at most {p.MAX_ATOMIC_MSGSIZE})")
+        if total > self._conn.max_request_bytes - _PIECE_HEADER:
             return False
         if not self._joined:
             raise CsError(CsErrorCode.CS_ERR_NOT_EXIST, "cpg_mcast_joined: this handle has not joined a group")
-        self._conn.send(_MCAST_ASYNC, pieces[0])
+        self._conn.send_parts(_MCAST_ASYNC, [p.MCAST_REQ_HEAD.pack(guarantee, p.PIECE_WHOLE, 0, total), *parts])
         return True
 
     def _plan_mcast(self, data: bytes | memoryview, guarantee: int) -> list[bytes]:
@@ -346,9 +362,9 @@ class CpgClient(_CpgBase):
         record, up to 2 MiB, is queued without waiting for the service, as corosync's asynchronous send);
         CS_ERR_TRY_AGAIN when it cannot now (retry later), CS_ERR_NOT_EXIST when not joined,
         CS_ERR_TOO_BIG over max_atomic_msgsize_get()."""
-        pieces = self._plan_mcast(_join_iov(msg), guarantee)
-        if self._send_pipelined(pieces):
+        if self._send_whole(msg, guarantee):
             return
+        pieces = self._plan_mcast(_join_iov(msg), guarantee)
         for payload in pieces[:-1]:
             self._call(p.CpgMsg.MCAST, payload, "cpg_mcast_joined")
         deadline = time.monotonic() + (LAST_PIECE_RETRY_S if len(pieces) > 1 else 0.0)
@@ -504,9 +520,9 @@ class AsyncCpgClient(_CpgBase):
         guarantee: int = CPG_TYPE_AGREED,
     ) -> None:
         """cpg_mcast_joined (see ``CpgClient.mcast_joined``)."""
-        pieces = self._plan_mcast(_join_iov(msg), guarantee)
-        if self._send_pipelined(pieces):
+        if self._send_whole(msg, guarantee):
             return
+        pieces = self._plan_mcast(_join_iov(msg), guarantee)
         for payload in pieces[:-1]:
             await self._call(p.CpgMsg.MCAST, payload, "cpg_mcast_joined")
         deadline = time.monotonic() + (LAST_PIECE_RETRY_S if len(pieces) > 1 else 0.0)

@@ -7,6 +7,7 @@ through the real rings, the real service and the real client.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import os
@@ -157,6 +158,19 @@ def test_join_mcast_leave_round_trip_with_callbacks(cpg_node: Running) -> None:
         assert seen[-1] == ("confchg", (b"grp", [], [CpgAddress(NODEID, os.getpid(), CPG_REASON_LEAVE)], []))
 
 
+def test_any_buffers_of_an_iovec_make_one_message_byte_for_byte(cpg_node: Running) -> None:
+    words = array.array("H", [1, 2, 0xFFFF])
+    parts = [memoryview(words), bytearray(b"ba"), b"", memoryview(b"view")[1:], b"end"]
+    with client(cpg_node) as c:
+        c.join(b"iov")
+        wait_event(c, ConfChg)
+        c.mcast_joined(parts)
+        c.mcast_joined(memoryview(words))
+        want = words.tobytes() + b"ba" + b"iew" + b"end"
+        assert wait_event(c, Deliver).msg == want  # type: ignore[attr-defined]
+        assert wait_event(c, Deliver).msg == words.tobytes()  # type: ignore[attr-defined]
+
+
 def test_events_api_without_callbacks(cpg_node: Running) -> None:
     with client(cpg_node) as a, client(cpg_node) as b:
         a.join("g")
@@ -218,7 +232,8 @@ def test_full_totem_queue_holds_pipelined_messages_and_fills_the_request_ring_to
         sent = 0
         with pytest.raises(CsError) as exc:
             for sent in range(1, 10_000):  # the service holds the first and stops reading: the ring fills
-                a.mcast_joined(b"%06d" % sent + body)
+                # half of them as an iovec: copied into the ring piece by piece, nothing of a refused one
+                a.mcast_joined([b"%06d" % sent, body] if sent % 2 else b"%06d" % sent + body)
         assert exc.value.code == CsErrorCode.CS_ERR_TRY_AGAIN
         sent -= 1  # the last call was refused
         assert 16 <= sent < 200  # a few MiB of request ring, then back-pressure (not unbounded buffering)

@@ -1,0 +1,397 @@
+"""CPG on a 3-node cluster on loopback: throughput and delivery latency by message size and sender count.
+
+Prints one JSON object per line:
+    {"bench": "cpg", "impl": "pycorosync", "senders": 1|3, "size_bytes": ..., "msgs_per_s": ... (per receiver),
+     "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ..., "netmtu": ...,
+     "sched": "SCHED_RR"|"SCHED_OTHER" (what the nodes' processes got),
+     "load_avg_1m": ... (the machine's load when the case ended: other work on a shared machine skews it),
+     "cpu_us_per_msg": {"sum": ..., "totem": ..., "transport": ..., "cpg": ..., "clients": ...}}
+cpu_us_per_msg: CPU microseconds per multicast message during the throughput case, of each kind of
+process summed over the 3 nodes (and of the 3 bench clients): what the design costs per message, which
+varies far less between runs on a noisy machine than the rates do.
+Throughput: each sender multicasts (CPG_TYPE_AGREED) as fast as flow control lets it for a few seconds,
+then a FIN; every receiver counts the messages it got until the FIN of every sender (msgs_per_s is the
+mean over the 3 receivers). Latency: each sender paces a few messages a second and times the round
+trip from cpg_mcast_joined to its own delivery. idle_cpu_per_node: CPU share (1.0 = one core) of one
+node's processes while the ring is idle. The baseline is real corosync on the same machine in the same
+run; when no ``corosync`` binary is installed a line {"bench": "cpg", "impl": "corosync", "skipped": ...}
+says so. A second baseline, {"bench": "cpg", "impl": "handoff-floor", "hops": 4, "p50_us": ..., "p99_us": ...},
+times 4 bare process wake-ups (eventfd, no work) at the latency pacing: the least an own delivery can take
+when it passes client -> cpg -> totem -> cpg -> client on this machine.
+
+    python bench/cpg.py [--quick] [--seconds 3] [--netmtu 1500|65535] [--sizes 64,1024] [--senders 1,3]
+                        [--sched-rr yes|no] [--totem KEY=VALUE ...]
+
+The full matrix is 64 B, 1 KiB, 64 KiB and 1 MiB, each with 1 and 3 senders; ``--quick`` runs 1 KiB and
+64 KiB with 1 sender (under 2 minutes). ``--netmtu 1500`` is corosync udpu's frame size (the baseline's);
+on loopback ``65535`` (knet's size) packs a 64 KiB message in two frames instead of 47. The machine's
+1-minute load is printed with every case: on a shared machine, compare only figures of similar load.
+The nodes run with ``system.sched_rr: no``; ``--sched-rr yes`` gives them corosync's default, round-robin
+realtime scheduling (as root), which on a machine where the 3 nodes and their clients share 2 cores costs
+most of the throughput: every wake-up of a realtime process runs at once, so nothing batches.
+``--totem max_messages=50`` (repeatable) sets another totem key of the cluster, for experiments; the
+figures to compare with corosync are those with its defaults.
+PYCOROSYNC_PROFILE_DIR=<dir> in the environment makes the totem and service processes write cProfile data;
+PYCOROSYNC_RX_COMPILED=0 turns off totem's compiled receive path (engine/runtime/rxfast.py), for A/B runs.
+On a 2-vCPU VM the 3-sender cases vary by a factor of two between consecutive runs of one build: compare
+builds with interleaved runs, several each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+GROUP = b"bench-cpg"
+SIZES = (64, 1024, 65536, 1 << 20)
+QUICK_SIZES = (1024, 65536)
+TOTEM = {"token": 1000, "token_coefficient": 0, "join": 50}
+_HDR = struct.Struct("<BIIIQ")  # kind, case, pid, seq, t_ns
+DATA, FIN = 0, 1
+LATENCY_RATE = 20  # messages/s per sender while timing round trips
+#: processes whose CPU per message the throughput cases report (the three nodes' summed, and the clients)
+CPU_SPLIT = ("totem", "transport", "cpg", "clients")
+CASE_TIMEOUT_S = 120.0
+
+
+# -- worker: one cpg process per node, driven by JSON lines on a pipe ----------------------------------
+def _worker(run_dir: str, cmd_fd: int, out_fd: int) -> int:
+    from pycorosync.cpg import CPG_TYPE_AGREED, ConfChg, CpgClient, CsError, CsErrorCode, Deliver
+
+    pid = os.getpid()
+    reader = os.fdopen(cmd_fd, "r")
+
+    def reply(obj: dict[str, Any]) -> None:
+        os.write(out_fd, (json.dumps(obj) + "\n").encode())
+
+    with CpgClient(run_dir, timeout=30.0) as cpg:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                cpg.join(GROUP)
+                break
+            except CsError as exc:
+                if exc.code != CsErrorCode.CS_ERR_TRY_AGAIN or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        members = 0
+        while members < 3:
+            event = cpg.next_event(30.0)
+            if event is None:
+                raise RuntimeError("the group never reached 3 members")
+            if isinstance(event, ConfChg):
+                members = len(event.members)
+        reply({"ready": pid})
+
+        def send(case: int, kind: int, seq: int, pad: bytes) -> None:
+            header = _HDR.pack(kind, case, pid, seq, time.perf_counter_ns())
+            while True:
+                try:
+                    cpg.mcast_joined([header, pad], CPG_TYPE_AGREED)
+                    return
+                except CsError as exc:
+                    if exc.code != CsErrorCode.CS_ERR_TRY_AGAIN:
+                        raise
+                    take(cpg.next_event(0.002))
+
+        state: dict[str, Any] = {}
+
+        def take(event: Any) -> None:
+            if not isinstance(event, Deliver):
+                return
+            kind, case, sender, seq, t_ns = _HDR.unpack_from(event.msg)
+            if case != state.get("case"):
+                return
+            if kind == FIN:
+                state["fins"].add(sender)
+                return
+            state["delivered"] += 1
+            state["t_last"] = time.monotonic()
+            if sender == pid and seq == state.get("waiting"):
+                state["rtts"].append(time.perf_counter_ns() - t_ns)
+                state["waiting"] = None
+
+        for line in reader:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "quit":
+                break
+            case, nsend, size = cmd["case"], cmd["senders"], cmd["size"]
+            sending = cmd["send"]
+            pad = bytes(max(0, size - _HDR.size))
+            state.update(case=case, fins=set(), delivered=0, t_last=None, rtts=[], waiting=None)
+            t0 = time.monotonic()
+            end = t0 + CASE_TIMEOUT_S
+            sent = 0
+            if sending and cmd["mode"] == "throughput":
+                stop_at = t0 + cmd["seconds"]
+                while time.monotonic() < stop_at:
+                    while (event := cpg.next_event(0.0)) is not None:
+                        take(event)
+                    send(case, DATA, sent, pad)
+                    sent += 1
+            elif sending:  # latency: one message at a time, paced
+                for seq in range(cmd["count"]):
+                    slot = t0 + seq / LATENCY_RATE
+                    while (left := slot - time.monotonic()) > 0:
+                        take(cpg.next_event(left))
+                    state["waiting"] = seq
+                    send(case, DATA, seq, pad)
+                    sent += 1
+                    while state["waiting"] is not None and time.monotonic() < end:
+                        take(cpg.next_event(0.5))
+            if sending:
+                send(case, FIN, sent, b"")
+            while len(state["fins"]) < nsend and time.monotonic() < end:
+                take(cpg.next_event(0.1))
+            reply({"delivered": state["delivered"], "sent": sent, "seconds": (state["t_last"] or t0) - t0,
+                   "rtts": state["rtts"], "complete": len(state["fins"]) >= nsend})
+    return 0
+
+
+class _Handle:
+    def __init__(self, run_dir: str) -> None:
+        from pycorosync.demo import fork_child
+
+        cmd_r, self.cmd_w = os.pipe()
+        self.out_r, out_w = os.pipe()
+        def prof() -> int:
+            import cProfile
+            import signal as _sig
+            _sig.signal(_sig.SIGTERM, _sig.SIG_IGN)
+            pr = cProfile.Profile()
+            pr.enable()
+            try:
+                return _worker(run_dir, cmd_r, out_w)
+            finally:
+                pr.disable()
+                pr.dump_stats(f"/tmp/profw/worker-{os.getpid()}.prof")
+        self.pid = fork_child(prof)
+        os.close(cmd_r)
+        os.close(out_w)
+        self.reader = os.fdopen(self.out_r, "r")
+
+    def send(self, obj: dict[str, Any]) -> None:
+        os.write(self.cmd_w, (json.dumps(obj) + "\n").encode())
+
+    def recv(self) -> dict[str, Any]:
+        line = self.reader.readline()
+        if not line:
+            raise RuntimeError(f"bench worker {self.pid} died")
+        return dict(json.loads(line))
+
+    def stop(self) -> None:
+        from pycorosync.demo import stop_child
+
+        with contextlib.suppress(OSError):
+            self.send({"cmd": "quit"})
+        stop_child(self.pid, grace_s=5.0)
+        with contextlib.suppress(OSError):
+            os.close(self.cmd_w)
+        self.reader.close()
+
+
+def _idle_cpu(cluster: Any, settle_s: float = 2.0, seconds: float = 5.0) -> float:
+    """Mean CPU share of one node's processes (supervisor and children) while nothing is sent, from the
+    threads' schedstat (exact; /proc/<pid>/stat counts 10 ms ticks, too coarse for a 1 % figure)."""
+    from pycorosync.localcluster import cpu_ns
+
+    pids = [pid for node in cluster.nodes.values() for pid in node.pids().values()]
+    time.sleep(settle_s)  # the workers' joins and the sync they cause are over
+    a, t0 = sum(cpu_ns(pid) for pid in pids), time.monotonic()
+    time.sleep(seconds)
+    return (sum(cpu_ns(pid) for pid in pids) - a) / 1e9 / (time.monotonic() - t0) / len(cluster.nodes)
+
+
+def _cpu_by_process(cluster: Any, workers: list[_Handle]) -> dict[str, int]:
+    """CPU ns used so far, summed over the 3 nodes by process name (totem, transport, cpg, ...) and over the
+    bench's cpg clients ("clients")."""
+    from pycorosync.localcluster import cpu_ns
+
+    out: dict[str, int] = {}
+    for node in cluster.nodes.values():
+        for name, pid in node.pids().items():
+            out[name] = out.get(name, 0) + cpu_ns(pid)
+    out["clients"] = sum(cpu_ns(w.pid) for w in workers)
+    return out
+
+
+def _handoff_floor(hops: int, count: int, rate: float, realtime: bool) -> list[int]:
+    """Round trips (ns) through a chain of ``hops`` bare process wake-ups (eventfd write, the next process
+    blocked in read), paced like the latency cases: what a message's own delivery costs at least in a design
+    where it passes that many processes (client -> cpg -> totem -> cpg -> client is 4), with no work at all.
+    With ``realtime`` the processes in the middle ask for SCHED_RR, as the nodes' processes do."""
+    fds = [os.eventfd(0, os.EFD_CLOEXEC) for _ in range(hops)]
+    pids = []
+    try:
+        for i in range(1, hops):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - a child of the bench
+                try:
+                    if realtime:
+                        with contextlib.suppress(OSError):
+                            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(os.sched_get_priority_max(os.SCHED_RR)))
+                    while True:
+                        os.eventfd_read(fds[i - 1])
+                        os.eventfd_write(fds[i], 1)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        rtts = []
+        t0 = time.monotonic()
+        for k in range(count):
+            while (left := t0 + k / rate - time.monotonic()) > 0:
+                time.sleep(left)
+            t = time.perf_counter_ns()
+            os.eventfd_write(fds[0], 1)
+            os.eventfd_read(fds[-1])
+            rtts.append(time.perf_counter_ns() - t)
+        return rtts
+    finally:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+        for fd in fds:
+            os.close(fd)
+
+
+def _node_sched(cluster: Any) -> str:
+    """The scheduling node 1's totem process runs with (``SCHED_RR``/``SCHED_OTHER``): ``--sched-rr yes``
+    gets realtime only with the rights for it (root)."""
+    pid = cluster.nodes[1].child_pid("totem")
+    if pid is None:
+        return "unknown"
+    return "SCHED_RR" if os.sched_getscheduler(pid) == os.SCHED_RR else "SCHED_OTHER"
+
+
+def _percentile(values: list[int], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))] / 1000 if values else 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 KiB and 64 KiB, 1 sender (under 2 minutes)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="throughput sending time per case (default 3)")
+    ap.add_argument("--latency-count", type=int, default=60, help="timed round trips per sender and case")
+    ap.add_argument("--sizes", type=str, default="", help="comma-separated message sizes (overrides the matrix)")
+    ap.add_argument("--senders", type=str, default="", help="comma-separated sender counts (1, 3)")
+    ap.add_argument("--sched-rr", choices=("yes", "no"), default="no",
+                    help="system.sched_rr of the nodes (corosync's default is yes: realtime, as root; it costs "
+                         "5-10x throughput when nodes and clients share 2 cores)")
+    ap.add_argument("--netmtu", type=int, default=1500,
+                    help="totem.netmtu of the cluster (1500 as corosync udpu; up to 65535 on loopback, as knet)")
+    ap.add_argument("--totem", action="append", default=[], metavar="KEY=VALUE",
+                    help="another totem key of the cluster (repeatable), e.g. --totem max_messages=50")
+    args = ap.parse_args()
+    extra_totem = dict(kv.split("=", 1) for kv in args.totem if "=" in kv)
+
+    if shutil.which("corosync") is None:
+        print(json.dumps({"bench": "cpg", "impl": "corosync", "skipped": "no corosync binary installed"}),
+              flush=True)
+    else:
+        print(json.dumps({"bench": "cpg", "impl": "corosync",
+                          "skipped": "a corosync binary is installed but driving it is not implemented"}), flush=True)
+
+    floor = _handoff_floor(4, args.latency_count, LATENCY_RATE, args.sched_rr == "yes")
+    print(json.dumps({"bench": "cpg", "impl": "handoff-floor", "hops": 4,
+                      "p50_us": round(_percentile(floor, 0.5), 1), "p99_us": round(_percentile(floor, 0.99), 1),
+                      "what": "4 bare process wake-ups (client, cpg, totem, cpg, client) at the latency pacing, no "
+                              "work: the least an own delivery can take through this process chain here"}),
+          flush=True)
+
+    from pycorosync import jitcache
+    from pycorosync.localcluster import SHM_DIR, Cluster
+
+    jitcache.configure()
+    from pycorosync.ipc import fastpath, ring_kernels, wakeup
+
+    ring_kernels.warm()
+    wakeup.warm()
+    fastpath.warm()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-cpg-"))
+    cluster = Cluster(base, 3, totem={**TOTEM, "netmtu": args.netmtu, **extra_totem}, test_services=(), name_prefix="bcpg",
+                      system={"sched_rr": args.sched_rr})
+    workers: list[_Handle] = []
+    try:
+        cluster.start()
+        deadline = time.monotonic() + 120
+        while cluster.ring_of(cluster.nodes) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the ring did not form\n{cluster.logs(tail=15)}")
+            time.sleep(0.05)
+        sched = _node_sched(cluster)
+        workers = [_Handle(str(node.run_dir)) for node in cluster.nodes.values()]
+        for w in workers:
+            w.recv()  # ready: every worker sees the 3 members
+        idle = _idle_cpu(cluster)
+        sizes = QUICK_SIZES if args.quick else SIZES
+        sender_counts = (1,) if args.quick else (1, 3)
+        if args.sizes:
+            sizes = tuple(int(x) for x in args.sizes.split(","))
+        if args.senders:
+            sender_counts = tuple(int(x) for x in args.senders.split(","))
+        case = 0
+        for nsend in sender_counts:
+            for size in sizes:
+                results = {}
+                cpu_before: dict[str, int] = {}
+                cpu_used: dict[str, int] = {}
+                for mode in ("throughput", "latency"):
+                    case += 1
+                    count = max(10, args.latency_count // (4 if size >= 1 << 20 else 1))
+                    if mode == "throughput":
+                        cpu_before = _cpu_by_process(cluster, workers)
+                    for i, w in enumerate(workers):
+                        w.send({"cmd": "run", "mode": mode, "case": case, "senders": nsend, "size": size,
+                                "send": i < nsend, "seconds": args.seconds, "count": count})
+                    results[mode] = [w.recv() for w in workers]
+                    if mode == "throughput":
+                        after = _cpu_by_process(cluster, workers)
+                        cpu_used = {k: after[k] - cpu_before.get(k, 0) for k in after}
+                tput = results["throughput"]
+                rates = [r["delivered"] / r["seconds"] for r in tput if r["seconds"] > 0]
+                msgs_per_s = sum(rates) / len(rates) if rates else 0.0
+                rtts = [x for r in results["latency"] for x in r["rtts"]]
+                complete = all(r["complete"] for r in tput + results["latency"])
+                sent = sum(r["sent"] for r in tput)
+                # CPU of the whole machine's share of the case per message multicast (delivered to 3 nodes)
+                cpu_us = {k: round(v / 1e3 / sent, 2) for k, v in sorted(cpu_used.items())
+                          if v > 0 and k in CPU_SPLIT} if sent else {}
+                print(json.dumps({
+                    "bench": "cpg", "impl": "pycorosync", "senders": nsend, "size_bytes": size,
+                    "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
+                    "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
+                    "idle_cpu_per_node": round(idle, 4), "sent": sent,
+                    "cpu_us_per_msg": {"sum": round(sum(cpu_us.values()), 2), **cpu_us},
+                    "complete": complete, "netmtu": args.netmtu, "sched": sched, **({"totem": extra_totem} if extra_totem else {}),
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                }), flush=True)
+    except KeyboardInterrupt:
+        print("bench/cpg.py: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for w in workers:
+            w.stop()
+        cluster.stop()
+        for path in SHM_DIR.glob(f"pcs-{cluster.name}-*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
