@@ -29,13 +29,16 @@ from numba import njit
 from pycorosync.engine.runtime.kernels import MESSAGE_HEADER_BYTES, SERVICE_HEADER_BYTES
 from pycorosync.engine.totem.ordering import SORT_QUEUE_SPAN, RingStore
 from pycorosync.engine.totem.wire import (
+    ENTRY,
     ENTRY_BYTES,
+    HEADER,
     KIND_FIRST,
     KIND_LAST,
     KIND_MIDDLE,
     KIND_WHOLE,
     MAGIC,
     MCAST,
+    MCAST_BODY,
     MCAST_HEADER_BYTES,
     VERSION,
 )
@@ -306,6 +309,63 @@ def slab_free(meta: Any, idx_seq: Any, idx_pos: Any, idx_len: Any, after: int, u
         meta[_FREE] = end
 
 
+@njit(cache=True, nogil=True)
+def write_middles(slab: Any, meta: Any, idx_seq: Any, idx_pos: Any, idx_len: Any, freed_to: int, payload: Any,
+                  off: int, piece: int, count: int, head: Any, first_seq: int) -> int:
+    """Makes up to ``count`` frames, each ``head`` (an MCAST header, body and MIDDLE entry, with the
+    frame's seq written at byte 24) and the next ``piece`` bytes of ``payload`` from ``off`` on, with
+    seqs from ``first_seq`` on, into the slab; returns how many (it stops where the slab has no room,
+    or a seq would be ``span`` or more past the freed ones)."""
+    size = slab.shape[0]
+    span = idx_seq.shape[0]
+    hn = head.shape[0]
+    n = hn + piece
+    made = 0
+    while made < count:
+        seq = first_seq + made
+        if seq - freed_to >= span:
+            break
+        w = meta[_W]
+        pos = w & (size - 1)
+        if pos + n > size:
+            w += size - pos
+            pos = 0
+        if w + n - meta[_FREE] > size:
+            break
+        rk._copy(slab, pos, head, 0, hn)
+        for i in range(8):
+            slab[pos + 24 + i] = (seq >> (8 * i)) & 0xFF
+        rk._copy(slab, pos + hn, payload, off + made * piece, piece)
+        slot = seq & (span - 1)
+        idx_seq[slot] = seq
+        idx_pos[slot] = w
+        idx_len[slot] = n
+        meta[_W] = w + n
+        made += 1
+    return made
+
+
+@njit(cache=True, nogil=True)
+def tx_from_slab(buf: Any, tx_base: int, tx_cap: int, slab: Any, idx_seq: Any, idx_pos: Any, idx_len: Any,
+                 first: int, count: int) -> int:
+    """Writes the slab's frames with seqs ``first``.. (``count``) into the tx ring at ``tx_base`` of ``buf``
+    as records for every node (type 0), with one publish; returns how many went in."""
+    size = slab.shape[0]
+    span = idx_seq.shape[0]
+    pushed = 0
+    for k in range(count):
+        seq = first + k
+        i = seq & (span - 1)
+        if idx_seq[i] != seq:
+            break
+        if not rk.ring_write(buf, tx_base, tx_cap, 0, slab, idx_pos[i] & (size - 1), idx_len[i]):
+            break
+        pushed += 1
+    if pushed > 0:
+        rk.ring_publish(buf, tx_base)
+    return pushed
+
+
 class Slab:
     """Raw frames by seq in one byte buffer used as a ring (``RingStore.slab``): what :func:`rx_take`
     stored, for as long as the core keeps the frame (``free``); at most ``SORT_QUEUE_SPAN`` seqs apart."""
@@ -317,6 +377,9 @@ class Slab:
         self.idx_seq = np.zeros(span, np.int64)
         self.idx_pos = np.zeros(span, np.int64)
         self.idx_len = np.zeros(span, np.int64)
+
+    def has(self, seq: int) -> bool:
+        return int(self.idx_seq[seq & (len(self.idx_seq) - 1)]) == seq
 
     def get(self, seq: int) -> bytes | None:
         i = seq & (len(self.idx_seq) - 1)
@@ -388,6 +451,44 @@ class RxPath:
         self.incs = np.full(len(core.nodelist), -1, np.int64)  # by nodelist slot; -1: none known yet
         self._store: RingStore | None = None
         self.slab = Slab()
+        self._run_slab: tuple[tuple[int, int], Slab] = ((0, 0), self.slab)  # where the last SendRun's frames are
+
+    def _slab_for(self, store: RingStore) -> Slab:
+        if store is not self._store:
+            # a new ring: its own slab (the old store keeps its one for the recovery of its frames)
+            if store.slab is None:
+                store.slab = self.slab if self._store is None else Slab()
+            self._store = store
+            slab = store.slab
+            assert isinstance(slab, Slab)
+            self.slab = slab
+        return self.slab
+
+    # -- the frame writer (ordering.FrameWriter) ---------------------------------------------------
+    def write_middles(self, store: RingStore, plan: tuple[bytes, int, int, int, int, int], sender: int,
+                      incarnation: int, first_seq: int) -> int:
+        payload, off, piece, count, msg_id, guarantee = plan
+        slab = self._slab_for(store)
+        rep, ring_seq = store.ring_key
+        head = (HEADER.pack(MAGIC, VERSION, MCAST, 0, sender, incarnation, rep, ring_seq) + MCAST_BODY.pack(0, 1)
+                + ENTRY.pack(KIND_MIDDLE, guarantee, piece, msg_id))
+        made = write_middles(slab.data, slab.meta, slab.idx_seq, slab.idx_pos, slab.idx_len, store.freed_to,
+                             np.frombuffer(payload, np.uint8), off, piece, count, np.frombuffer(head, np.uint8),
+                             first_seq)
+        self._run_slab = (store.ring_key, slab)
+        return int(made)
+
+    def push_run(self, ring_key: tuple[int, int], first: int, count: int, tx: Any) -> tuple[int, list[bytes]]:
+        """The frames of a ``SendRun`` into the tx ring: (how many went in, the rest as bytes)."""
+        key, slab = self._run_slab
+        assert key == ring_key, f"a SendRun of ring {ring_key} after frames written for ring {key}"
+        n = 0
+        if tx is not None:
+            n = int(tx_from_slab(tx.array, tx.offset, tx.capacity, slab.data, slab.idx_seq, slab.idx_pos,
+                                 slab.idx_len, first, count))
+        rest = [slab.get(seq) for seq in range(first + n, first + count)]
+        assert all(r is not None for r in rest)
+        return n, rest  # type: ignore[return-value]
 
     def _tables(self, known: Mapping[int, int], closed: frozenset[int]) -> None:
         if closed != self._closed:
@@ -411,14 +512,7 @@ class RxPath:
         store = core.in_order_store()
         if store is None:
             return 0, (), STOP_CORE
-        if store is not self._store:
-            # a new ring: its own slab (the old store keeps its one for the recovery of its frames)
-            if store.slab is None:
-                store.slab = self.slab if self._store is None else Slab()
-            self._store = store
-            slab = store.slab
-            assert isinstance(slab, Slab)
-            self.slab = slab
+        self._slab_for(store)
         self._tables(core.known_incarnation, closed)
         asm = self.asm
         held = core.assembler.held_here()
@@ -469,3 +563,8 @@ def warm() -> None:
     assert slab.get(1) == head + entry
     slab.free(0, 1)
     assert slab.get(1) is None and slab.held_bytes() == 0
+    pay = np.frombuffer(bytes(300), np.uint8)
+    middle = np.frombuffer(bytes(MCAST_HEADER_BYTES + ENTRY_BYTES), np.uint8)
+    assert write_middles(slab.data, slab.meta, slab.idx_seq, slab.idx_pos, slab.idx_len, 1, pay, 0, 100, 2, middle,
+                         2) == 2
+    assert tx_from_slab(buf, rx.offset, rx.capacity, slab.data, slab.idx_seq, slab.idx_pos, slab.idx_len, 2, 2) == 2

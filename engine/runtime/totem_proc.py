@@ -58,6 +58,7 @@ from pycorosync.engine.totem.api import (
     QueueFull,
     RingId,
     SendFrame,
+    SendRun,
 )
 from pycorosync.engine.totem.base import OPERATIONAL
 from pycorosync.engine.totem.config import RELOADABLE_FIELDS, TotemConfig
@@ -157,6 +158,7 @@ class TotemRuntime:
         if rx_fast:
             deliver = {sid: rings.deliver[name] for name, sid in self.service_ids.items()}
             self.rx_path = RxPath(core, rings.rx, deliver, rec.KIND_MESSAGE, rec.DELIVER_MESSAGE)
+            core.frame_writer = self.rx_path  # the frames of MIDDLE pieces of large messages too
         self._closed_services: frozenset[int] = frozenset()
         self.config_reloads = 0
 
@@ -242,6 +244,11 @@ class TotemRuntime:
                 dest = a.dest
                 if dest != me:
                     frames.append((0 if dest is None else dest, a.data))
+            elif isinstance(a, SendRun):
+                if frames:  # the frames before it go first
+                    self._send_frames(frames)
+                    frames = []
+                self._send_run(a)
             elif later is None:
                 later = [a]
             else:
@@ -388,6 +395,18 @@ class TotemRuntime:
         backlog.extend(frames[taken:] if taken else frames)
         while len(backlog) > TX_BACKLOG_FRAMES:
             backlog.popleft()
+
+    def _send_run(self, run: SendRun) -> None:
+        """The frames of a ``SendRun`` (made and kept by ``rx_path``) in order into the tx ring with one
+        publish; what does not fit waits in ``tx_backlog`` as ``_send_frames`` has it."""
+        assert self.rx_path is not None
+        taken, rest = self.rx_path.push_run(run.ring_key, run.first, run.count,
+                                            None if self.tx_backlog else self.rings.tx)
+        if taken:
+            self.counters["frames_tx"] += taken
+            self._wake.add("transport")
+        if rest:
+            self._send_frames([(0, raw) for raw in rest])
 
     def _route(self, now_ns: int, d: Deliver) -> None:
         try:

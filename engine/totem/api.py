@@ -82,6 +82,17 @@ class SendFrame:
 
 
 @dataclass(frozen=True)
+class SendRun:
+    """Send to every node the ``count`` frames from seq ``first`` on of ring ``ring_key`` that the
+    driver's frame writer (``TotemCore.frame_writer``) made and keeps (``RingStore.slab``): one action
+    for a run of middle pieces of a large message."""
+
+    ring_key: tuple[int, int]
+    first: int
+    count: int
+
+
+@dataclass(frozen=True)
 class Deliver:
     """A message delivered in total order within configuration ``ring_id``.
 
@@ -150,7 +161,7 @@ class LogEvent:
     text: str
 
 
-Action = SendFrame | Deliver | DeliverFrame | ConfigChange | LogEvent
+Action = SendFrame | SendRun | Deliver | DeliverFrame | ConfigChange | LogEvent
 
 
 class QueueFull(Exception):

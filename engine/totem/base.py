@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pycorosync.engine.totem.api import Action, LogEvent, RingId, SendFrame
 from pycorosync.engine.totem.config import TotemConfig
 from pycorosync.engine.totem.fragment import Assembler, SendQueue
-from pycorosync.engine.totem.ordering import RingStore
+from pycorosync.engine.totem.ordering import FrameWriter, RingStore
 from pycorosync.engine.totem.stats import new_stats
 from pycorosync.engine.totem.wire import CommitEntry, Token, encode_token
 
@@ -38,6 +38,9 @@ class CoreBase:
     #: set by a driver that takes a ``DeliverFrame`` for a frame whose messages are all whole, instead of
     #: one ``Deliver`` per message (the totem process does)
     frame_delivery = False
+    #: set by a driver that makes and keeps the frames of MIDDLE pieces itself (``ordering.FrameWriter``):
+    #: such a run of frames is one ``SendRun``
+    frame_writer: FrameWriter | None = None
 
     def __init__(self, config: TotemConfig, node_id: int, nodelist: Sequence[int], seed: int = 0,
                  ring_seq: int = 0, incarnation: int = 0) -> None:

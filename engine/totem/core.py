@@ -15,6 +15,7 @@ from pycorosync.engine.totem.api import (
     QueueFull,
     RingId,
     SendFrame,
+    SendRun,
 )
 from pycorosync.engine.totem.base import (
     COMMIT,
@@ -514,17 +515,39 @@ class TotemCore(Membership):
         else:
             pack_header = HEADER.pack
             pack_body = MCAST_BODY.pack
-            for flags, count, parts, whole, done in self.sendq.pack(budget):
-                seq = tok.seq + 1
-                tok.seq = seq
-                parts.insert(0, pack_header(0xC5, 1, MCAST, flags, me, inc, ring.rep, ring.seq) + pack_body(seq, count))
-                raw = b"".join(parts)
-                m = Mcast(me, inc, key, seq, flags, raw, None, count, whole)  # entries made when used
-                if not whole:
-                    m.own = done  # delivered from the messages themselves, not reassembled from the pieces
-                store.add(m)
-                out.append(make_sendframe(None, raw))
-                sent += 1
+            sendq = self.sendq
+            writer = self.frame_writer
+            while sent < budget:
+                if writer is not None and sendq.head_begun():
+                    # MIDDLE pieces of a large message: the driver makes and keeps those frames itself
+                    plan = sendq.middle_run(budget - sent)
+                    if plan is not None:
+                        first = tok.seq + 1
+                        n = writer.write_middles(store, plan, me, inc, first)
+                        if n > 0:
+                            sendq.advance(n * plan[2])
+                            tok.seq = first + n - 1
+                            store.add_run(first, tok.seq)
+                            out.append(SendRun(key, first, n))
+                            sent += n
+                            continue
+                packed = sendq.pack(budget - sent, stop_begun=writer is not None)
+                if not packed:
+                    break
+                for flags, count, parts, whole, done in packed:
+                    seq = tok.seq + 1
+                    tok.seq = seq
+                    parts.insert(0, pack_header(0xC5, 1, MCAST, flags, me, inc, ring.rep, ring.seq)
+                                 + pack_body(seq, count))
+                    raw = b"".join(parts)
+                    m = Mcast(me, inc, key, seq, flags, raw, None, count, whole)  # entries made when used
+                    if not whole:
+                        m.own = done  # delivered from the messages themselves, not reassembled from the pieces
+                    store.add(m)
+                    out.append(make_sendframe(None, raw))
+                    sent += 1
+                if writer is None:
+                    break
         self.stats["mcast_tx"] += sent
         return sent
 

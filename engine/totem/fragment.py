@@ -135,8 +135,34 @@ class SendQueue:
         self._queue.clear()
         self.queued_bytes = 0
 
-    def pack(self, max_frames: int) -> list[PackedFrame]:
-        """Take up to ``max_frames`` frames' worth of messages off the queue."""
+    def middle_run(self, max_frames: int) -> tuple[bytes, int, int, int, int, int] | None:
+        """The frames ``pack`` would make next that each carry one MIDDLE piece of the message at the
+        head (begun, not SAFE), up to ``max_frames``: (payload, offset, piece length, frames, msg_id,
+        guarantee); None when the next frame is not one. ``advance`` takes them off."""
+        if not self._queue:
+            return None
+        payload, msg_id, guarantee, off = self._queue[0]
+        assert isinstance(payload, bytes) and isinstance(off, int)
+        if off == 0 or guarantee == _SAFE:
+            return None
+        piece = self.frame_bytes - ENTRY_BYTES
+        count = min(max_frames, (len(payload) - off - 1) // piece)  # the last piece is a LAST
+        if count <= 0:
+            return None
+        return payload, off, piece, count, msg_id, guarantee  # type: ignore[return-value]
+
+    def advance(self, nbytes: int) -> None:
+        """The first ``nbytes`` from the head message's offset went out as MIDDLE pieces (``middle_run``)."""
+        item = self._queue[0]
+        item[3] = item[3] + nbytes  # type: ignore[operator]
+
+    def head_begun(self) -> bool:
+        """The message at the head went out in part (its FIRST piece and maybe more)."""
+        return bool(self._queue) and self._queue[0][3] != 0
+
+    def pack(self, max_frames: int, stop_begun: bool = False) -> list[PackedFrame]:
+        """Take up to ``max_frames`` frames' worth of messages off the queue; with ``stop_begun``, none
+        after a frame that leaves the head message begun (``middle_run`` may take on from there)."""
         out: list[PackedFrame] = []
         queue = self._queue
         frame_bytes = self.frame_bytes
@@ -189,6 +215,8 @@ class SendQueue:
                 item[3] = off + take
                 break  # a FIRST or MIDDLE fills the frame
             out.append((flags, len(parts) // 2, parts, whole, done))
+            if stop_begun and queue and queue[0][3]:
+                break
         return out
 
 

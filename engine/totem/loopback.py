@@ -73,8 +73,10 @@ class LoopbackNet:
                 self.delivered[src].extend(a.messages())
             elif isinstance(a, ConfigChange):
                 self.configs[src].append(a)
-            else:
+            elif isinstance(a, LogEvent):
                 self.logs[src].append(a)
+            else:  # a SendRun: only a core with a frame writer makes one, and none here has one
+                raise AssertionError(f"unexpected action {a!r}")
 
     def submit(self, node_id: int, payload: bytes, guarantee: int = 2) -> None:
         """A client of ``node_id`` submits a message."""

@@ -44,14 +44,30 @@ make_deliver_frame = DeliverFrame if hasattr(DeliverFrame, "__slots__") else _ma
 
 
 class FrameSlab(Protocol):
-    """Where a driver keeps the frames it stored past the core (the totem process's compiled receive
-    path): raw frames by seq, each one delivered already."""
+    """Where a driver keeps the frames it stored past the core, raw, by seq: frames it received and
+    delivered (the totem process's compiled receive path, each at or below my_aru), and frames of this
+    node carrying a MIDDLE piece of one of its messages (its frame writer, ``RingStore.add_run``), which
+    deliver nothing."""
 
     def get(self, seq: int) -> bytes | None:
         """The raw frame with this seq, if held."""
 
+    def has(self, seq: int) -> bool:
+        """A frame with this seq is held."""
+
     def free(self, after: int, upto: int) -> None:
         """Forget the frames with after < seq <= upto."""
+
+
+class FrameWriter(Protocol):
+    """A driver that makes the frames of MIDDLE pieces of this node's messages itself, keeps them in the
+    store's slab (``RingStore.add_run``) and sends them on a ``SendRun``."""
+
+    def write_middles(self, store: RingStore, plan: tuple[bytes, int, int, int, int, int], sender: int,
+                      incarnation: int, first_seq: int) -> int:
+        """Makes the frames of ``plan`` (``SendQueue.middle_run``: payload, offset, piece length, frames,
+        msg_id, guarantee) with seqs from ``first_seq`` on in ``store.slab``; returns how many it made,
+        from the first (fewer when its slab has no room for more)."""
 
 
 class RingStore:
@@ -67,7 +83,7 @@ class RingStore:
         self.ring_id = ring_id
         self.ring_key = (ring_id.rep, ring_id.seq)
         self.frames: dict[int, Mcast] = {}
-        #: frames a driver stored itself (raw bytes, see ``FrameSlab``), each at or below my_aru
+        #: frames a driver stored itself (raw bytes, see ``FrameSlab``)
         self.slab: FrameSlab | None = None
         self.my_aru = 0
         self.high_seq = 0
@@ -78,24 +94,36 @@ class RingStore:
     def add(self, m: Mcast) -> bool:
         """Store a frame; False if it is a duplicate, already freed, or beyond the sort queue."""
         seq = m.seq
-        if seq <= self.my_aru or seq in self.frames or seq > self.my_aru + SORT_QUEUE_SPAN:
+        slab = self.slab
+        if seq <= self.my_aru or seq in self.frames or seq > self.my_aru + SORT_QUEUE_SPAN \
+                or (slab is not None and slab.has(seq)):
             return False
         self.frames[seq] = m
         if seq > self.high_seq:
             self.high_seq = seq
         if seq == self.my_aru + 1:
-            frames = self.frames
-            aru = seq
-            while aru + 1 in frames:
-                aru += 1
-            self.my_aru = aru
-            if self.miss_counts:
-                for s in [s for s in self.miss_counts if s <= aru]:
-                    del self.miss_counts[s]
+            self._advance(seq)
         elif seq in self.miss_counts:
             del self.miss_counts[seq]
         assert self.my_aru <= self.high_seq
         return True
+
+    def add_run(self, first: int, last: int) -> None:
+        """The frames with seqs first..last, of this node, are in the slab now (a frame writer made them)."""
+        if last > self.high_seq:
+            self.high_seq = last
+        if first == self.my_aru + 1:
+            self._advance(last)
+
+    def _advance(self, aru: int) -> None:
+        # everything up to ``aru`` is held: my_aru goes on over what follows it
+        frames, slab = self.frames, self.slab
+        while aru + 1 in frames or (slab is not None and slab.has(aru + 1)):
+            aru += 1
+        self.my_aru = aru
+        if self.miss_counts:
+            for s in [s for s in self.miss_counts if s <= aru]:
+                del self.miss_counts[s]
 
     def get(self, seq: int) -> Mcast | None:
         """The frame with this seq, if held."""
@@ -123,9 +151,9 @@ class RingStore:
         """Seqs in (my_aru, upto] not held and missed on ``miss_count_const`` token visits."""
         out = []
         counts = self.miss_counts
-        frames = self.frames
+        frames, slab = self.frames, self.slab
         for s in range(self.my_aru + 1, min(upto, self.my_aru + SORT_QUEUE_SPAN) + 1):
-            if s in frames:
+            if s in frames or (slab is not None and slab.has(s)):
                 continue
             c = counts.get(s, 0) + 1
             counts[s] = c
@@ -151,7 +179,7 @@ def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assemb
     configuration), missing seqs are skipped and frames of other senders are dropped. With
     ``whole_frames``, a frame whose entries are all whole messages is one ``DeliverFrame``.
     """
-    frames = store.frames
+    frames, slab = store.frames, store.slab
     seq = store.delivered
     count = 0
     append = out.append
@@ -161,6 +189,9 @@ def deliver_frames(store: RingStore, upto: int, safe_seq: int, assembler: Assemb
     while seq < upto:
         m = frames.get(seq + 1)
         if m is None:
+            if slab is not None and slab.has(seq + 1):
+                seq += 1  # a MIDDLE piece of this node's (above what was delivered, none received is there)
+                continue
             if only_senders is None:
                 break
             seq += 1

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pycorosync.engine.totem.api import RingId
 from pycorosync.engine.totem.fragment import Assembler, SendQueue
 from pycorosync.engine.totem.wire import (
+    ENTRY,
     HEADER,
     KIND_FIRST,
     KIND_LAST,
@@ -207,3 +208,32 @@ def test_the_entry_scans_agree_with_the_full_decode_on_every_frame(
         assert full is not None and isinstance(m, Mcast)
         assert (m.count, m.whole) == (count, want[1])
         assert m.entries == full
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(300, 3000), st.lists(st.tuples(st.integers(0, 20000), st.integers(0, 3)), min_size=1, max_size=12),
+       st.integers(1, 40))
+def test_a_frame_writers_middle_runs_make_the_frames_pack_makes(
+    frame_payload: int, msgs: list[tuple[int, int]], budget: int,
+) -> None:
+    """``middle_run`` + ``advance`` (the frames a driver's frame writer makes itself) with ``pack(...,
+    stop_begun=True)`` for the rest give the same frame bodies, in the same order, as ``pack`` alone."""
+    queues = [SendQueue(frame_payload, 10_000, 1 << 20) for _ in range(2)]
+    for q in queues:
+        for k, (size, g) in enumerate(msgs):
+            q.push(bytes([k % 256]) * size, g)
+    plain = [b"".join(parts) for _f, _n, parts, _w, _d in queues[0].pack(10**6)]
+    q = queues[1]
+    mixed: list[bytes] = []
+    while len(q):
+        if q.head_begun():
+            plan = q.middle_run(budget)
+            if plan is not None:
+                payload, off, piece, count, msg_id, g = plan
+                for i in range(count):
+                    mixed.append(ENTRY.pack(KIND_MIDDLE, g, piece, msg_id) + payload[off + i * piece:off + (i + 1) * piece])
+                q.advance(count * piece)
+                continue
+        mixed += [b"".join(parts) for _f, _n, parts, _w, _d in q.pack(budget, stop_begun=True)]
+    assert mixed == plain
+    assert q.queued_bytes == 0
