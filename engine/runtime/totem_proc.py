@@ -686,11 +686,15 @@ class TotemRuntime:
         full) is left at the head for ``_submit_record``, which reports it."""
         header = self._svc_headers[name]
         skip = _SUBMIT_MCAST_HEADER_BYTES
-        room = self.core.sendq.room_bytes()  # build no more than can go in: a full queue costs one record
+        sendq = self.core.sendq
+        room = sendq.room_bytes()  # build no more than can go in
         items: list[tuple[bytes, int]] = []
         for rtype, data in pending:
             if rtype != rec.SUBMIT_MCAST or len(data) < skip or data[0] > 3:
                 break
+            size = len(header) + len(data) - skip
+            if not items and not sendq.takes(size):
+                return False  # nothing copied: ``_submit_record`` refuses it the same way, and counts it
             room -= len(data)
             if room < 0 and items:
                 break
@@ -708,7 +712,11 @@ class TotemRuntime:
         try:
             if rtype == rec.SUBMIT_MCAST:
                 guarantee, body = rec.decode_submit_mcast(data)
-                payload = self._svc_headers[name] + body  # one copy: header and body in one bytes
+                header = self._svc_headers[name]
+                if not self.core.sendq.takes(len(header) + len(body)):
+                    self.counters["submit_queue_full"] += 1
+                    return False  # refused before the copy below: a large message waits without costing
+                payload = header + body  # one copy: header and body in one bytes
                 try:
                     actions = self.core.submit(now_ns, payload, guarantee)
                 except QueueFull:

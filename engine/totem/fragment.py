@@ -121,6 +121,11 @@ class SendQueue:
         """Bytes of messages (with their entry headers) the queue still takes."""
         return max(0, self.limit_bytes - self.queued_bytes)
 
+    def takes(self, size: int) -> bool:
+        """A message of ``size`` bytes would go in now (``push`` raises QueueFull otherwise; a message over
+        ``max_message_bytes`` counts as taken: ``push`` then raises MessageTooBig)."""
+        return not self._queue or size > self.max_message_bytes or self.queued_bytes + self._cost(size) <= self.limit_bytes
+
     def avail_frames(self) -> int:
         """Whole frames still free in the queue (cmap's msg_queue_avail)."""
         return max(0, (self.limit_bytes - self.queued_bytes) // self.frame_bytes)

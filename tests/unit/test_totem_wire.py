@@ -237,3 +237,23 @@ def test_a_frame_writers_middle_runs_make_the_frames_pack_makes(
         mixed += [b"".join(parts) for _f, _n, parts, _w, _d in q.pack(budget, stop_begun=True)]
     assert mixed == plain
     assert q.queued_bytes == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 30000), max_size=8), st.integers(0, 40000))
+def test_takes_says_whether_push_would_take_a_message(queued: list[int], size: int) -> None:
+    from pycorosync.engine.totem.api import MessageTooBig, QueueFull
+
+    q = SendQueue(1436, 20, 30000)
+    for n in queued:
+        with contextlib.suppress(QueueFull):
+            q.push(bytes(n), 2)
+    says = q.takes(size)
+    try:
+        q.push(bytes(size), 2)
+        took = True
+    except QueueFull:
+        took = False
+    except MessageTooBig:
+        took = True  # refused for good, not for now: takes() lets the caller find that out from push
+    assert says == took
