@@ -96,7 +96,7 @@ def barrier_payload(service_id: int, ring_id: RingId) -> bytes:
 # -- submit records ------------------------------------------------------------------------------------
 
 def encode_submit_mcast(body: bytes | memoryview, guarantee: int) -> bytes:
-    return _MCAST.pack(guarantee) + bytes(body)
+    return b"".join((_MCAST.pack(guarantee), body))  # one copy of the body
 
 
 def decode_submit_mcast(data: bytes | memoryview) -> tuple[int, memoryview]:

@@ -224,7 +224,7 @@ def decode_join(payload: Buf) -> tuple[bytes, int]:
 
 def encode_mcast_piece(guarantee: int, piece: int, total: int, data: Buf) -> bytes:
     """MCAST request payload (one piece)."""
-    return _MCAST_REQ.pack(guarantee, piece, 0, total) + bytes(data)
+    return b"".join((_MCAST_REQ.pack(guarantee, piece, 0, total), data))  # one copy of the data
 
 
 def decode_mcast_piece(payload: Buf) -> tuple[int, int, int, memoryview]:

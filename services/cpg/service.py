@@ -409,7 +409,7 @@ class CpgService(ServiceProcess):
         if len(buf) + len(data) != total:
             session.assembly = None
             return _INVALID
-        code = self.engine.lib_mcast(conn_id, session.assembly_guarantee, bytes(buf) + bytes(data))
+        code = self.engine.lib_mcast(conn_id, session.assembly_guarantee, b"".join((buf, data)))
         if code != int(CsErrorCode.CS_ERR_TRY_AGAIN):
             session.assembly = None  # else the client sends the last piece again
         return code
