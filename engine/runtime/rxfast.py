@@ -418,6 +418,13 @@ class Assemblies:
         base = k * self.slot_bytes
         return msg_id, guarantee, total, bytearray(self.arena[base:base + fill])
 
+    def put(self, k: int, held: tuple[int, int, int, bytearray]) -> None:
+        """Continues here the assembly (msg_id, guarantee, total, bytes so far) of the node in slot ``k``."""
+        msg_id, guarantee, total, buf = held
+        base = k * self.slot_bytes
+        self.arena[base:base + len(buf)] = np.frombuffer(buf, np.uint8)
+        self.state[k] = (1, msg_id, guarantee, total, len(buf))
+
     def reset(self) -> int:
         n = int(np.count_nonzero(self.state[:, A_ACTIVE]))
         self.state[:, A_ACTIVE] = 0
@@ -517,10 +524,22 @@ class RxPath:
         asm = self.asm
         held = core.assembler.held_here()
         if held:
-            for node in held:
+            # an assembly the core continued (a piece went its way): continued here from now on if it is
+            # one rx_take would have begun (a message of a service, not too large); else the core goes on
+            # seeing that node's pieces
+            assembler = core.assembler
+            for node in list(held):
                 k = asm.slot_of.get(node)
-                if k is not None:
+                partial = assembler.peek(node)
+                if k is None or partial is None:
+                    continue
+                _msg_id, _g, total, buf = partial
+                if total <= asm.slot_bytes and len(buf) >= SERVICE_HEADER_BYTES and buf[1] == self.message_kind:
+                    assembler.hand_over(node)
+                    asm.put(k, partial)
+                else:
                     asm.py_holds[k] = 1
+            held = assembler.held_here()
         slab = self.slab
         rep, ring_seq = store.ring_key
         touched = self.touched

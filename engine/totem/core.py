@@ -516,7 +516,9 @@ class TotemCore(Membership):
             pack_header = HEADER.pack
             pack_body = MCAST_BODY.pack
             sendq = self.sendq
-            writer = self.frame_writer
+            # a ring of one node visits its own token again before the driver sends what it wrote, and
+            # frees those frames meanwhile: the frame writer is for rings of several nodes
+            writer = self.frame_writer if len(self.members) > 1 else None
             while sent < budget:
                 if writer is not None and sendq.head_begun():
                     # MIDDLE pieces of a large message: the driver makes and keeps those frames itself

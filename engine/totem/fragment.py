@@ -307,3 +307,11 @@ class Assembler:
     def held_here(self) -> Collection[int]:
         """Senders whose open assembly this object holds (not the driver)."""
         return self._partial.keys()
+
+    def peek(self, sender: int) -> tuple[int, int, int, bytearray] | None:
+        """The sender's open assembly held here: (msg_id, guarantee, total, bytes so far)."""
+        return self._partial.get(sender)
+
+    def hand_over(self, sender: int) -> tuple[int, int, int, bytearray] | None:
+        """The sender's open assembly held here, given up to the driver to continue (``external``)."""
+        return self._partial.pop(sender, None)
