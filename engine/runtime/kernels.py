@@ -25,6 +25,19 @@ MESSAGE_HEADER_BYTES = 20  #: records._MESSAGE: u32 sender, u32 rep, u64 seq, u8
 
 
 @njit(cache=True, nogil=True, inline="always")
+def message_header(buf: Any, at: int, sender: int, rep: int, ring_seq: int, guarantee: int) -> None:
+    """Writes a DELIVER_MESSAGE record's header (records._MESSAGE) at byte ``at`` of ``buf``."""
+    rk.put_u32(buf, at, sender)
+    rk.put_u32(buf, at + 4, rep)
+    rk.put_u32(buf, at + 8, ring_seq & 0xFFFFFFFF)
+    rk.put_u32(buf, at + 12, (ring_seq >> 32) & 0xFFFFFFFF)
+    buf[at + 16] = guarantee
+    buf[at + 17] = 0
+    buf[at + 18] = 0
+    buf[at + 19] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _write_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap: int, service_id: int,
                    message_kind: int, whole_kind: int, record_type: int, sender: int, rep: int,
                    ring_seq: int) -> tuple[int, int]:
@@ -48,14 +61,7 @@ def _write_entries(frame: Any, off: int, count: int, ring: Any, base: int, cap: 
         if dst < 0:
             break
         dst += rk.RECORD_HEADER_BYTES
-        rk.put_u32(ring, dst, sender)
-        rk.put_u32(ring, dst + 4, rep)
-        rk.put_u32(ring, dst + 8, ring_seq & 0xFFFFFFFF)
-        rk.put_u32(ring, dst + 12, (ring_seq >> 32) & 0xFFFFFFFF)
-        ring[dst + 16] = guarantee
-        ring[dst + 17] = 0
-        ring[dst + 18] = 0
-        ring[dst + 19] = 0
+        message_header(ring, dst, sender, rep, ring_seq, guarantee)
         rk._copy(ring, dst + MESSAGE_HEADER_BYTES, frame, p + SERVICE_HEADER_BYTES, body)
         rk.ring_commit(ring, base, cap, record_type, size)
         off = p + length

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numba import njit
 
-from pycorosync.engine.runtime.kernels import MESSAGE_HEADER_BYTES, SERVICE_HEADER_BYTES
+from pycorosync.engine.runtime.kernels import MESSAGE_HEADER_BYTES, SERVICE_HEADER_BYTES, message_header
 from pycorosync.engine.totem.ordering import SORT_QUEUE_SPAN, RingStore
 from pycorosync.engine.totem.wire import (
     ENTRY,
@@ -72,6 +72,19 @@ def _u32(buf: Any, at: int) -> Any:
 @njit(cache=True, nogil=True, inline="always")
 def _u64(buf: Any, at: int) -> Any:
     return np.int64(rk.get_u32(buf, at) | (rk.get_u32(buf, at + 4) << 32))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slab_place(meta: Any, size: int, n: int) -> Any:
+    """Where a frame of ``n`` bytes goes in a slab of ``size`` bytes (a position that only grows; one that
+    would cross the end starts over at 0), or -1 when the slab has no room for it."""
+    w = meta[_W]
+    pos = w & (size - 1)
+    if pos + n > size:
+        w += size - pos
+    if w + n - meta[_FREE] > size:
+        return -1
+    return w
 
 
 @njit(cache=True, nogil=True)
@@ -154,7 +167,7 @@ def _write_frame(buf: Any, p: int, n: int, count: int, k: int, rbase: int, rcap:
             dst = rk.ring_reserve(buf, rbase, rcap, MESSAGE_HEADER_BYTES + body)
             if dst < 0:
                 return False
-            _message_header(buf, dst + rk.RECORD_HEADER_BYTES, sender, rep, ring_seq, g)
+            message_header(buf, dst + rk.RECORD_HEADER_BYTES, sender, rep, ring_seq, g)
             rk._copy(buf, dst + rk.RECORD_HEADER_BYTES + MESSAGE_HEADER_BYTES, buf, q + SERVICE_HEADER_BYTES, body)
             rk.ring_commit(buf, rbase, rcap, record_type, MESSAGE_HEADER_BYTES + body)
         elif kind == KIND_LAST:
@@ -164,24 +177,12 @@ def _write_frame(buf: Any, p: int, n: int, count: int, k: int, rbase: int, rcap:
             if dst < 0:
                 return False
             at = dst + rk.RECORD_HEADER_BYTES
-            _message_header(buf, at, sender, rep, ring_seq, asm[k, A_GUARANTEE])
+            message_header(buf, at, sender, rep, ring_seq, asm[k, A_GUARANTEE])
             rk._copy(buf, at + MESSAGE_HEADER_BYTES, arena, base + SERVICE_HEADER_BYTES, held)
             rk._copy(buf, at + MESSAGE_HEADER_BYTES + held, buf, q, length)
             rk.ring_commit(buf, rbase, rcap, record_type, MESSAGE_HEADER_BYTES + body)
         off = q + length
     return True
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _message_header(buf: Any, at: int, sender: int, rep: int, ring_seq: int, guarantee: int) -> None:
-    rk.put_u32(buf, at, sender)
-    rk.put_u32(buf, at + 4, rep)
-    rk.put_u32(buf, at + 8, ring_seq & 0xFFFFFFFF)
-    rk.put_u32(buf, at + 12, (ring_seq >> 32) & 0xFFFFFFFF)
-    buf[at + 16] = guarantee
-    buf[at + 17] = 0
-    buf[at + 18] = 0
-    buf[at + 19] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -253,15 +254,12 @@ def rx_take(buf: Any, rx_base: int, rx_cap: int, limit: int, me: int, rep: int, 
         if fseq != seq + 1 or fseq - freed_to >= span:
             break
         count: Any = np.int64(buf[p + 32]) | (np.int64(buf[p + 33]) << 8)
-        # room for the raw frame in the slab, kept whole (a frame that would cross the end starts over)
-        w = meta[_W]
-        pos = w & (size - 1)
-        if pos + n > size:
-            w += size - pos
-            pos = 0
-        if w + n - meta[_FREE] > size:
+        # room for the raw frame in the slab, kept whole
+        w = _slab_place(meta, size, n)
+        if w < 0:
             reason = STOP_ROOM
             break
+        pos = w & (size - 1)
         sid, records = _check_frame(buf, p, n, count, slot, svc_base, message_kind, asm, arena, slot_bytes, py_holds)
         if records < 0:
             break
@@ -325,13 +323,10 @@ def write_middles(slab: Any, meta: Any, idx_seq: Any, idx_pos: Any, idx_len: Any
         seq = first_seq + made
         if seq - freed_to >= span:
             break
-        w = meta[_W]
-        pos = w & (size - 1)
-        if pos + n > size:
-            w += size - pos
-            pos = 0
-        if w + n - meta[_FREE] > size:
+        w = _slab_place(meta, size, n)
+        if w < 0:
             break
+        pos = w & (size - 1)
         rk._copy(slab, pos, head, 0, hn)
         for i in range(8):
             slab[pos + 24 + i] = (seq >> (8 * i)) & 0xFF

@@ -31,21 +31,11 @@ from pycorosync.engine.totem.wire import (
     VERSION,
 )
 from pycorosync.ipc.ring import Ring
+from tests.unit.test_runtime_totem import _MemSegment
 
 SVC = "testecho"
 SID = 7
 OTHER_SID = 99  # a service this node does not run
-
-
-class _MemSegment:
-    def __init__(self, nbytes: int) -> None:
-        self._arr = np.zeros(nbytes, np.uint8)
-
-    def array(self) -> np.ndarray[Any, Any]:
-        return self._arr
-
-    def close(self) -> None:
-        pass
 
 
 def _node(nodeid: int, rx_fast: bool, deliver_capacity: int = 1 << 16) -> TotemRuntime:
