@@ -231,8 +231,8 @@ class TotemRuntime:
 
     # -- actions ----------------------------------------------------------------------------------
     def apply(self, now_ns: int, actions: Sequence[Action]) -> None:
-        """Carries out the core's actions: the frames first, in order, and the transport is woken at once
-        when more follows; then deliveries, configuration changes and logs, in order. So the token goes on
+        """Carries out the core's actions: the frames first, in order, and the transport is woken at once;
+        then deliveries, configuration changes and logs, in order. So the token goes on
         before this node's deliveries are routed (corosync delivers after forwarding the token too): a
         rotation does not wait for every node's local deliveries. Frames and local deliveries are
         independent: the order that matters, of deliveries and changes among themselves, is kept."""
@@ -255,12 +255,13 @@ class TotemRuntime:
                 later.append(a)
         if frames:
             self._send_frames(frames)
-        if later is None:
-            return
         if "transport" in self._wake:
+            # at once, not at the end of the pass: the token goes on while this loop still works
             self._wake.discard("transport")
             if self.rings.tx.needs_wake():
                 self.bells.ring("transport")
+        if later is None:
+            return
         # service messages are batched per service (one ring write each); anything else first flushes the
         # batch, so every service sees its records in the core's order
         batch: dict[str, list[tuple[int, bytes]]] = {}
@@ -546,6 +547,8 @@ class TotemRuntime:
         budget = RX_PER_ROUND
         fast = self.rx_path
         while budget > 0:
+            if budget < RX_PER_ROUND and rx.empty():
+                break  # two plain loads: a frame published meanwhile is seen by the next pass or by arm()
             closed = self._closed_services
             reason = STOP_CORE
             if fast is not None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pycorosync.ipc.ring_kernels import OFF_CWAIT
+from pycorosync.localcluster import cpu_ns
 from pycorosync.transports.crypto import CryptoSettings
 from pycorosync.transports.udp.node import TransportProcess
 from pycorosync.transports.udp.plan import make_plan
@@ -90,6 +91,33 @@ def test_full_rx_ring_stalls_the_transport_until_totem_frees_room_and_nothing_is
         else:
             time.sleep(0.001)
     wait_for(lambda: b.counters()["rx_ring_full"] > 0)
+    got: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + 20
+    while len(got) < total:
+        assert time.monotonic() < deadline, f"stalled at {len(got)}"
+        batch = b.pop_batch(256)
+        got.extend(batch)
+        if not batch and b.seg.rx.arm():
+            b.rx_bell.wait(0.05)
+    assert [p for _, p in got] == [i.to_bytes(8, "little") * 37 for i in range(total)]
+
+
+def test_a_transport_stalled_on_a_full_rx_ring_sleeps_until_room_is_freed(spawn) -> None:
+    """While b's rx ring is full the datagrams wait in its socket, which epoll reports readable all the
+    time: b must sleep until the consumer frees room, not wake on the socket again and again."""
+    a, b = spawn(2, capacity=1 << 16)
+    total = 1500  # 1500 x 300 B: about 7 times what b's rx ring holds; the rest waits in b's socket
+    sent = 0
+    while sent < total:
+        if a.push(2, sent.to_bytes(8, "little") * 37):
+            sent += 1
+        else:
+            time.sleep(0.001)
+    wait_for(lambda: b.counters()["rx_ring_full"] > 0 and a.counters()["tx_packets"] >= total)
+    t0, cpu0 = time.monotonic(), cpu_ns(b.proc.pid)
+    time.sleep(1.0)  # the span measured: nothing is read from b's rx ring meanwhile
+    busy = (cpu_ns(b.proc.pid) - cpu0) / 1e9 / (time.monotonic() - t0)
+    assert busy < 0.2, f"a stalled transport used {busy:.0%} of a core"
     got: list[tuple[int, bytes]] = []
     deadline = time.monotonic() + 20
     while len(got) < total:

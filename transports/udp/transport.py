@@ -1,8 +1,9 @@
 """The UDP transport process: tx ring -> seal -> sockets, sockets -> open -> rx ring.
 
 One thread around one ``epoll`` on the tx ring's doorbell eventfd, the receive socket(s), the stop fd and
-a signal wake-up pipe (SIGTERM/SIGINT). While there is work it loops; when there is none it polls a few
-times, arms the tx ring's waiting flag and sleeps in epoll. Housekeeping (stats, link health, rate-limited
+a signal wake-up pipe (SIGTERM/SIGINT). A pass drains the tx ring when its doorbell rang and reads the
+sockets epoll reported, again at once after a full batch; then it arms the tx ring's waiting flag and
+sleeps in epoll. Housekeeping (stats, link health, rate-limited
 drop logs) runs every ``HOUSEKEEPING_S`` from the epoll timeout.
 
 A full rx ring is back-pressure: the datagrams already read stay staged, the socket is not read until
@@ -354,37 +355,58 @@ class UdpTransport:
             if on_ready is not None:
                 on_ready()
             next_house = time.monotonic()
+            # what a pass reads: the tx ring when its doorbell rang (or arming found a record), the sockets
+            # epoll says are readable; a full batch is read again at once. So a wake-up for one frame does
+            # one drain or one recvmmsg, not both and then an empty pass of each
+            tx_due = True
+            rx_due = list(rx_fds)
+            rx_watched = True  # the sockets are in the epoll set (not while the rx ring is full)
             while not self.stop_requested and not (should_stop and should_stop()):
                 now = time.monotonic()
                 now_ns = time.monotonic_ns()
-                did = self.pump_tx()
+                if tx_due:
+                    tx_due = self.pump_tx() >= TX_FRAMES
                 if self.pending:
                     self.flush_pending(now_ns)
-                else:
-                    for fd in rx_fds:
-                        did += self.pump_rx(fd, now_ns)
+                if not self.pending and rx_due:
+                    again = []
+                    for fd in rx_due:
+                        if self.pump_rx(fd, now_ns) >= RX_ENTRIES or self.pending:
+                            again.append(fd)  # maybe more waiting; after a full rx ring, read it first
+                    rx_due = again
                 if now >= next_house:
                     self.housekeeping(now)
                     next_house = now + HOUSEKEEPING_S
-                if did:
+                if tx_due or (rx_due and not self.pending):
                     continue
                 buf, base, _cap = self.txr
                 if not ring_arm(buf, base):
+                    tx_due = True
                     continue  # a record arrived while arming
                 # housekeeping rides on traffic wake-ups; it forces one only an interval late
                 timeout = max(0.0, next_house + HOUSEKEEPING_S - time.monotonic())
                 if self.pending:
-                    # rx ring full: totem rings our doorbell once it frees room (PROTOCOL.md §1)
+                    # rx ring full: totem rings our doorbell once it frees room (PROTOCOL.md §1); the sockets
+                    # leave the epoll set meanwhile, or their pending datagrams would wake it at once
                     rbuf, rbase, rcap = self.rxr
                     if not ring_arm_producer(rbuf, rbase, rcap, self.max_large_frame):
                         ring_disarm(buf, base)
                         continue
+                    if rx_watched:
+                        for fd in rx_fds:
+                            ep.modify(fd, 0)
+                        rx_watched = False
                     if self.tx_bell < 0:
                         timeout = min(timeout, BLOCKED_RETRY_S)  # nobody can ring us: poll
+                elif not rx_watched:
+                    for fd in rx_fds:
+                        ep.modify(fd, select.EPOLLIN)
+                    rx_watched = True
                 events = ep.poll(timeout)
                 ring_disarm(buf, base)
                 for fd, _ev in events:
                     if fd == self.tx_bell:
+                        tx_due = True
                         with contextlib.suppress(BlockingIOError):
                             os.eventfd_read(self.tx_bell)
                     elif fd == wake_r:
@@ -392,6 +414,10 @@ class UdpTransport:
                             os.read(wake_r, 64)
                     elif fd == stop_fd:
                         self.stop_requested = True
+                    elif fd not in rx_due:
+                        rx_due.append(fd)
+                if self.pending:
+                    tx_due = True  # the bell may be totem's "room again" or a frame to send: both are looked at
             self.housekeeping(time.monotonic())
             log.info("UDP transport node %d stopping", self.node_id)
             return 0
