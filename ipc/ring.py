@@ -460,9 +460,9 @@ class RingSet:
             r._refuse_closed()
         return False
 
-    def disarm(self) -> None:
-        """``Ring.disarm`` for every ring of the set."""
-        rk.rings_disarm(self.rings[0].array, self._bases)
+    def disarm(self) -> int:
+        """``Ring.disarm`` for every ring of the set; returns ``ready()`` as it is right after."""
+        return int(rk.rings_disarm(self.rings[0].array, self._bases))
 
 
 def _check_capacity(capacity: int, label: str) -> None:

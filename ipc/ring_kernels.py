@@ -538,10 +538,12 @@ def rings_arm(buf: Any, bases: Any, count: int) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def rings_disarm(buf: Any, bases: Any) -> None:
-    """``ring_disarm`` for every ring at ``bases``."""
+def rings_disarm(buf: Any, bases: Any) -> int:
+    """``ring_disarm`` for every ring at ``bases``; returns what ``rings_ready`` would return right after
+    (the consumer woke to read: it needs both, one kernel call)."""
     for i in range(bases.shape[0]):
         ring_disarm(buf, int(bases[i]))
+    return rings_ready(buf, bases)
 
 
 @njit(cache=True, nogil=True)

@@ -41,7 +41,7 @@ import numpy as np
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.kernels import deliver_entries, deliver_frames, scan_entries
 from pycorosync.engine.runtime.layout import RUNTIME_BASE, RUNTIME_COUNTERS, NodeRings
-from pycorosync.engine.runtime.rxfast import STOP_CORE, STOP_EMPTY, RxPath
+from pycorosync.engine.runtime.rxfast import STOP_CORE, STOP_EMPTY, STOP_FRAME, RxPath
 from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService
 from pycorosync.engine.runtime.totem_reload import ConfigReloadWatch, signal_supervisor_reload
 from pycorosync.engine.runtime.totem_stats import SchedMissCheck, SchedMissLog, TokenRotation
@@ -131,6 +131,7 @@ class TotemRuntime:
         # ring of the i-th service of ``_submit_rings``
         self._submit_rings = tuple(rings.submit.items())
         self._inbound = RingSet((rings.rx, *rings.submit.values()))
+        self._ready_at_wake = -1  # RingSet.ready() as disarm() found it (-1: read it again)
         # sync control messages to multicast (BARRIER, SERVICE_BUILD) as (ring they belong to, payload)
         self.pending_barriers: list[tuple[RingId, bytes]] = []
         self.counters = dict.fromkeys(RUNTIME_COUNTERS, 0)
@@ -183,7 +184,11 @@ class TotemRuntime:
         for _ in range(64):  # bounded: the loop comes back after polling its other fds
             # a pass reads only the inbound rings that hold records (one kernel call tells which); after a
             # pass that did something another one runs, so what came in meanwhile is read before sleeping
-            ready = self._inbound.ready()
+            ready = self._ready_at_wake
+            if ready < 0:
+                ready = self._inbound.ready()
+            else:
+                self._ready_at_wake = -1  # the mask disarm() read: one kernel call fewer per wake-up
             did = self._flush_outputs() if self.tx_backlog or any(self.deliver_backlog.values()) else False
             # submits first: a token read below then carries every message the services gave so far
             did |= self._read_submits(now_ns, ready)
@@ -227,7 +232,8 @@ class TotemRuntime:
         return self._inbound.arm(1 if self._token_coming() else None)
 
     def disarm(self) -> None:
-        self._inbound.disarm()
+        """After waking: clears the inbound rings' flags; the next pass starts from what they hold now."""
+        self._ready_at_wake = self._inbound.disarm()
 
     # -- actions ----------------------------------------------------------------------------------
     def apply(self, now_ns: int, actions: Sequence[Action]) -> None:
@@ -554,14 +560,21 @@ class TotemRuntime:
             if fast is not None:
                 if any(self.deliver_backlog.values()):
                     closed = frozenset(self.service_ids[n] for n, b in self.deliver_backlog.items() if b)
-                taken, written, reason = fast.take(core, budget, closed)
-                if taken:
-                    budget -= taken
-                    self.counters["frames_rx"] += taken
-                    self.counters["frames_rx_compiled"] += taken
-                    self._wake.update(self.service_names[sid] for sid in written)
-                if reason == STOP_EMPTY or budget == 0:
+                head = rx.peek()
+                if head is None:
                     break
+                view = head[1]
+                if len(view) > 2 and view[2] == wire.MCAST:
+                    taken, written, reason = fast.take(core, budget, closed)
+                    if taken:
+                        budget -= taken
+                        self.counters["frames_rx"] += taken
+                        self.counters["frames_rx_compiled"] += taken
+                        self._wake.update(self.service_names[sid] for sid in written)
+                    if reason == STOP_EMPTY or budget == 0:
+                        break
+                else:
+                    reason = STOP_FRAME  # a token or a membership frame: the core's, no compiled call for it
             # the general way: the frame the compiled path stopped at; while the core does not allow that
             # path, frames one at a time until it does; without it (or while a service has a backlog) a batch
             on_frame = core.on_frame
@@ -574,11 +587,11 @@ class TotemRuntime:
             else:
                 n = 0
                 while n < budget:
-                    items = rx.pop_batch(1)
-                    if not items:
+                    item = rx.pop()
+                    if item is None:
                         break
                     n += 1
-                    actions += on_frame(now_ns, items[0][1])
+                    actions += on_frame(now_ns, item[1])
                     if reason != STOP_CORE or core.in_order_store() is not None:
                         break
             if not n:
