@@ -453,11 +453,12 @@ class TotemCore(Membership):
                 else:
                     keep.append(s)
             tok.rtr_list = keep
-        if allowed > sent:
+        if allowed > sent and (self.recovery_queue if recovering else self.sendq):
             sent += self._send_new(tok, store, allowed - sent, recovering, out)
         if not is_rep:
             tok.aru_acc = min(tok.aru_acc, store.my_aru)
-        missing = store.missing(tok.seq, self.cfg.miss_count_const)
+        # nothing can be missing when I hold every frame the token knows of (the common visit)
+        missing = store.missing(tok.seq, self.cfg.miss_count_const) if tok.seq > store.my_aru else None
         if missing:
             rtr = tok.rtr_list
             added = [s for s in missing if s not in rtr][: RTR_MAX - len(rtr)]
@@ -555,6 +556,8 @@ class TotemCore(Membership):
 
     def _deliver(self, out: list[Action]) -> None:
         store = self.store
+        if store.delivered >= store.my_aru:
+            return  # every frame held in order was delivered already
         self.stats["messages_delivered"] += deliver_frames(store, store.my_aru, self.safe_seq, self.assembler,
                                                            self.ring_id, out, whole_frames=self.frame_delivery)
 
