@@ -48,6 +48,7 @@ from pycorosync.engine.totem.wire import (
     MCAST,
     MCAST_BODY,
     MCAST_ENCAPSULATED,
+    MCAST_SAFE,
     MEMB_MERGE_DETECT,
     RTR_MAX,
     TOKEN_HOLD_CANCEL,
@@ -514,7 +515,8 @@ class TotemCore(Membership):
                 out.append(SendFrame(None, raw))
                 sent += 1
         else:
-            pack_header = HEADER.pack
+            # the common header differs only in its flags between this visit's frames
+            headers = {f: HEADER.pack(0xC5, 1, MCAST, f, me, inc, ring.rep, ring.seq) for f in (0, MCAST_SAFE)}
             pack_body = MCAST_BODY.pack
             sendq = self.sendq
             # a ring of one node visits its own token again before the driver sends what it wrote, and
@@ -540,8 +542,7 @@ class TotemCore(Membership):
                 for flags, count, parts, whole, done in packed:
                     seq = tok.seq + 1
                     tok.seq = seq
-                    parts.insert(0, pack_header(0xC5, 1, MCAST, flags, me, inc, ring.rep, ring.seq)
-                                 + pack_body(seq, count))
+                    parts.insert(0, headers[flags] + pack_body(seq, count))
                     raw = b"".join(parts)
                     m = Mcast(me, inc, key, seq, flags, raw, None, count, whole)  # entries made when used
                     if not whole:

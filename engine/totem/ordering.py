@@ -94,6 +94,12 @@ class RingStore:
     def add(self, m: Mcast) -> bool:
         """Store a frame; False if it is a duplicate, already freed, or beyond the sort queue."""
         seq = m.seq
+        if seq == self.high_seq + 1 and self.my_aru == self.high_seq and not self.miss_counts:
+            # the next frame of a store that holds everything (a sender's own new frames): nothing above
+            # high_seq is held, so it is no duplicate, and my_aru moves onto it
+            self.frames[seq] = m
+            self.high_seq = self.my_aru = seq
+            return True
         slab = self.slab
         if seq <= self.my_aru or seq in self.frames or seq > self.my_aru + SORT_QUEUE_SPAN \
                 or (slab is not None and slab.has(seq)):
