@@ -3,7 +3,7 @@
 Prints one JSON object per line:
     {"bench": "cpg", "impl": "pycorosync", "senders": 1|3, "size_bytes": ..., "msgs_per_s": ... (per receiver),
      "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ..., "netmtu": ...,
-     "sched": "SCHED_RR"|"SCHED_OTHER" (what the nodes' processes got),
+     "sched": "SCHED_RR"|"SCHED_BATCH"|"SCHED_OTHER" (what the nodes' processes got),
      "load_avg_1m": ... (the machine's load when the case ended: other work on a shared machine skews it),
      "cpu_us_per_msg": {"sum": ..., "totem": ..., "transport": ..., "cpg": ..., "clients": ...}}
 cpu_us_per_msg: CPU microseconds per multicast message during the throughput case, of each kind of
@@ -20,7 +20,7 @@ times 4 bare process wake-ups (eventfd, no work) at the latency pacing: the leas
 when it passes client -> cpg -> totem -> cpg -> client on this machine.
 
     python bench/cpg.py [--quick] [--seconds 3] [--netmtu 1500|65535] [--sizes 64,1024] [--senders 1,3]
-                        [--sched-rr yes|no] [--totem KEY=VALUE ...]
+                        [--sched-rr yes|no] [--sched-batch yes|no] [--totem KEY=VALUE ...]
 
 The full matrix is 64 B, 1 KiB, 64 KiB and 1 MiB, each with 1 and 3 senders; ``--quick`` runs 1 KiB and
 64 KiB with 1 sender (under 2 minutes). ``--netmtu 1500`` is corosync udpu's frame size (the baseline's);
@@ -29,6 +29,8 @@ on loopback ``65535`` (knet's size) packs a 64 KiB message in two frames instead
 The nodes run with ``system.sched_rr: no``; ``--sched-rr yes`` gives them corosync's default, round-robin
 realtime scheduling (as root), which on a machine where the 3 nodes and their clients share 2 cores costs
 most of the throughput: every wake-up of a realtime process runs at once, so nothing batches.
+Without realtime the nodes run ``SCHED_BATCH`` (``system.sched_batch: yes``, the default); ``--sched-batch no``
+gives them plain ``SCHED_OTHER``, whose wake-up preemption costs 2 to 4 times the CPU per small message here.
 ``--totem max_messages=50`` (repeatable) sets another totem key of the cluster, for experiments; the
 figures to compare with corosync are those with its defaults.
 PYCOROSYNC_PROFILE_DIR=<dir> in the environment makes the totem and service processes write cProfile data;
@@ -256,12 +258,13 @@ def _handoff_floor(hops: int, count: int, rate: float, realtime: bool) -> list[i
 
 
 def _node_sched(cluster: Any) -> str:
-    """The scheduling node 1's totem process runs with (``SCHED_RR``/``SCHED_OTHER``): ``--sched-rr yes``
-    gets realtime only with the rights for it (root)."""
+    """The scheduling node 1's totem process runs with (``SCHED_RR``/``SCHED_BATCH``/``SCHED_OTHER``):
+    ``--sched-rr yes`` gets realtime only with the rights for it (root)."""
     pid = cluster.nodes[1].child_pid("totem")
     if pid is None:
         return "unknown"
-    return "SCHED_RR" if os.sched_getscheduler(pid) == os.SCHED_RR else "SCHED_OTHER"
+    names = {os.SCHED_RR: "SCHED_RR", os.SCHED_BATCH: "SCHED_BATCH"}
+    return names.get(os.sched_getscheduler(pid), "SCHED_OTHER")
 
 
 def _percentile(values: list[int], q: float) -> float:
@@ -279,6 +282,9 @@ def main() -> int:
     ap.add_argument("--sched-rr", choices=("yes", "no"), default="no",
                     help="system.sched_rr of the nodes (corosync's default is yes: realtime, as root; it costs "
                          "5-10x throughput when nodes and clients share 2 cores)")
+    ap.add_argument("--sched-batch", choices=("yes", "no"), default="yes",
+                    help="system.sched_batch of the nodes (pycorosync's default yes: SCHED_BATCH when not "
+                         "realtime; no = SCHED_OTHER, for A/B runs)")
     ap.add_argument("--netmtu", type=int, default=1500,
                     help="totem.netmtu of the cluster (1500 as corosync udpu; up to 65535 on loopback, as knet)")
     ap.add_argument("--totem", action="append", default=[], metavar="KEY=VALUE",
@@ -312,7 +318,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-cpg-"))
     cluster = Cluster(base, 3, totem={**TOTEM, "netmtu": args.netmtu, **extra_totem}, test_services=(), name_prefix="bcpg",
-                      system={"sched_rr": args.sched_rr})
+                      system={"sched_rr": args.sched_rr, "sched_batch": args.sched_batch})
     workers: list[_Handle] = []
     try:
         cluster.start()

@@ -201,6 +201,7 @@ LOGGING_KEYS: dict[str, Spec] = {
 SYSTEM_KEYS: dict[str, Spec] = {
     "qb_ipc_type": _words("native", "shm", "socket"),
     "sched_rr": YES_NO,
+    "sched_batch": YES_NO,  # pycorosync: SCHED_BATCH when not realtime (engine/supervisor/sched.py)
     "priority": Spec(ValueType.STRING, convert=_priority),
     "move_to_root_cgroup": _words("yes", "no", "auto"),
     "allow_knet_handle_fallback": YES_NO,

@@ -1,4 +1,4 @@
-"""``system.sched_rr`` / ``system.priority``: what the config asks for, and what a process gets.
+"""``system.sched_rr`` / ``system.priority`` / ``system.sched_batch``: what the config asks for, and what a process gets.
 
 ``apply`` changes the calling process, so it runs in a forked child that reports its scheduling back.
 """
@@ -22,7 +22,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="realtime scheduling a
 
 def test_the_config_keys_map_to_corosyncs_meaning() -> None:
     assert Scheduling.from_keys({}) == Scheduling(True, None), "corosync's default: sched_rr yes"
-    assert Scheduling.from_keys({"system.sched_rr": "no"}) == Scheduling(False, None)
+    assert Scheduling.from_keys({"system.sched_rr": "no"}) == Scheduling(False, None, batch=True)
+    assert Scheduling.from_keys({"system.sched_rr": "no", "system.sched_batch": "no"}) == Scheduling(False, None, False)
     assert Scheduling.from_keys({"system.sched_rr": "no", "system.priority": "max"}).priority == -20
     assert Scheduling.from_keys({"system.sched_rr": "no", "system.priority": "min"}).priority == 19
     assert Scheduling.from_keys({"system.sched_rr": "no", "system.priority": "-7"}).priority == -7
@@ -67,15 +68,26 @@ def test_sched_rr_gives_round_robin_realtime_at_the_highest_priority() -> None:
 @needs_root
 def test_without_sched_rr_the_priority_is_a_nice_level() -> None:
     got = _in_child(Scheduling(False, -5))
+    assert (got["policy"], got["nice"], got["warnings"]) == (os.SCHED_BATCH, -5, [])
+    assert got["said"] == "SCHED_BATCH at nice -5"
+    got = _in_child(Scheduling(False, -5, batch=False))
     assert (got["policy"], got["nice"], got["warnings"]) == (os.SCHED_OTHER, -5, [])
-    got = _in_child(Scheduling(False, None))
+    got = _in_child(Scheduling(False, None, batch=False))
     assert (got["policy"], got["nice"]) == (os.SCHED_OTHER, os.getpriority(os.PRIO_PROCESS, 0))
+
+
+def test_without_sched_rr_the_node_runs_sched_batch_which_needs_no_rights() -> None:
+    got = _in_child(Scheduling(False, None), uid=NOBODY if os.geteuid() == 0 else None)
+    assert (got["policy"], got["warnings"]) == (os.SCHED_BATCH, [])
+    assert got["nice"] == os.getpriority(os.PRIO_PROCESS, 0), "the nice level is kept"
+    got = _in_child(Scheduling(False, 10), uid=NOBODY if os.geteuid() == 0 else None)
+    assert (got["policy"], got["nice"], got["said"]) == (os.SCHED_BATCH, 10, "SCHED_BATCH at nice 10")
 
 
 @needs_root
 def test_a_refused_sched_rr_is_logged_as_corosync_does_and_falls_back_to_nice_minus_20() -> None:
     got = _in_child(Scheduling(True, None), uid=NOBODY)  # an unprivileged node: both are refused
-    assert got["policy"] == os.SCHED_OTHER
+    assert got["policy"] == os.SCHED_BATCH, "it still gets what needs no rights"
     warnings = got["warnings"]
     assert isinstance(warnings, list) and len(warnings) == 2, warnings
     top = os.sched_get_priority_max(os.SCHED_RR)
