@@ -76,6 +76,10 @@ _PIECE_HEADER = 8
 # record types as plain ints: numba types an IntEnum member on a slow path (~0.2 ms per ring push)
 _MCAST = int(p.CpgMsg.MCAST)
 _MCAST_ASYNC = int(p.CpgMsg.MCAST_ASYNC)
+_MCAST_REQ_HEAD = p.MCAST_REQ_HEAD.pack
+_GUARANTEE_VALUES = frozenset((0, 1, 2, 3))
+#: a message up to this size is joined with its header and pushed by one kernel call (``_send_whole``)
+_JOINED_SEND_BYTES = 16 * 1024
 _ITER_NEXT = int(p.CpgMsg.ITER_NEXT)
 _ITER_FINALIZE = int(p.CpgMsg.ITER_FINALIZE)
 
@@ -229,12 +233,19 @@ class _CpgBase:
     def _send_whole(self, msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
                     guarantee: int) -> bool:
         """A message that fits one request goes without waiting for the service (corosync's asynchronous
-        cpg_mcast_joined), copied into the request ring straight from the caller's buffers (an iovec's
-        pieces are not joined first; CS_ERR_TRY_AGAIN, when the ring is full, costs no copy): True
-        when sent that way, False for a larger message (``_plan_mcast``)."""
-        parts = _iov_parts(msg)
-        total = sum(len(x) for x in parts)
-        if guarantee not in (0, 1, 2, 3):
+        cpg_mcast_joined): True when sent that way, False for a larger message (``_plan_mcast``).
+
+        A small one (up to ``_JOINED_SEND_BYTES``) is laid after its header in one buffer and pushed with
+        its wake-up check by one kernel call: per message, that is cheaper than copying the pieces one
+        by one. A larger one is copied into the request ring straight from the caller's buffers (an
+        iovec's pieces are not joined first; CS_ERR_TRY_AGAIN, when the ring is full, costs no copy)."""
+        parts: list[bytes | memoryview] | None = None
+        if type(msg) is bytes:
+            total = len(msg)
+        else:
+            parts = _iov_parts(msg)
+            total = sum(len(x) for x in parts)
+        if guarantee not in _GUARANTEE_VALUES:
             raise CsError(CsErrorCode.CS_ERR_INVALID_PARAM, f"guarantee {guarantee}")
         if total > p.MAX_ATOMIC_MSGSIZE:
             raise CsError(CS_ERR_TOO_BIG, f"message of {total} bytes (at most {p.MAX_ATOMIC_MSGSIZE})")
@@ -242,7 +253,11 @@ class _CpgBase:
             return False
         if not self._joined:
             raise CsError(CsErrorCode.CS_ERR_NOT_EXIST, "cpg_mcast_joined: this handle has not joined a group")
-        self._conn.send_parts(_MCAST_ASYNC, [p.MCAST_REQ_HEAD.pack(guarantee, p.PIECE_WHOLE, 0, total), *parts])
+        head = _MCAST_REQ_HEAD(guarantee, p.PIECE_WHOLE, 0, total)
+        if total <= _JOINED_SEND_BYTES:
+            self._conn.send(_MCAST_ASYNC, head + (msg if parts is None else b"".join(parts)))  # type: ignore[operator]
+        else:
+            self._conn.send_parts(_MCAST_ASYNC, [head, msg] if parts is None else [head, *parts])  # type: ignore[list-item]
         return True
 
     def _plan_mcast(self, data: bytes | memoryview, guarantee: int) -> list[bytes]:

@@ -49,6 +49,7 @@ from pycorosync.engine.runtime.node import NodeInfo
 from pycorosync.engine.totem.api import ConfigType, RingId
 from pycorosync.ipc.client import connect
 from pycorosync.ipc.framing import decode_response
+from pycorosync.services.cpg import client as cpg_client
 from pycorosync.services.cpg import protocol as p
 from pycorosync.services.cpg.service import CpgService
 
@@ -169,6 +170,13 @@ def test_any_buffers_of_an_iovec_make_one_message_byte_for_byte(cpg_node: Runnin
         want = words.tobytes() + b"ba" + b"iew" + b"end"
         assert wait_event(c, Deliver).msg == want  # type: ignore[attr-defined]
         assert wait_event(c, Deliver).msg == words.tobytes()  # type: ignore[attr-defined]
+        # either side of the size up to which a message is joined with its header before the push
+        for size in (cpg_client._JOINED_SEND_BYTES, cpg_client._JOINED_SEND_BYTES + 1):
+            body = bytes(i % 251 for i in range(size))
+            c.mcast_joined(body)
+            c.mcast_joined([memoryview(body)[:7], bytearray(body[7:])])
+            assert wait_event(c, Deliver).msg == body  # type: ignore[attr-defined]
+            assert wait_event(c, Deliver).msg == body  # type: ignore[attr-defined]
 
 
 def test_events_api_without_callbacks(cpg_node: Running) -> None:
