@@ -340,13 +340,15 @@ class NodeReader:
 
 
 def sched_of(pid: int) -> str:
-    """How ``pid`` is scheduled, for people: "RR 99" / "FIFO 10" (realtime policy, priority) or "nice N"
-    (``system.sched_rr`` / ``system.priority``); "" when it cannot be read."""
+    """How ``pid`` is scheduled, for people: "RR 99" / "FIFO 10" (realtime policy, priority), "batch nice N"
+    (``SCHED_BATCH``, ``system.sched_batch``) or "nice N" (``system.sched_rr`` / ``system.priority``); ""
+    when it cannot be read."""
     try:
         policy = os.sched_getscheduler(pid)
         if policy in (os.SCHED_RR, os.SCHED_FIFO):
             return f"{'RR' if policy == os.SCHED_RR else 'FIFO'} {os.sched_getparam(pid).sched_priority}"
-        return f"nice {os.getpriority(os.PRIO_PROCESS, pid)}"
+        batch = "batch " if policy == os.SCHED_BATCH else ""
+        return f"{batch}nice {os.getpriority(os.PRIO_PROCESS, pid)}"
     except OSError:
         return ""
 
