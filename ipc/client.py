@@ -363,7 +363,8 @@ class Connection:
         Events are taken off the ring a batch at a time (one scan and one release for up to
         ``EVENT_BATCH`` records, never more bytes than the ring holds) and handed out one by one; the
         event channel stays readable until both the batch and the ring are empty."""
-        self._check_usable()
+        if self._closed:  # ``_check_usable`` inline: this runs once per event
+            self._check_usable()
         pending = self._pending_events
         if pending:
             return pending.popleft()

@@ -159,14 +159,6 @@ def _iov_parts(msg: bytes | bytearray | memoryview | Sequence[bytes | bytearray 
     return [x if isinstance(x, bytes) else memoryview(x).cast("B") for x in pieces]
 
 
-def _make_deliver(group: bytes, nodeid: int, pid: int, msg: bytes, guarantee: int) -> Deliver:
-    # equal to Deliver(...) in every way; a frozen dataclass's __init__ costs one object.__setattr__ per
-    # field, and this runs once per message received
-    d = _new(Deliver)
-    _setattr(d, "__dict__", {"group": group, "nodeid": nodeid, "pid": pid, "msg": msg, "guarantee": guarantee})
-    return d
-
-
 _new = object.__new__
 _setattr = object.__setattr__
 _EV_DELIVER = int(p.CpgMsg.EV_DELIVER)
@@ -186,7 +178,12 @@ class _Assembler:
             nodeid, pid, piece, guarantee, _zero, total, name_len = _WHOLE_HEAD.unpack_from(payload)
             start = _WHOLE_HEAD.size + name_len
             if piece == p.PIECE_WHOLE and name_len <= p.CPG_MAX_NAME_LENGTH and start + total == len(payload):
-                return _make_deliver(payload[_WHOLE_HEAD.size:start], nodeid, pid, payload[start:], guarantee)
+                # equal to Deliver(...) in every way; a frozen dataclass's __init__ costs one
+                # object.__setattr__ per field, and this runs once per message received
+                d = _new(Deliver)
+                _setattr(d, "__dict__", {"group": payload[_WHOLE_HEAD.size:start], "nodeid": nodeid, "pid": pid,
+                                         "msg": payload[start:], "guarantee": guarantee})
+                return d
         if rtype == p.CpgMsg.EV_DELIVER:
             nodeid, pid, piece, guarantee, total, group, data = p.decode_deliver(payload)
             if piece == p.PIECE_WHOLE:
