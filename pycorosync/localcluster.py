@@ -11,7 +11,8 @@ need no setup on Linux). Used by ``pycorosync demo`` and bench/cpg.py.
 ``Node``: ``start()``, ``stop(timeout)``, ``kill()``, ``kill_child(name)``, ``child_pid(name)``, ``pids()``,
 ``status()`` (totem.status.json), ``connect(service)``, ``alive``, ``run_dir``, ``log_path``.
 
-``system={"sched_rr": "yes"}`` writes keys into the ``system`` section (default ``sched_rr: no``).
+``system={"sched_rr": "yes"}`` writes keys into the ``system`` section (default ``sched_rr: no``, so the
+nodes run ``SCHED_BATCH``).
 
 Other networks (tests/netns): ``Cluster(..., addresses={1: "10.99.0.1", ...}, launcher=lambda nodeid: [...],
 port=5405)`` gives each node its own ring0 address and runs its daemon under a command prefix such as
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
 SHM_DIR = Path("/dev/shm")
 DEFAULT_TOTEM = {"token": 400, "token_coefficient": 0, "join": 50}
 #: corosync's default is ``sched_rr: yes``; a local cluster shares its cores with the programs that drive it
-#: (tests, the demo's clients), which realtime nodes could starve, so it asks for ordinary scheduling unless
-#: told otherwise (bench/cpg.py runs with corosync's default, as the corosync baseline does)
+#: (tests, the demo's clients, bench/cpg.py), which realtime nodes could starve, so it asks for ordinary
+#: scheduling unless told otherwise (``SCHED_BATCH``: ``system.sched_batch`` keeps its default, yes)
 DEFAULT_SYSTEM: dict[str, object] = {"sched_rr": "no"}
 START_TIMEOUT_S = 60.0
 _counter = itertools.count(1)
