@@ -17,7 +17,7 @@ import pytest
 from pycorosync.cmap import CmapClient, ValueType
 from tests.cluster.test_cmap_service import cmap_service
 
-REFERENCE = Path("/work/shared/reference/tools")
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference" / "tools"
 # the configuration the reference dumps were taken with (node 1 of 3, udpu)
 REFERENCE_CONF = textwrap.dedent("""\
     totem {
