@@ -29,10 +29,20 @@ typecheck: $(STAMP)
 	for d in pycorosync/*.py engine ipc transports services monitoring; do ln -s $$PWD/$$d $(VENV)/typing/pycorosync/; done
 	cd $(VENV)/typing && MYPYPATH=. ../bin/mypy --config-file $(CURDIR)/pyproject.toml -p pycorosync.engine -p pycorosync.ipc
 
-# exit status 5 (no test collected) must never pass for green
+# Without PYTEST_ARGS: the in-process suites (unit, sim, fuzz) on PYTEST_WORKERS xdist workers, then the suites
+# that run whole nodes (cluster, netns) one test at a time, so their timing sees the machine to themselves.
+# With PYTEST_ARGS: one plain pytest run of those arguments. Exit status 5 (no test collected) never passes.
+PYTEST_WORKERS ?= 2
+PARALLEL_SUITES := tests/unit tests/sim tests/fuzz
+SERIAL_SUITES := tests/cluster tests/netns
 pytest: warm
-	$(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	@set -u; fail=0; \
+	run() { $(VPY) -m pytest "$$@"; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: $$*" >&2; rc=1; fi; \
+	  if [ $$rc -ne 0 ]; then fail=$$rc; fi; }; \
+	if [ -n "$(PYTEST_ARGS)" ]; then run $(PYTEST_ARGS); \
+	else run -n $(PYTEST_WORKERS) $(PARALLEL_SUITES); run $(SERIAL_SUITES); fi; \
+	exit $$fail
 
 # Prometheus and nftables for the monitoring and network-fault tests (as root with apt; otherwise they skip)
 sysdeps:
