@@ -25,11 +25,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pycorosync.ipc import conn as proto
-from pycorosync.ipc import fastpath
-from pycorosync.ipc import wakeup as wake
+from pycorosync.ipc import plainring
 from pycorosync.ipc.errors import (
     CS_ERR_BAD_FLAGS,
     CS_ERR_LIBRARY,
@@ -40,9 +39,9 @@ from pycorosync.ipc.errors import (
     CS_OK,
     CsError,
 )
-from pycorosync.ipc.fastpath import RingIO
+from pycorosync.ipc.eventfds import clear_eventfd, ring_eventfd
 from pycorosync.ipc.framing import check_response
-from pycorosync.ipc.ring import RecordTooLargeError, Ring, RingCorruptError
+from pycorosync.ipc.ring_layout import RecordTooLargeError, RingCorruptError
 from pycorosync.paths import resolve_run_dir
 
 
@@ -64,14 +63,31 @@ EVENT_BATCH = 64
 
 EventCallback = Callable[[int, bytes], object]
 
+_compiled_default = True
+
+
+def use_compiled_rings(compiled: bool) -> None:
+    """Chooses how this process's new connections reach their rings, unless ``connect`` is told.
+
+    True (the default): numba kernels, the fastest path per message; the first connection of a process
+    pays for loading them (about half a second). False: plain Python (``ipc.plainring``), numba never
+    imported; right for short-lived processes that send a few requests, like the command-line tools.
+    """
+    global _compiled_default
+    _compiled_default = compiled
+
 
 def connect(
     run_dir: str | os.PathLike[str] | None,
     service: str,
     timeout: float = 5.0,
     protocol_version: int = proto.IPC_PROTOCOL_VERSION,
+    compiled: bool | None = None,
 ) -> Connection:
     """Connects to ``<run_dir>/<service>.sock`` (run_dir None: ``pycorosync.paths.resolve_run_dir``).
+
+    ``compiled``: the connection's rings through numba kernels (True) or plain Python (False); None
+    takes the process's choice (``use_compiled_rings``).
 
     Raises CsError: CS_ERR_LIBRARY (no such service running), CS_ERR_ACCESS (credentials refused),
     CS_ERR_VERSION (the server speaks another protocol), CS_ERR_TRY_AGAIN (service not ready yet),
@@ -122,7 +138,8 @@ def connect(
             )
         memfd, doorbell, response_efd, event_efd = fds
         fds = []  # the connection owns them from here on, and closes them itself if it fails
-        return Connection(sock, service, path, welcome, memfd, doorbell, response_efd, event_efd)
+        return Connection(sock, service, path, welcome, memfd, doorbell, response_efd, event_efd,
+                          _compiled_default if compiled is None else compiled)
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -132,6 +149,14 @@ def connect(
 
 class Connection:
     """A connection to one service (see the module docstring). Use ``connect`` to make one."""
+
+    # numba's Ring and RingIO (compiled) or a PlainRing each (plain): the same methods
+    _request: Any
+    _response: Any
+    _events: Any
+    _request_io: Any
+    _response_io: Any
+    _event_io: Any
 
     def __init__(
         self,
@@ -143,9 +168,8 @@ class Connection:
         doorbell: int,
         response_efd: int,
         event_efd: int,
+        compiled: bool = True,
     ) -> None:
-        import numpy as np
-
         self.service = service
         self.path = path
         self.conn_id = welcome.conn_id
@@ -165,20 +189,13 @@ class Connection:
             size = os.fstat(memfd).st_size
             self._mm = mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self.layout = layout = proto.SegmentLayout.read_header(self._mm[: proto.PAGE], size, str(path))
-            self._array = np.frombuffer(self._mm, dtype=np.uint8)
-            self._backlog_addr = int(self._array.ctypes.data) + proto.BACKLOG_OFFSET
             label = f"{service}#{self.conn_id}"
-            self._request = Ring.attach(self._array, layout.request_offset, f"{label} request", layout.request_capacity)
-            self._response = Ring.attach(
-                self._array, layout.response_offset, f"{label} response", layout.response_capacity
-            )
-            self._events = Ring.attach(self._array, layout.event_offset, f"{label} event", layout.event_capacity)
             self._pending_events: collections.deque[tuple[int, bytes]] = collections.deque()
+            if compiled:
+                self._attach_compiled(layout, label)
+            else:
+                self._attach_plain(layout, label)
             self.max_request_bytes = self._request.max_payload
-            self._request_io = RingIO(self._request)
-            scratch = fastpath.scratch_for(self._response, self._events)  # both are read by this thread only
-            self._response_io = RingIO(self._response, scratch)
-            self._event_io = RingIO(self._events, scratch)
             # two private epolls: "a response or the server's death" and "an event or the server's death",
             # each a single fd that poll/select/epoll/asyncio can wait on
             self._response_poll = select.epoll()
@@ -190,12 +207,44 @@ class Connection:
             self._event_poll.register(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
             self._response.arm()
             if not self._events.arm():
-                wake.ring_eventfd(event_efd)  # events sent while we were admitted: make fileno() readable
+                ring_eventfd(event_efd)  # events sent while we were admitted: make fileno() readable
         except BaseException:
             os.close(memfd)
             self.close()
             raise
         os.close(memfd)  # the mapping keeps the memory
+
+    def _attach_compiled(self, layout: proto.SegmentLayout, label: str) -> None:
+        import numpy as np
+
+        assert self._mm is not None
+        from pycorosync.ipc import fastpath, wakeup
+        from pycorosync.ipc.ring import Ring
+
+        self._array = array = np.frombuffer(self._mm, dtype=np.uint8)
+        backlog_addr = int(array.ctypes.data) + proto.BACKLOG_OFFSET
+        self._backlog_raised: Callable[[], bool] = lambda: wakeup.flag_raised(backlog_addr)
+        self._request = Ring.attach(array, layout.request_offset, f"{label} request", layout.request_capacity)
+        self._response = Ring.attach(array, layout.response_offset, f"{label} response", layout.response_capacity)
+        self._events = Ring.attach(array, layout.event_offset, f"{label} event", layout.event_capacity)
+        self._request_io = fastpath.RingIO(self._request)
+        scratch = fastpath.scratch_for(self._response, self._events)  # both are read by this thread only
+        self._response_io = fastpath.RingIO(self._response, scratch)
+        self._event_io = fastpath.RingIO(self._events, scratch)
+
+    def _attach_plain(self, layout: proto.SegmentLayout, label: str) -> None:
+        assert self._mm is not None
+        mm = self._mm
+        self._backlog = backlog = memoryview(mm)[proto.BACKLOG_OFFSET : proto.BACKLOG_OFFSET + 4].cast("I")
+        self._backlog_raised = lambda: plainring.flag_raised(backlog)
+        attach = plainring.PlainRing.attach
+        self._request = attach(mm, layout.request_offset, f"{label} request", layout.request_capacity)
+        self._response = attach(mm, layout.response_offset, f"{label} response", layout.response_capacity)
+        self._events = attach(mm, layout.event_offset, f"{label} event", layout.event_capacity)
+        # a plain ring is its own fast path: push(rtype, payload, efd), notify(efd), pop()
+        self._request_io = self._request
+        self._response_io = self._response
+        self._event_io = self._events
 
     # ------------------------------------------------------------------------------------------ state
     @property
@@ -236,8 +285,8 @@ class Connection:
 
     def _after_read(self) -> None:
         # the server may hold responses or events back for lack of ring space: tell it there is some now
-        if wake.flag_raised(self._backlog_addr):
-            wake.ring_eventfd(self._doorbell)
+        if self._backlog_raised():
+            ring_eventfd(self._doorbell)
 
     # --------------------------------------------------------------------------------------- requests
     def send(self, rtype: int, payload: bytes = b"") -> None:
@@ -286,9 +335,10 @@ class Connection:
             raise self._server_lost()
         raise CsError(CS_ERR_TRY_AGAIN, f"{self.path}: request ring full ({self._request.capacity} bytes)")
 
-    def _pop(self, io: RingIO) -> tuple[int, bytes] | None:
+    def _pop(self, io: Any) -> tuple[int, bytes] | None:
         try:
-            return io.pop()
+            record: tuple[int, bytes] | None = io.pop()
+            return record
         except RingCorruptError as exc:  # only this process can have broken it; the server would not
             raise CsError(CS_ERR_LIBRARY, str(exc)) from None
 
@@ -369,7 +419,7 @@ class Connection:
         if pending:
             return pending.popleft()
         try:
-            batch = self._events.pop_batch(EVENT_BATCH)
+            batch: list[tuple[int, bytes]] = self._events.pop_batch(EVENT_BATCH)
         except RingCorruptError as exc:  # only this process can have broken it; the server would not
             raise CsError(CS_ERR_LIBRARY, str(exc)) from None
         if batch:
@@ -386,9 +436,9 @@ class Connection:
                 raise self._server_lost()
             return None
         # the event channel must stop being readable unless an event slipped in meanwhile
-        wake.clear_eventfd(self._event_efd)
+        clear_eventfd(self._event_efd)
         if not self._events.arm():
-            wake.ring_eventfd(self._event_efd)
+            ring_eventfd(self._event_efd)
             return self.read_event()
         if self._server_gone:
             raise self._server_lost()
@@ -524,12 +574,16 @@ class Connection:
                 os.close(fd)
         for name in ("_request_io", "_response_io", "_event_io"):
             io = self.__dict__.pop(name, None)
-            if io is not None:
+            if io is not None and not isinstance(io, plainring.PlainRing):
                 io.release()
         for name in ("_request", "_response", "_events"):
             ring = self.__dict__.pop(name, None)
             if ring is not None:
                 ring.close()
+        backlog = self.__dict__.pop("_backlog", None)
+        if backlog is not None:
+            backlog.release()
+        self.__dict__.pop("_backlog_raised", None)
         self.__dict__.pop("_array", None)
         if self._mm is not None:
             with contextlib.suppress(BufferError):

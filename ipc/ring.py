@@ -45,13 +45,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pycorosync.ipc import ring_kernels as rk
-from pycorosync.ipc.segment import LayoutError
+
+# the errors and counters live with the layout (numba-free); re-exported here, where users look for them
+from pycorosync.ipc.ring_layout import RecordTooLargeError as RecordTooLargeError
+from pycorosync.ipc.ring_layout import RingCorruptError as RingCorruptError
+from pycorosync.ipc.ring_layout import RingCounters as RingCounters
+from pycorosync.ipc.ring_layout import RingLayoutError as RingLayoutError
 
 Payload = bytes | bytearray | memoryview | np.ndarray[Any, Any]
 
@@ -60,27 +64,6 @@ MAX_CAPACITY = 1 << 31  # lengths are u32 and half the ring bounds a record
 _HDR = struct.Struct("<IIqq")
 _FEW_RECORDS = 4  # push_batch writes this many or fewer one by one (cheaper than staging them)
 
-
-class RingLayoutError(LayoutError):
-    """The buffer does not hold a ring this build can use (magic, version, capacity or size)."""
-
-
-class RecordTooLargeError(ValueError):
-    """A record is larger than the ring's maximum payload (half its capacity minus 8 bytes)."""
-
-
-class RingCorruptError(RuntimeError):
-    """The consumer found a record that cannot be valid: the other side wrote outside the protocol."""
-
-
-@dataclass(frozen=True)
-class RingCounters:
-    """Totals kept in the ring header: records written and read, refused reservations, wakes asked."""
-
-    pushed: int
-    popped: int
-    full: int
-    wakes: int
 
 
 def _as_bytes_array(buf: Any) -> np.ndarray[Any, Any]:

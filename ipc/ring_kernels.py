@@ -62,49 +62,111 @@ from pycorosync.ipc._atomics import (
     xchg_u32,
 )
 
-RING_MAGIC = 0x52534350  # "PCSR" little-endian
-RING_VERSION = 2
-RING_HEADER_BYTES = 4096
-RECORD_HEADER_BYTES = 8
-PAD_LEN = 0xFFFFFFFF
+# the layout, re-exported: the kernels' users read the offsets and constants from here
+from pycorosync.ipc.ring_layout import (
+    CORRUPT as CORRUPT,
+)
+from pycorosync.ipc.ring_layout import (
+    EMPTY as EMPTY,
+)
+from pycorosync.ipc.ring_layout import (
+    FUTEX_WAIT as FUTEX_WAIT,
+)
+from pycorosync.ipc.ring_layout import (
+    FUTEX_WAKE as FUTEX_WAKE,
+)
+from pycorosync.ipc.ring_layout import (
+    NO_ROOM as NO_ROOM,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_CACHED_HEAD as OFF_CACHED_HEAD,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_CACHED_TAIL as OFF_CACHED_TAIL,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_CAPACITY as OFF_CAPACITY,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_CSEQ as OFF_CSEQ,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_CTS as OFF_CTS,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_CWAIT as OFF_CWAIT,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_HEAD as OFF_HEAD,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_MAGIC as OFF_MAGIC,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_MAX_PAYLOAD as OFF_MAX_PAYLOAD,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_N_FULL as OFF_N_FULL,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_N_POPPED as OFF_N_POPPED,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_N_PUSHED as OFF_N_PUSHED,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_N_WAKES as OFF_N_WAKES,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_ONE as OFF_ONE,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_PSEQ as OFF_PSEQ,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_PTS as OFF_PTS,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_PWAIT as OFF_PWAIT,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_RHEAD as OFF_RHEAD,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_TAIL as OFF_TAIL,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_VERSION as OFF_VERSION,
+)
+from pycorosync.ipc.ring_layout import (
+    OFF_WTAIL as OFF_WTAIL,
+)
+from pycorosync.ipc.ring_layout import (
+    PAD_LEN as PAD_LEN,
+)
+from pycorosync.ipc.ring_layout import (
+    RECORD_HEADER_BYTES as RECORD_HEADER_BYTES,
+)
+from pycorosync.ipc.ring_layout import (
+    RING_HEADER_BYTES as RING_HEADER_BYTES,
+)
+from pycorosync.ipc.ring_layout import (
+    RING_MAGIC as RING_MAGIC,
+)
+from pycorosync.ipc.ring_layout import (
+    RING_VERSION as RING_VERSION,
+)
+from pycorosync.ipc.ring_layout import (
+    SYS_FUTEX as SYS_FUTEX,
+)
+from pycorosync.ipc.ring_layout import (
+    WAIT_EVENTFD as WAIT_EVENTFD,
+)
+from pycorosync.ipc.ring_layout import (
+    WAIT_FUTEX as WAIT_FUTEX,
+)
+
 MEMCPY_MIN = 256  # below this a plain loop beats the libc call
-
-# header fields (byte offsets from the ring base). Each index the other side reads (head, tail, the
-# waiting flags) has a 128-byte block to itself (the adjacent-line prefetcher moves 64-byte lines in
-# pairs), so per-record writes to a side's private fields never pull the line the other side polls.
-OFF_MAGIC = 0  # u32
-OFF_VERSION = 4  # u32
-OFF_CAPACITY = 8  # i64, informational once attached
-OFF_MAX_PAYLOAD = 16  # i64
-OFF_HEAD = 128  # i64 published read position (consumer-owned, release store)
-OFF_TAIL = 256  # i64 published write position (producer-owned, release store)
-OFF_CWAIT = 384  # u32 consumer is (about to be) asleep: 0 no, WAIT_EVENTFD, WAIT_FUTEX
-OFF_CSEQ = 388  # u32 futex word of a consumer asleep in ring_wait
-OFF_PWAIT = 512  # u32 producer is (about to be) asleep on a full ring: 0, WAIT_EVENTFD, WAIT_FUTEX
-OFF_PSEQ = 516  # u32 futex word of a producer asleep in ring_wait_space
-# consumer-private block
-OFF_RHEAD = 640  # i64 read position, may run ahead of HEAD inside a batch
-OFF_CACHED_TAIL = 648  # i64 last tail seen
-OFF_N_POPPED = 656  # i64 records consumed
-OFF_CTS = 664  # 2 x i64 timespec of the consumer's futex wait
-# producer-private block
-OFF_WTAIL = 768  # i64 write position, may run ahead of TAIL inside a batch
-OFF_CACHED_HEAD = 776  # i64 last head seen
-OFF_N_PUSHED = 784  # i64 records written
-OFF_N_FULL = 792  # i64 reservations refused for lack of space (back-pressure events)
-OFF_N_WAKES = 800  # i64 doorbell writes the producer was told to make
-OFF_ONE = 808  # u64 constant 1: the 8 bytes ring_notify writes to an eventfd
-OFF_PTS = 816  # 2 x i64 timespec of the producer's futex wait
-
-WAIT_EVENTFD = 1  # the sleeper waits on its doorbell: the waker must write the eventfd
-WAIT_FUTEX = 2  # the sleeper waits on the ring's futex word: the waker bumps it and calls FUTEX_WAKE
-SYS_FUTEX = 202  # x86-64
-FUTEX_WAIT = 0  # not FUTEX_PRIVATE_FLAG: the word is in a shared mapping
-FUTEX_WAKE = 1
-
-EMPTY = -1
-CORRUPT = -2
-NO_ROOM = -3  # destination buffer too small for the next record (nothing consumed)
 
 
 @njit(cache=True, nogil=True, inline="always")

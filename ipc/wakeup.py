@@ -8,29 +8,12 @@ two small kernels.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numba import njit
 
 from pycorosync.ipc._atomics import fence_sc, ld_acq_u32, st_rel_u32, xchg_u32
-
-
-def ring_eventfd(fd: int) -> None:
-    """Adds 1 to an eventfd (wakes whoever polls it); a full counter or a closed fd is not an error here."""
-    # try/except, not contextlib.suppress: this runs once per message and the context manager costs more
-    try:  # noqa: SIM105
-        os.eventfd_write(fd, 1)
-    except OSError:
-        pass  # counter saturated: it is readable anyway; closed: the peer is gone and its socket says so
-
-
-def clear_eventfd(fd: int) -> None:
-    """Resets a non-blocking eventfd to zero (not readable any more)."""
-    try:  # noqa: SIM105
-        os.eventfd_read(fd)
-    except OSError:
-        pass  # already zero
+from pycorosync.ipc.eventfds import clear_eventfd as clear_eventfd  # re-exported
+from pycorosync.ipc.eventfds import ring_eventfd as ring_eventfd
 
 
 @njit(cache=True, nogil=True)

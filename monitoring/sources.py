@@ -386,9 +386,8 @@ class _LinkSegment:
     def __init__(self, name: str) -> None:
         from pycorosync.ipc.segment import Segment, SegmentKind
         from pycorosync.transports import links
-        from pycorosync.transports.udp.node import LAYOUT_VERSION
 
-        self.segment = Segment.attach(name, SegmentKind.RAW, LAYOUT_VERSION)
+        self.segment = Segment.attach(name, SegmentKind.RAW, links.SEGMENT_LAYOUT_VERSION)
         try:
             self.table = links.LinkTable.attach(self.segment.array())
         except ValueError:

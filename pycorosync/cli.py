@@ -30,6 +30,10 @@ COMMAND_MODULES: list[str] = [
     "pycorosync.warm",  # warm-cache
 ]
 
+#: commands that send a few requests and exit (or refresh a view now and then): their connections use plain
+#: Python rings, so they never import numba nor load its kernels (about half a second per run)
+PLAIN_RING_COMMANDS = frozenset({"cfgtool", "cmapctl", "quorumtool", "cpgtool", "status", "sam"})
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pycorosync", description="Corosync-compatible cluster engine in Python")
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # tool not built yet in this tree
             raise
         mod.register(sub)
+    for name, command in sub.choices.items():
+        command.set_defaults(plain_rings_=name in PLAIN_RING_COMMANDS)
     return parser
 
 
@@ -59,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    if getattr(args, "plain_rings_", False):
+        from pycorosync.ipc.client import use_compiled_rings
+
+        use_compiled_rings(False)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

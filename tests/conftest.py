@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,11 +47,21 @@ def _creator_pid(name: str) -> int:
 def _made_elsewhere(name: str) -> bool:
     """True for a segment whose creator is alive and outside this test process's tree.
 
-    Another test run on the same machine (or a node a person started) is not this test's leak.
+    Another test run on the same machine (or a node a person started) is not this test's leak, nor is a
+    segment named by ``unique_prefix`` in another live test process (a parallel worker: its test may
+    give a segment a made-up creator pid on purpose).
     """
+    named = re.match(rf"{SHM_PREFIX}test-(\d+)-", name)
+    if named and int(named.group(1)) != os.getpid() and _outside_my_tree(int(named.group(1))):
+        return True
     pid = _creator_pid(name)
     if pid <= 0:
         return False
+    return _outside_my_tree(pid)
+
+
+def _outside_my_tree(pid: int) -> bool:
+    """True when ``pid`` is alive and neither this process nor one of its descendants."""
     try:
         proc = psutil.Process(pid)
         ancestors = {p.pid for p in proc.parents()} | {pid}

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 LINK_MAGIC = 0x4B4E4C50  # "PLNK"
+#: layout version of the segment the shared table lives in (``/pcs-<cluster>-<nodeid>-links``), as its readers check it
+SEGMENT_LAYOUT_VERSION = 1
 LINK_VERSION = 1
 HEADER_BYTES = 64
 COLUMNS = 8

@@ -23,7 +23,6 @@ from pycorosync.services.cfg.protocol import CFG_MAX_LINKS, CFG_NODE_STATUS_V1, 
 
 log = logging.getLogger("CFG")
 
-LINK_TABLE_LAYOUT_VERSION = 1  # transports.udp.node.LAYOUT_VERSION, the version shared_link_table writes
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class LinkTableReader:
         from pycorosync.transports import links
 
         try:
-            seg = Segment.attach(self.name, SegmentKind.RAW, LINK_TABLE_LAYOUT_VERSION)
+            seg = Segment.attach(self.name, SegmentKind.RAW, links.SEGMENT_LAYOUT_VERSION)
         except (FileNotFoundError, ValueError, OSError) as exc:
             if not self._warned:
                 self._warned = True

@@ -56,7 +56,6 @@ Row = tuple[str, ValueType, Value]
 _TABLE_COUNTERS = ("requests", "responses", "dispatched", "invalid_request", "overload", "flow_control_count",
                    "send_retries", "try_again")
 SERVICE_KEYS = ("active", "closed", *_TABLE_COUNTERS, "ring_used_bytes", "ring_capacity_bytes")
-LINK_TABLE_LAYOUT_VERSION = 1  # transports.udp.node.LAYOUT_VERSION, the segment the link table lives in
 
 
 def srp_provider(block: Any, names: Iterable[str]) -> Callable[[], list[Row]]:
@@ -283,7 +282,7 @@ def knet_provider(segment_name: str) -> Callable[[], list[Row]]:
         from pycorosync.transports import links
 
         try:
-            seg = Segment.attach(segment_name, SegmentKind.RAW, LINK_TABLE_LAYOUT_VERSION)
+            seg = Segment.attach(segment_name, SegmentKind.RAW, links.SEGMENT_LAYOUT_VERSION)
         except (OSError, ValueError):
             return []  # no transport running (yet): no keys
         try:

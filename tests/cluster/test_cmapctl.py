@@ -243,3 +243,20 @@ def test_track_prints_create_modify_delete_lines_until_q(ref_service: Path, flag
         for f in (proc.stdin, proc.stdout, proc.stderr):
             if f:
                 f.close()
+
+
+def test_the_tool_never_imports_numba_and_reads_and_writes_through_plain_rings(ref_service: Path) -> None:
+    """The command-line tools talk to the services through ``ipc.plainring``: no numba import, no kernel load."""
+    script = (
+        "import sys\n"
+        "from pycorosync.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "print('numba loaded' if 'numba' in sys.modules else 'numba not loaded')\n"
+        "sys.exit(rc)\n"
+    )
+    base = [sys.executable, "-c", script, "--run-dir", str(ref_service), "cmapctl"]
+    for args in (["-s", "plain.ring", "u32", "7"], ["-g", "plain.ring"]):
+        out = subprocess.run([*base, *args], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[-1] == "numba not loaded", out.stdout
+    assert out.stdout.splitlines()[0] == "plain.ring (u32) = 7"

@@ -8,7 +8,8 @@ ring is empty, the producer when it is full) with a long timeout, and count the 
 timeout: with a correct wake-up protocol there are none. In burst mode the producer waits after each
 burst until the consumer acknowledges all of it (the consumer acks before every sleep), so a lost
 wake-up on either ring leaves both asleep and shows as a timeout instead of being rescued by the
-next burst. Each prints one JSON line when done.
+next burst. Each prints one JSON line when done. With ``--plain 1`` a peer uses ``ipc.plainring`` (plain
+Python) instead of the numba kernels, against a peer that uses the kernels.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from numba import njit
 
 from pycorosync.ipc import ring_kernels as rk
 from pycorosync.ipc.doorbell import Doorbell, wait_for_records
-from pycorosync.ipc.ring import Ring
+from pycorosync.ipc.plainring import PlainRing
+from pycorosync.ipc.ring import Ring, RingCorruptError
 from pycorosync.ipc.segment import Segment, SegmentKind
 
 WAIT_S = 5.0
@@ -80,6 +82,43 @@ def consume(buf: Any, base: int, cap: int, seq0: int, max_len: int, out: Any) ->
     return k, -1
 
 
+_PATTERN = bytes(range(256)) * 4
+
+
+def produce_plain(ring: PlainRing, seq0: int, n: int, max_len: int) -> int:
+    """``produce`` through a plain ring (each record published as it is committed)."""
+    k = 0
+    while k < n:
+        seq = seq0 + k
+        ln = 8 + (seq * 7919) % max_len
+        view = ring.claim(ln)
+        if view is None:
+            break
+        view[:8] = seq.to_bytes(8, "little")
+        start = (seq + 8) & 0xFF
+        view[8:] = _PATTERN[start : start + ln - 8]
+        del view
+        ring.commit(seq & 0xFFFFFFFF)
+        k += 1
+    return k
+
+
+def consume_plain(ring: PlainRing, seq0: int, max_len: int) -> tuple[int, int]:
+    """``consume`` through a plain ring."""
+    try:
+        items = ring.pop_batch(256)
+    except RingCorruptError:
+        return 0, seq0
+    for j, (rtype, payload) in enumerate(items):
+        seq = seq0 + j
+        ln = 8 + (seq * 7919) % max_len
+        start = (seq + 8) & 0xFF
+        if (rtype != seq & 0xFFFFFFFF or len(payload) != ln or int.from_bytes(payload[:8], "little") != seq
+                or payload[8:] != _PATTERN[start : start + ln - 8]):
+            return j, seq
+    return len(items), -1
+
+
 def warm() -> None:
     buf = np.zeros(rk.RING_HEADER_BYTES + 1024, np.uint8)
     Ring.create(buf, 1024)
@@ -90,15 +129,16 @@ def warm() -> None:
 ACK_CAPACITY = 1 << 16
 
 
-def _open(memfd: int, capacity: int) -> tuple[Segment, Ring, Ring]:
+def _open(memfd: int, capacity: int, plain: int = 0) -> tuple[Segment, Any, Any]:
     seg = Segment.attach_fd(memfd, SegmentKind.RINGS, 1)
     arr = seg.array()
-    data = Ring.attach(arr, capacity=capacity, label=seg.name)
-    ack = Ring.attach(arr, offset=Ring.layout_bytes(capacity), capacity=ACK_CAPACITY, label=seg.name + " ack")
+    kind: Any = PlainRing if plain else Ring
+    data = kind.attach(arr, capacity=capacity, label=seg.name)
+    ack = kind.attach(arr, offset=Ring.layout_bytes(capacity), capacity=ACK_CAPACITY, label=seg.name + " ack")
     return seg, data, ack
 
 
-def _close(seg: Segment, *rings: Ring) -> None:
+def _close(seg: Segment, *rings: Any) -> None:
     for ring in rings:
         ring.close()
     seg.close()
@@ -110,9 +150,16 @@ def _timed_out(t0: float) -> int:
 
 
 def run_producer(args: argparse.Namespace) -> dict[str, Any]:
-    seg, ring, ack = _open(args.memfd, args.capacity)
+    seg, ring, ack = _open(args.memfd, args.capacity, args.plain)
     to_consumer, to_me = Doorbell(args.consumer_fd), Doorbell(args.producer_fd)
-    arr, cap = ring.array, ring.capacity
+    if args.plain:
+        def put(seq0: int, n: int, max_len: int) -> int:
+            return produce_plain(ring, seq0, n, max_len)
+    else:
+        arr, cap = ring.array, ring.capacity
+
+        def put(seq0: int, n: int, max_len: int) -> int:
+            return int(produce(arr, 0, cap, seq0, n, max_len))
     rng = random.Random(args.seed)
     sent = timeouts = sleeps = acked = 0
     print("ready", flush=True)
@@ -120,7 +167,7 @@ def run_producer(args: argparse.Namespace) -> dict[str, Any]:
         burst = rng.randint(1, args.max_burst) if args.max_burst else args.count
         target = min(args.count, sent + burst)
         while sent < target:
-            k = produce(arr, 0, cap, sent, min(target - sent, 256), args.max_len)
+            k = put(sent, min(target - sent, 256), args.max_len)
             sent += k
             to_consumer.notify(ring)
             if k:
@@ -149,7 +196,7 @@ def run_producer(args: argparse.Namespace) -> dict[str, Any]:
     return {"role": "producer", "sent": sent, "timeouts": timeouts, "sleeps": sleeps}
 
 
-def _ack(ack: Ring, to_producer: Doorbell, got: int, acked: int) -> int:
+def _ack(ack: Any, to_producer: Doorbell, got: int, acked: int) -> int:
     """Tells the producer how far the consumer has read (before sleeping, and at the end)."""
     if got != acked and ack.push(0, got.to_bytes(8, "little")):
         to_producer.notify(ack)
@@ -158,15 +205,23 @@ def _ack(ack: Ring, to_producer: Doorbell, got: int, acked: int) -> int:
 
 
 def run_consumer(args: argparse.Namespace) -> dict[str, Any]:
-    seg, ring, ack = _open(args.memfd, args.capacity)
+    seg, ring, ack = _open(args.memfd, args.capacity, args.plain)
     my_bell, to_producer = Doorbell(args.consumer_fd), Doorbell(args.producer_fd)
-    arr, cap = ring.array, ring.capacity
-    out = np.zeros((256, 3), np.int64)
+    if args.plain:
+        def take(seq0: int, max_len: int) -> tuple[int, int]:
+            return consume_plain(ring, seq0, max_len)
+    else:
+        arr, cap = ring.array, ring.capacity
+        out = np.zeros((256, 3), np.int64)
+
+        def take(seq0: int, max_len: int) -> tuple[int, int]:
+            k, bad = consume(arr, 0, cap, seq0, max_len, out)
+            return int(k), int(bad)
     got = timeouts = sleeps = acked = 0
     bad = -1
     print("ready", flush=True)
     while got < args.count:
-        k, bad = consume(arr, 0, cap, got, args.max_len, out)
+        k, bad = take(got, args.max_len)
         if bad >= 0:
             break
         got += k
@@ -197,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-pause-us", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--futex", type=int, default=0, help="1: sleep on the rings' futex words, not the doorbells")
+    p.add_argument("--plain", type=int, default=0, help="1: plain-Python rings (ipc.plainring), not the kernels")
     args = p.parse_args(argv)
     if args.role == "idle":  # a consumer of a ring nobody writes to: sleeps until the doorbell or stdin closes
         seg, ring, ack = _open(args.memfd, args.capacity)

@@ -6,6 +6,8 @@ import asyncio
 import os
 import select
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -76,6 +78,16 @@ class RecordingEcho(echo.EchoService):
     def wait_for(self, predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> bool:
         with self.changed:
             return self.changed.wait_for(predicate, timeout)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "plain"])
+def ring_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs with the client's rings through the numba kernels and through plain Python."""
+    client_mod.use_compiled_rings(request.param == "compiled")
+    try:
+        yield str(request.param)
+    finally:
+        client_mod.use_compiled_rings(True)
 
 
 @pytest.fixture
@@ -739,3 +751,27 @@ def test_a_batch_hook_that_fails_drops_only_its_connection(start_server: Callabl
         assert server.stats.dropped == 1
         good.send(echo.ECHO, b"still served")
         assert decode_response(good.read_response(DEADLINE_S)[1])[1] == b"still served"
+
+
+def test_a_plain_connection_never_imports_numba(run_dir: Path, ring_path: str) -> None:
+    """The client library with plain rings is usable in a process that never loads numba (the tools)."""
+    if ring_path != "plain":
+        pytest.skip("the compiled path loads numba by design")
+    script = (
+        "import sys\n"
+        "from pycorosync.ipc import client\n"
+        "client.use_compiled_rings(False)\n"
+        # the echo module itself imports the server (numba): its numbers are passed in
+        f"with client.connect({str(run_dir)!r}, {echo.SERVICE!r}) as conn:\n"
+        f"    body = conn.call({echo.ECHO}, b'ping', timeout=10)\n"
+        f"    conn.call({echo.EMIT}, {echo.emit_payload(500, 64)!r}, timeout=10)\n"
+        "    seen = []\n"
+        "    while len(seen) < 500 and conn.wait_event(10):\n"
+        "        conn.dispatch(client.CS_DISPATCH_ALL, lambda t, p: seen.append(int.from_bytes(p[:8], 'little')))\n"
+        "print(body.decode(), seen == list(range(500)), 'numba' in sys.modules)\n"
+    )
+    server = Server(run_dir, echo.SERVICE, echo.EchoService(), request_types=echo.REQUEST_TYPES)
+    with ServerThread(server):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ping", "True", "False"]

@@ -196,17 +196,22 @@ def test_a_producer_asleep_on_a_full_ring_is_woken_when_space_is_freed() -> None
 
 
 @pytest.mark.parametrize(
-    ("capacity", "count", "max_burst", "max_pause_us", "futex"),
-    [(1 << 16, 200_000, 64, 200, 0), (4096, 100_000, 400, 100, 0), (4096, 100_000, 400, 100, 1)],
-    ids=["bursts-and-pauses", "small-ring-both-sides-sleep", "futex-waits-small-ring"],
+    ("capacity", "count", "max_burst", "max_pause_us", "futex", "plain"),
+    [(1 << 16, 200_000, 64, 200, 0, ""), (4096, 100_000, 400, 100, 0, ""), (4096, 100_000, 400, 100, 1, ""),
+     (1 << 16, 100_000, 64, 200, 0, "producer"), (4096, 60_000, 400, 100, 0, "producer"),
+     (1 << 16, 100_000, 64, 200, 0, "consumer"), (4096, 60_000, 400, 100, 0, "consumer")],
+    ids=["bursts-and-pauses", "small-ring-both-sides-sleep", "futex-waits-small-ring",
+         "plain-producer-bursts", "plain-producer-small-ring", "plain-consumer-bursts", "plain-consumer-small-ring"],
 )
 def test_no_wake_up_is_lost_between_processes(
-    capacity: int, count: int, max_burst: int, max_pause_us: int, futex: int
+    capacity: int, count: int, max_burst: int, max_pause_us: int, futex: int, plain: str
 ) -> None:
+    """``plain``: that side uses ``ipc.plainring`` (plain Python, its fences from a lock) against the kernels."""
     with shared_ring("bell-stress", capacity) as shared:
-        consumer = shared.spawn("consumer", count=count, max_len=300, futex=futex)
+        consumer = shared.spawn("consumer", count=count, max_len=300, futex=futex, plain=int(plain == "consumer"))
         producer = shared.spawn(
-            "producer", count=count, max_len=300, max_burst=max_burst, max_pause_us=max_pause_us, seed=7, futex=futex
+            "producer", count=count, max_len=300, max_burst=max_burst, max_pause_us=max_pause_us, seed=7, futex=futex,
+            plain=int(plain == "producer"),
         )
         sent = result(producer, timeout=120)
         got = result(consumer, timeout=120)

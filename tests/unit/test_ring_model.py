@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pycorosync.ipc.plainring import PlainRing
 from pycorosync.ipc.ring import RecordTooLargeError, Ring, RingCounters
-from pycorosync.ipc.ring_ref import RefRing
 
 CAPACITIES = [64, 128, 256, 1024, 4096]
 
@@ -88,7 +88,7 @@ def test_numba_ring_matches_the_reference_byte_for_byte(case: tuple[int, list[tu
     fast_buf = np.zeros(Ring.layout_bytes(cap), np.uint8)
     ref_buf = bytearray(Ring.layout_bytes(cap))
     fast = Ring.create(fast_buf, cap)
-    ref = RefRing.create(ref_buf, cap)
+    ref = PlainRing.create(ref_buf, cap)
     for step, op in enumerate(ops):
         got, want = _apply(fast, op, step), _apply(ref, op, step)
         assert got == want, f"step {step} {op}: numba {got!r}, reference {want!r}"

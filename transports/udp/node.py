@@ -233,7 +233,7 @@ def shared_link_table(cluster: str, nodeid: int, node_ids: list[int]) -> tuple[l
 
     name = shm.segment_name(cluster, nodeid, "links")
     shm.unlink(name)  # a previous incarnation's table
-    seg = Segment.create(name, links.table_bytes(len(node_ids)), SegmentKind.RAW, LAYOUT_VERSION)
+    seg = Segment.create(name, links.table_bytes(len(node_ids)), SegmentKind.RAW, links.SEGMENT_LAYOUT_VERSION)
     return links.LinkTable.create(seg.array(), node_ids), seg
 
 
