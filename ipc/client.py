@@ -66,15 +66,17 @@ EventCallback = Callable[[int, bytes], object]
 _compiled_default = True
 
 
-def use_compiled_rings(compiled: bool) -> None:
-    """Chooses how this process's new connections reach their rings, unless ``connect`` is told.
+def use_compiled_rings(compiled: bool) -> bool:
+    """Chooses how this process's new connections reach their rings, unless ``connect`` is told; returns
+    the previous choice.
 
     True (the default): numba kernels, the fastest path per message; the first connection of a process
     pays for loading them (about half a second). False: plain Python (``ipc.plainring``), numba never
     imported; right for short-lived processes that send a few requests, like the command-line tools.
     """
     global _compiled_default
-    _compiled_default = compiled
+    previous, _compiled_default = _compiled_default, compiled
+    return previous
 
 
 def connect(

@@ -65,16 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    compiled_before = None
     if getattr(args, "plain_rings_", False):
         from pycorosync.ipc.client import use_compiled_rings
 
-        use_compiled_rings(False)
+        compiled_before = use_compiled_rings(False)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        if compiled_before is not None:  # main() called in-process (tests, embedding): leave it as found
+            use_compiled_rings(compiled_before)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,16 @@ LONG_LIVED_PREFIXES: set[str] = set()
 
 
 @pytest.fixture(autouse=True)
+def _ring_path_left_compiled() -> Iterator[None]:
+    """A test that switches this process's client connections to plain rings must switch them back: the
+    tests after it in the same process (one xdist worker runs many) expect the default."""
+    yield
+    from pycorosync.ipc import client
+
+    assert client.use_compiled_rings(True), "the test left client connections on plain rings"
+
+
+@pytest.fixture(autouse=True)
 def _no_leaked_segments() -> Iterator[None]:
     """Fails the test that leaves a /dev/shm/pcs-* segment behind (and removes it)."""
     before = _our_segments()

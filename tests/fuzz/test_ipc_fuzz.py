@@ -127,7 +127,8 @@ def _scribble(conn: Connection, where: list[tuple[str, int, bytes]]) -> None:
         base = int(getattr(conn.layout, f"{ring}_offset"))
         end = base + rk.RING_HEADER_BYTES + RING_BYTES
         start = base + offset
-        conn._array[start : min(end, start + len(data))] = memoryview(data)[: end - start]
+        stop = min(end, start + len(data))
+        conn._mm[start:stop] = data[: stop - start]  # the mapping: the same on either ring path
 
 
 @FUZZ

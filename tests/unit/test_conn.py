@@ -775,3 +775,14 @@ def test_a_plain_connection_never_imports_numba(run_dir: Path, ring_path: str) -
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ping", "True", "False"]
+
+
+def test_a_tool_run_in_process_leaves_the_ring_path_as_it_found_it(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cli.main`` of a tool picks plain rings for its own run only (tests and embedders call it in-process)."""
+    from pycorosync.cli import main
+
+    before = client_mod.use_compiled_rings(True)
+    client_mod.use_compiled_rings(before)
+    assert main(["--run-dir", str(run_dir), "cmapctl", "totem.token"]) != 0  # no cmap service there
+    assert "cmap" in capsys.readouterr().err
+    assert client_mod.use_compiled_rings(before) == before

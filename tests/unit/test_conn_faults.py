@@ -132,13 +132,13 @@ def _ring_base(conn: Connection, ring: str) -> int:
 
 def _poke(conn: Connection, offset: int, fmt: str, *values: int) -> None:
     # a hostile client writes its shared memory directly; the connection's array is that memory
-    struct.pack_into(fmt, conn._array, offset, *values)
+    struct.pack_into(fmt, conn._mm, offset, *values)
 
 
 def _publish_garbage(conn: Connection, header: tuple[int, int], tail_delta: int, skew: int = 0) -> None:
     """Writes a record header where the server reads next (moved by ``skew``) and publishes a tail."""
     base = _ring_base(conn, "request")
-    (read_pos,) = struct.unpack_from("<q", conn._array, base + rk.OFF_TAIL)  # all earlier records consumed
+    (read_pos,) = struct.unpack_from("<q", conn._mm, base + rk.OFF_TAIL)  # all earlier records consumed
     read_pos += skew
     _poke(conn, base + rk.RING_HEADER_BYTES + (read_pos & (conn.layout.request_capacity - 1)), "<II", *header)
     if skew:
