@@ -89,7 +89,8 @@ def connect(
     """Connects to ``<run_dir>/<service>.sock`` (run_dir None: ``pycorosync.paths.resolve_run_dir``).
 
     ``compiled``: the connection's rings through numba kernels (True) or plain Python (False); None
-    takes the process's choice (``use_compiled_rings``).
+    takes the process's choice (``use_compiled_rings``). Plain rings are used on x86-64 only (their
+    fences rely on it): elsewhere a connection is always compiled.
 
     Raises CsError: CS_ERR_LIBRARY (no such service running), CS_ERR_ACCESS (credentials refused),
     CS_ERR_VERSION (the server speaks another protocol), CS_ERR_TRY_AGAIN (service not ready yet),
@@ -140,8 +141,10 @@ def connect(
             )
         memfd, doorbell, response_efd, event_efd = fds
         fds = []  # the connection owns them from here on, and closes them itself if it fails
+        if compiled is None:
+            compiled = _compiled_default
         return Connection(sock, service, path, welcome, memfd, doorbell, response_efd, event_efd,
-                          _compiled_default if compiled is None else compiled)
+                          compiled or not plainring.SAFE_HERE)
     except BaseException:
         for fd in fds:
             os.close(fd)

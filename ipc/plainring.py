@@ -20,6 +20,7 @@ loads, so a published tail or head is a release and its load an acquire, as in t
 
 from __future__ import annotations
 
+import platform
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -69,6 +70,9 @@ WTAIL, CACHED_HEAD, N_PUSHED, N_FULL, N_WAKES = (o // 8 for o in (OFF_WTAIL, OFF
 CWAIT, CSEQ, PWAIT, PSEQ = (o // 4 for o in (OFF_CWAIT, OFF_CSEQ, OFF_PWAIT, OFF_PSEQ))
 
 _FENCE = threading.Lock()
+#: the lock gives a StoreLoad fence only where its acquire and release are locked instructions (x86-64, the
+#: one architecture the layouts are defined for); elsewhere clients keep the compiled rings
+SAFE_HERE = platform.machine().lower() in ("x86_64", "amd64")
 
 
 def fence() -> None:
