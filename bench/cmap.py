@@ -24,7 +24,6 @@ import json
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -227,36 +226,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", type=int, default=20000, help="operations per client and case")
     args = ap.parse_args()
+    from pycorosync.localcluster import cmap_service
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-cmap-"))
-    conf = tmp / "corosync.conf"
-    conf.write_text(CONF)
-    ready_r, ready_w = os.pipe()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "pycorosync.services.cmap.server", "-c", str(conf), "--run-dir", str(tmp / "run"),
-         "--nodeid", "1", "--ready-fd", str(ready_w)], pass_fds=[ready_w], stderr=subprocess.DEVNULL)
-    os.close(ready_w)
     try:
-        if not select.select([ready_r], [], [], 60)[0]:
-            raise RuntimeError("cmap service did not start")
-        run_dir = str(tmp / "run")
-        baseline(tmp, args.ops)
-        for clients in (1, 4):
-            run_case(run_dir, tmp, "get", clients, args.ops, "get")
-            run_case(run_dir, tmp, "get_rpc", clients, args.ops, "get_rpc")
-            run_case(run_dir, tmp, "get_while_set", clients, args.ops, "get_while_set")
-            run_case(run_dir, tmp, "get_nocache", clients, args.ops, "get_nocache")
-            run_case(run_dir, tmp, "set", clients, args.ops, "set")
-            run_case(run_dir, tmp, "watch", clients, max(1000, args.ops // 4), "track_notify")
-        baseline(tmp, args.ops)
-        _ratios()
+        with cmap_service(tmp, CONF) as (run_dir_path, _conf):
+            run_dir = str(run_dir_path)
+            baseline(tmp, args.ops)
+            for clients in (1, 4):
+                run_case(run_dir, tmp, "get", clients, args.ops, "get")
+                run_case(run_dir, tmp, "get_rpc", clients, args.ops, "get_rpc")
+                run_case(run_dir, tmp, "get_while_set", clients, args.ops, "get_while_set")
+                run_case(run_dir, tmp, "get_nocache", clients, args.ops, "get_nocache")
+                run_case(run_dir, tmp, "set", clients, args.ops, "set")
+                run_case(run_dir, tmp, "watch", clients, max(1000, args.ops // 4), "track_notify")
+            baseline(tmp, args.ops)
+            _ratios()
     finally:
-        os.close(ready_r)
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(10)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -77,50 +74,40 @@ def _line(impl: str, command: str, times: list[float]) -> dict[str, object]:
     return row
 
 
+def _run_cases(run_dir: str, runs: int) -> None:
+    floor = [_time_call([sys.executable, "-c", "pass"]) for _ in range(runs)]
+    _line("python_startup", "python -c pass", floor)
+    for command, words in COMMANDS.items():
+        times: dict[str, list[float]] = {"plain": [], "compiled": []}
+        for _ in range(runs):
+            for impl, code in (("plain", PLAIN), ("compiled", COMPILED)):
+                times[impl].append(_time_call([sys.executable, "-c", code, "--run-dir", run_dir, *words]))
+        rows = {impl: _line(impl, command, t) for impl, t in times.items()}
+        ratio = float(rows["compiled"]["p50_ms"]) / float(rows["plain"]["p50_ms"])  # type: ignore[arg-type]
+        print(json.dumps({"bench": "tools", "impl": "ratio", "command": command,
+                          "compiled_over_plain_p50": round(ratio, 2)}), flush=True)
+    real = shutil.which("corosync-cmapctl")
+    if real is None:
+        print(json.dumps({"bench": "tools", "impl": "corosync", "skipped": "corosync-cmapctl is not installed"}))
+        return
+    try:
+        _line("corosync", "corosync-cmapctl -g totem.cluster_name",
+              [_time_call([real, "-g", "totem.cluster_name"]) for _ in range(runs)])
+    except RuntimeError as exc:  # installed, but no corosync running here
+        print(json.dumps({"bench": "tools", "impl": "corosync", "skipped": str(exc)[:200]}))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=15, help="calls per case")
     args = ap.parse_args()
+    from pycorosync.localcluster import cmap_service
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-tools-"))
-    conf = tmp / "corosync.conf"
-    conf.write_text(CONF)
-    run_dir = str(tmp / "run")
-    ready_r, ready_w = os.pipe()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "pycorosync.services.cmap.server", "-c", str(conf), "--run-dir", run_dir,
-         "--nodeid", "1", "--ready-fd", str(ready_w)], pass_fds=[ready_w], stderr=subprocess.DEVNULL)
-    os.close(ready_w)
     try:
-        if not select.select([ready_r], [], [], 60)[0]:
-            raise RuntimeError("cmap service did not start within 60 s")
-        floor = [_time_call([sys.executable, "-c", "pass"]) for _ in range(args.runs)]
-        _line("python_startup", "python -c pass", floor)
-        for command, words in COMMANDS.items():
-            times: dict[str, list[float]] = {"plain": [], "compiled": []}
-            for _ in range(args.runs):
-                for impl, code in (("plain", PLAIN), ("compiled", COMPILED)):
-                    times[impl].append(_time_call([sys.executable, "-c", code, "--run-dir", run_dir, *words]))
-            rows = {impl: _line(impl, command, t) for impl, t in times.items()}
-            ratio = float(rows["compiled"]["p50_ms"]) / float(rows["plain"]["p50_ms"])  # type: ignore[arg-type]
-            print(json.dumps({"bench": "tools", "impl": "ratio", "command": command,
-                              "compiled_over_plain_p50": round(ratio, 2)}), flush=True)
-        real = shutil.which("corosync-cmapctl")
-        if real is None:
-            print(json.dumps({"bench": "tools", "impl": "corosync", "skipped": "corosync-cmapctl is not installed"}))
-        else:
-            try:
-                _line("corosync", "corosync-cmapctl -g totem.cluster_name",
-                      [_time_call([real, "-g", "totem.cluster_name"]) for _ in range(args.runs)])
-            except RuntimeError as exc:  # installed, but no corosync running here
-                print(json.dumps({"bench": "tools", "impl": "corosync", "skipped": str(exc)[:200]}))
+        with cmap_service(tmp, CONF) as (run_dir_path, _conf):
+            _run_cases(str(run_dir_path), args.runs)
     finally:
-        os.close(ready_r)
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(10)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

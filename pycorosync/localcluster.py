@@ -17,6 +17,10 @@ nodes run ``SCHED_BATCH``).
 Other networks (tests/netns): ``Cluster(..., addresses={1: "10.99.0.1", ...}, launcher=lambda nodeid: [...],
 port=5405)`` gives each node its own ring0 address and runs its daemon under a command prefix such as
 ``ip netns exec <ns>`` (which execs, so the daemon keeps the pid the launcher started).
+
+A cmap service alone, without a node (tests, bench/cmap.py, bench/tools.py)::
+
+    with cmap_service(workdir, conf_text) as (run_dir, config_path): ...
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import contextlib
 import itertools
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +80,47 @@ system {{
 {extra}
 """
 
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it does not go; always reaps."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+@contextlib.contextmanager
+def cmap_service(workdir: Path, conf_text: str, nodeid: int = 1,
+                 env: Mapping[str, str] | None = None) -> Iterator[tuple[Path, Path]]:
+    """Runs ``python -m pycorosync.services.cmap.server`` alone on ``workdir/corosync.conf``; yields (run_dir,
+    config path) once it serves, and stops it at the end. Its log goes to ``workdir/cmap.log`` (quoted in
+    the RuntimeError when it does not start within ``START_TIMEOUT_S``)."""
+    conf = workdir / "corosync.conf"
+    conf.write_text(conf_text)
+    run_dir = workdir / "run"
+    log_path = workdir / "cmap.log"
+    ready_r, ready_w = os.pipe()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pycorosync.services.cmap.server", "-c", str(conf), "--run-dir", str(run_dir),
+             "--nodeid", str(nodeid), "--ready-fd", str(ready_w)],
+            pass_fds=[ready_w], stderr=log, env=None if env is None else {**os.environ, **env},
+        )
+    os.close(ready_w)
+    try:
+        ready, _, _ = select.select([ready_r], [], [], START_TIMEOUT_S)
+        if not ready or os.read(ready_r, 1) != b"R":
+            stop_process(proc)
+            raise RuntimeError(f"cmap service did not start within {START_TIMEOUT_S}s: "
+                               f"{log_path.read_text(errors='replace')[-2000:]}")
+        yield run_dir, conf
+    finally:
+        os.close(ready_r)
+        stop_process(proc)
 
 def _free_port(addresses: Iterable[str]) -> int:
     """A UDP port free on every address (random, so that concurrent test runs do not collide)."""

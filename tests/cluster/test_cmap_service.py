@@ -7,7 +7,6 @@ import contextlib
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pycorosync import localcluster
 from pycorosync.cmap import (
     CMAP_MAP_STATS,
     CMAP_TRACK_ADD,
@@ -81,44 +81,11 @@ CONF = textwrap.dedent("""\
 START_TIMEOUT_S = 30.0
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it does not go; always reaps."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
-@contextlib.contextmanager
 def cmap_service(
     workdir: Path, conf_text: str = CONF, nodeid: int = 1, env: dict[str, str] | None = None
-) -> Iterator[tuple[Path, Path]]:
-    """Runs ``python -m pycorosync.services.cmap.server``; yields (run_dir, config path)."""
-    conf = workdir / "corosync.conf"
-    conf.write_text(conf_text)
-    run_dir = workdir / "run"
-    ready_r, ready_w = os.pipe()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pycorosync.services.cmap.server", "-c", str(conf), "--run-dir", str(run_dir),
-         "--nodeid", str(nodeid), "--ready-fd", str(ready_w)],
-        pass_fds=[ready_w], stderr=subprocess.PIPE, env=None if env is None else {**os.environ, **env},
-    )
-    os.close(ready_w)
-    try:
-        ready, _, _ = select.select([ready_r], [], [], START_TIMEOUT_S)
-        if not ready or os.read(ready_r, 1) != b"R":
-            stop_process(proc)
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise AssertionError(f"cmap service did not start within {START_TIMEOUT_S}s: {err}")
-        yield run_dir, conf
-    finally:
-        os.close(ready_r)
-        stop_process(proc)
-        if proc.stderr:
-            proc.stderr.close()
+) -> contextlib.AbstractContextManager[tuple[Path, Path]]:
+    """``localcluster.cmap_service`` with this module's config by default; yields (run_dir, config path)."""
+    return localcluster.cmap_service(workdir, conf_text, nodeid, env)
 
 
 @pytest.fixture
