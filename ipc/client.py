@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import mmap
 import os
 import select
@@ -222,13 +223,13 @@ class Connection:
     def _attach_compiled(self, layout: proto.SegmentLayout, label: str) -> None:
         import numpy as np
 
-        assert self._mm is not None
         from pycorosync.ipc import fastpath, wakeup
         from pycorosync.ipc.ring import Ring
 
+        assert self._mm is not None
         self._array = array = np.frombuffer(self._mm, dtype=np.uint8)
         backlog_addr = int(array.ctypes.data) + proto.BACKLOG_OFFSET
-        self._backlog_raised: Callable[[], bool] = lambda: wakeup.flag_raised(backlog_addr)
+        self._backlog_raised: Callable[[], bool] = functools.partial(wakeup.flag_raised, backlog_addr)
         self._request = Ring.attach(array, layout.request_offset, f"{label} request", layout.request_capacity)
         self._response = Ring.attach(array, layout.response_offset, f"{label} response", layout.response_capacity)
         self._events = Ring.attach(array, layout.event_offset, f"{label} event", layout.event_capacity)
@@ -241,7 +242,7 @@ class Connection:
         assert self._mm is not None
         mm = self._mm
         self._backlog = backlog = memoryview(mm)[proto.BACKLOG_OFFSET : proto.BACKLOG_OFFSET + 4].cast("I")
-        self._backlog_raised = lambda: plainring.flag_raised(backlog)
+        self._backlog_raised = functools.partial(plainring.flag_raised, backlog)
         attach = plainring.PlainRing.attach
         self._request = attach(mm, layout.request_offset, f"{label} request", layout.request_capacity)
         self._response = attach(mm, layout.response_offset, f"{label} response", layout.response_capacity)
