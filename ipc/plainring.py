@@ -85,6 +85,13 @@ def _footprint(n: int) -> int:
     return 8 + (n + 7) // 8 * 8
 
 
+def _i64(v: int) -> int:
+    """``v`` wrapped to int64, as the kernels' arithmetic wraps: a position or counter only gets past the
+    limit when the other side wrote garbage into the header, and that must end in a corrupt-ring report,
+    not in an exception from the view."""
+    return v - (1 << 64) if v > 0x7FFFFFFFFFFFFFFF else v
+
+
 def _futex_wake(view: memoryview, index: int) -> None:
     """FUTEX_WAKE on the u32 at ``view[index]`` (a ring side asleep in ``ring_wait``/``ring_wait_space``)."""
     import ctypes
@@ -176,11 +183,11 @@ class PlainRing:
         if w + total - q[CACHED_HEAD] > cap:
             q[CACHED_HEAD] = q[HEAD]
             if w + total - q[CACHED_HEAD] > cap:
-                q[N_FULL] += 1
+                q[N_FULL] = _i64(q[N_FULL] + 1)
                 return -1
         if to_end < need:
             _REC.pack_into(self.mv, self._data(pos), PAD_LEN, 0)
-            q[WTAIL] = w + to_end
+            q[WTAIL] = _i64(w + to_end)
             return self._data(0)
         return self._data(pos)
 
@@ -188,8 +195,8 @@ class PlainRing:
         q = self._i64
         w = q[WTAIL]
         _REC.pack_into(self.mv, self._data(self._pos(w)), n, rtype)
-        q[WTAIL] = w + _footprint(n)
-        q[N_PUSHED] += 1
+        q[WTAIL] = _i64(w + _footprint(n))
+        q[N_PUSHED] = _i64(q[N_PUSHED] + 1)
 
     def _publish(self) -> None:
         self._i64[TAIL] = self._i64[WTAIL]
@@ -250,7 +257,7 @@ class PlainRing:
         if not flag:
             return False
         u[CWAIT] = 0  # the kernels' xchg: a flag raised again meanwhile is answered by the wake below anyway
-        self._i64[N_WAKES] += 1
+        self._i64[N_WAKES] = _i64(self._i64[N_WAKES] + 1)
         if flag == WAIT_FUTEX:
             u[CSEQ] = (u[CSEQ] + 1) & 0xFFFFFFFF
             _futex_wake(self._u32, CSEQ)
@@ -300,7 +307,7 @@ class PlainRing:
             if n == PAD_LEN:
                 if cap - pos > avail:
                     raise self._corrupt()
-                r += cap - pos
+                r = _i64(r + cap - pos)
                 q[RHEAD] = r
                 continue
             if n > self.max_payload or _footprint(n) > avail or _footprint(n) > cap - pos:
@@ -309,8 +316,8 @@ class PlainRing:
 
     def _consume(self, n: int) -> None:
         q = self._i64
-        q[RHEAD] += _footprint(n)
-        q[N_POPPED] += 1
+        q[RHEAD] = _i64(q[RHEAD] + _footprint(n))
+        q[N_POPPED] = _i64(q[N_POPPED] + 1)
 
     def _publish_head(self) -> None:
         self._i64[HEAD] = self._i64[RHEAD]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pycorosync.ipc import ring_kernels as rk
+from pycorosync.ipc.plainring import PlainRing
 from pycorosync.ipc.ring import Ring, RingCorruptError
 
 CAP = 256
@@ -15,6 +17,8 @@ FIELDS = [rk.OFF_HEAD, rk.OFF_RHEAD, rk.OFF_CACHED_TAIL, rk.OFF_TAIL, rk.OFF_WTA
 
 scribble = st.one_of(
     st.tuples(st.just("field"), st.sampled_from(FIELDS), st.integers(-(2**63), 2**63 - 1)),
+    # positions next to the int64 limit: the next advance overflows (the kernels wrap, plain Python must too)
+    st.tuples(st.just("field"), st.sampled_from(FIELDS), st.integers(2**63 - 4 * CAP, 2**63 - 1)),
     st.tuples(st.just("small"), st.sampled_from(FIELDS), st.integers(-3 * CAP, 3 * CAP)),
     st.tuples(st.just("data"), st.integers(0, CAP - 4), st.integers(0, 2**32 - 1)),
 )
@@ -27,33 +31,34 @@ op = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(scribble, op), max_size=60))
-def test_scribbled_ring_reports_corruption_and_stays_in_bounds(steps: list[tuple[str, int, int]]) -> None:
+@pytest.mark.parametrize("kind", [Ring, PlainRing], ids=["kernels", "plain"])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.one_of(scribble, op), max_size=60))
+def test_scribbled_ring_reports_corruption_and_stays_in_bounds(kind: type, steps: list[tuple[str, int, int]]) -> None:
     buf = np.full(GUARD + Ring.layout_bytes(CAP) + GUARD, 0xAB, np.uint8)
-    ring = Ring.create(buf, CAP, offset=GUARD)
+    ring = kind.create(buf, CAP, offset=GUARD)
     base = GUARD + rk.RING_HEADER_BYTES
-    for kind, a, b in steps:
-        if kind in ("field", "small"):
+    for step, a, b in steps:
+        if step in ("field", "small"):
             buf[GUARD + a : GUARD + a + 8] = np.frombuffer(int(b).to_bytes(8, "little", signed=True), np.uint8)
             continue
-        if kind == "data":
+        if step == "data":
             buf[base + a : base + a + 4] = np.frombuffer(int(b).to_bytes(4, "little"), np.uint8)
             continue
         try:
-            if kind == "push":
+            if step == "push":
                 ring.push(7, bytes([0x11]) * a)
-            elif kind == "pop":
+            elif step == "pop":
                 ring.pop()
-            elif kind == "drain":
+            elif step == "drain":
                 ring.drain(lambda t, v: v.tobytes())
-            elif kind == "peek":
+            elif step == "peek":
                 if ring.peek() is not None:
                     ring.release()
-            elif kind == "claim" and (view := ring.claim(a)) is not None:
+            elif step == "claim" and (view := ring.claim(a)) is not None:
                 view[:] = bytes([0x22]) * a
                 ring.commit(8)
         except RingCorruptError:
             pass  # the owner drops such a ring; what matters is that nothing else was touched
-        assert (buf[:GUARD] == 0xAB).all(), f"wrote before the ring after {kind}"
-        assert (buf[GUARD + Ring.layout_bytes(CAP) :] == 0xAB).all(), f"wrote after the ring after {kind}"
+        assert (buf[:GUARD] == 0xAB).all(), f"wrote before the ring after {step}"
+        assert (buf[GUARD + Ring.layout_bytes(CAP) :] == 0xAB).all(), f"wrote after the ring after {step}"
