@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    plain = bool(getattr(args, "plain_rings_", False))
     compiled_before = None
-    if getattr(args, "plain_rings_", False):
+    if plain:
         from pycorosync.ipc.client import use_compiled_rings
 
         compiled_before = use_compiled_rings(False)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     finally:
-        if compiled_before is not None:  # main() called in-process (tests, embedding): leave it as found
+        if plain:  # main() called in-process (tests, embedding): leave it as found
             use_compiled_rings(compiled_before)
 
 

@@ -76,13 +76,14 @@ LONG_LIVED_PREFIXES: set[str] = set()
 
 
 @pytest.fixture(autouse=True)
-def _ring_path_left_compiled() -> Iterator[None]:
-    """A test that switches this process's client connections to plain rings must switch them back: the
-    tests after it in the same process (one xdist worker runs many) expect the default."""
+def _ring_path_left_as_found() -> Iterator[None]:
+    """A test that chooses the ring path of this process's client connections must put the default back:
+    the tests after it in the same process (one xdist worker runs many) expect it."""
     yield
     from pycorosync.ipc import client
 
-    assert client.use_compiled_rings(True), "the test left client connections on plain rings"
+    left = client.use_compiled_rings(None)
+    assert left is None, f"the test left client connections on use_compiled_rings({left})"
 
 
 @pytest.fixture(autouse=True)

@@ -133,6 +133,25 @@ def test_config_file_keys_and_runtime_defaults_are_served(service: tuple[Path, P
         assert code(e) == CsErrorCode.CS_ERR_INVALID_PARAM
 
 
+def test_an_application_using_only_cmap_never_loads_numba(service: tuple[Path, Path]) -> None:
+    """The cmap library's connections use plain rings by default: a set, an RPC get and a view get work
+    in a process where numba was never imported."""
+    run_dir, _ = service
+    script = (
+        "import sys\n"
+        "from pycorosync.cmap import CmapClient, ValueType\n"
+        f"with CmapClient({str(run_dir)!r}) as c:\n"
+        "    c.set('app.key', 41, ValueType.UINT32)\n"
+        "    got = c.get('app.key')[0]\n"
+        f"with CmapClient({str(run_dir)!r}, local_reads=False) as c:\n"
+        "    rpc = c.get('totem.cluster_name')[0]\n"
+        "print(got, rpc, 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["41", "testcluster", "False"]
+
+
 def test_a_set_by_one_client_is_seen_and_notified_to_another(service: tuple[Path, Path]) -> None:
     run_dir, _ = service
     with CmapClient(str(run_dir)) as writer, CmapClient(str(run_dir)) as watcher:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import socket
@@ -83,11 +84,11 @@ class RecordingEcho(echo.EchoService):
 @pytest.fixture(autouse=True, params=["compiled", "plain"])
 def ring_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test runs with the client's rings through the numba kernels and through plain Python."""
-    client_mod.use_compiled_rings(request.param == "compiled")
+    before = client_mod.use_compiled_rings(request.param == "compiled")
     try:
         yield str(request.param)
     finally:
-        client_mod.use_compiled_rings(True)
+        client_mod.use_compiled_rings(before)
 
 
 @pytest.fixture
@@ -781,8 +782,32 @@ def test_a_tool_run_in_process_leaves_the_ring_path_as_it_found_it(run_dir: Path
     """``cli.main`` of a tool picks plain rings for its own run only (tests and embedders call it in-process)."""
     from pycorosync.cli import main
 
-    before = client_mod.use_compiled_rings(True)
+    before = client_mod.use_compiled_rings(None)
     client_mod.use_compiled_rings(before)
     assert main(["--run-dir", str(run_dir), "cmapctl", "totem.token"]) != 0  # no cmap service there
     assert "cmap" in capsys.readouterr().err
     assert client_mod.use_compiled_rings(before) == before
+
+
+def test_by_default_only_high_rate_services_get_compiled_rings(run_dir: Path) -> None:
+    """With no choice made, a cpg or echo connection is compiled and a cmap/quorum/sam/cfg one is plain
+    (the same echo engine serves under each name here)."""
+    from pycorosync.ipc.plainring import PlainRing
+
+    before = client_mod.use_compiled_rings(None)
+    servers = [Server(run_dir, name, echo.EchoService(), request_types=echo.REQUEST_TYPES)
+               for name in ("echo", "cpg", "cmap", "quorum")]
+    try:
+        with contextlib.ExitStack() as stack:
+            for server in servers:
+                stack.enter_context(ServerThread(server))
+            plain = {}
+            for name in ("echo", "cpg", "cmap", "quorum"):
+                with connect(run_dir, name) as conn:
+                    assert conn.call(echo.ECHO, name.encode(), timeout=DEADLINE_S) == name.encode()
+                    plain[name] = isinstance(conn._request, PlainRing)
+                with connect(run_dir, name, compiled=True) as conn:
+                    assert not isinstance(conn._request, PlainRing)
+    finally:
+        client_mod.use_compiled_rings(before)
+    assert plain == {"echo": False, "cpg": False, "cmap": True, "quorum": True}
