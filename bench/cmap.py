@@ -14,7 +14,10 @@ while one more client sets another key as fast as it can, so the view changes be
 and the client's cache answers less often; "get_nocache" probes the view on every get (no client
 cache: the cost of a get right after any change in the key space).
 
-    python bench/cmap.py [--ops 20000] [--seconds-per-case ...]
+``--rings compiled|plain`` makes every client use that ring path (the default: the library's, plain
+for cmap), for an A/B of ``ipc/plainring.py`` against the numba kernels; the JSON lines say which.
+
+    python bench/cmap.py [--ops 20000] [--rings default|compiled|plain]
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ KEY = "bench.value"
 TRACKED = "bench.tracked"
 
 
+RINGS_ENV = "PYCOROSYNC_BENCH_CMAP_RINGS"  # main() hands --rings to the workers through it
+
+
 # -- workers (run as separate processes: python bench/cmap.py --worker ...) ---------------------------
 def _wait_go() -> None:
     print("ready", flush=True)
@@ -59,6 +65,11 @@ def _wait_go() -> None:
 
 def worker(kind: str, run_dir: str, ops: int, out: str) -> None:
     from pycorosync.cmap import CMAP_TRACK_ADD, CMAP_TRACK_MODIFY, CS_DISPATCH_ONE, CmapClient, ValueType
+    from pycorosync.ipc.client import use_compiled_rings
+
+    rings = os.environ.get(RINGS_ENV, "default")
+    if rings != "default":
+        use_compiled_rings(rings == "compiled")
 
     lat = np.zeros(ops, np.int64)
     clock = time.perf_counter_ns
@@ -143,7 +154,8 @@ RESULTS: list[dict[str, object]] = []
 
 def _report(op: str, clients: int, lat_ns: np.ndarray, ops_per_s: float) -> None:
     row: dict[str, object] = {
-        "bench": "cmap", "op": op, "clients": clients, "ops_per_s": round(ops_per_s),
+        "bench": "cmap", "op": op, "clients": clients, "rings": os.environ.get(RINGS_ENV, "default"),
+        "ops_per_s": round(ops_per_s),
         "p50_us": round(float(np.percentile(lat_ns, 50)) / 1e3, 2),
         "p99_us": round(float(np.percentile(lat_ns, 99)) / 1e3, 2),
     }
@@ -159,7 +171,7 @@ def _ratios() -> None:
         if r["op"] == "unix_socket_rtt":
             continue
         print(json.dumps({
-            "bench": "cmap", "op": "ratio", "of": r["op"], "clients": r["clients"],
+            "bench": "cmap", "op": "ratio", "of": r["op"], "clients": r["clients"], "rings": r["rings"],
             "ops_per_s_ratio": round(float(r["ops_per_s"]) / base_rate, 2),  # type: ignore[arg-type]
             "p50_ratio": round(float(r["p50_us"]) / base_p50, 3),  # type: ignore[arg-type]
         }), flush=True)
@@ -225,7 +237,10 @@ def main() -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", type=int, default=20000, help="operations per client and case")
+    ap.add_argument("--rings", choices=["default", "compiled", "plain"], default="default",
+                    help="ring path of every client (default: the cmap library's)")
     args = ap.parse_args()
+    os.environ[RINGS_ENV] = args.rings
     from pycorosync.localcluster import cmap_service
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-cmap-"))

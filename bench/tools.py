@@ -45,9 +45,11 @@ CONF = textwrap.dedent("""\
     }
     """)
 
-# the CLI as shipped, and the CLI with every tool on the compiled rings (the path before plainring)
+# the CLI as shipped, and the CLI with every connection forced onto the compiled rings (the path before plainring;
+# not merely the tools' plain choice turned off: cmap's own default is plain too)
 PLAIN = "import sys; from pycorosync.cli import main; sys.exit(main(sys.argv[1:]))"
-COMPILED = ("import sys; from pycorosync import cli; cli.PLAIN_RING_COMMANDS = frozenset(); "
+COMPILED = ("import sys; from pycorosync import cli; from pycorosync.ipc import client; "
+            "cli.PLAIN_RING_COMMANDS = frozenset(); client.use_compiled_rings(True); "
             "sys.exit(cli.main(sys.argv[1:]))")
 COMMANDS = {
     "cmapctl -g totem.cluster_name": ["cmapctl", "-g", "totem.cluster_name"],
