@@ -28,8 +28,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from pycorosync.ipc import conn as proto
-from pycorosync.ipc import plainring
+from pycorosync.ipc import conn as proto, plainring
 from pycorosync.ipc.errors import (
     CS_ERR_BAD_FLAGS,
     CS_ERR_LIBRARY,

@@ -56,6 +56,7 @@ from pycorosync.ipc.ring_layout import (
     RingCounters,
     RingLayoutError,
     max_payload_for,
+    record_bytes,
 )
 
 Payload = Any  # bytes-like (bytes, bytearray, memoryview, a contiguous numpy array)
@@ -79,10 +80,6 @@ def fence() -> None:
     """A full memory fence (StoreLoad included): a lock's acquire and release, each a locked instruction."""
     _FENCE.acquire()
     _FENCE.release()
-
-
-def _footprint(n: int) -> int:
-    return 8 + (n + 7) // 8 * 8
 
 
 def _i64(v: int) -> int:
@@ -175,7 +172,7 @@ class PlainRing:
     def _reserve(self, n: int) -> int:
         q = self._i64
         cap = self.capacity
-        need = _footprint(n)
+        need = record_bytes(n)
         w = q[WTAIL]
         pos = self._pos(w)
         to_end = cap - pos
@@ -195,7 +192,7 @@ class PlainRing:
         q = self._i64
         w = q[WTAIL]
         _REC.pack_into(self.mv, self._data(self._pos(w)), n, rtype)
-        q[WTAIL] = _i64(w + _footprint(n))
+        q[WTAIL] = _i64(w + record_bytes(n))
         q[N_PUSHED] = _i64(q[N_PUSHED] + 1)
 
     def _publish(self) -> None:
@@ -278,7 +275,7 @@ class PlainRing:
         q[CACHED_HEAD] = head
         w = q[WTAIL]
         pos = self._pos(w)
-        need = _footprint(min(max(nbytes, 0), self.max_payload))
+        need = record_bytes(min(max(nbytes, 0), self.max_payload))
         total = need if self.capacity - pos >= need else self.capacity - pos + need
         if w + total - head <= self.capacity:
             self._u32[PWAIT] = 0
@@ -310,13 +307,13 @@ class PlainRing:
                 r = _i64(r + cap - pos)
                 q[RHEAD] = r
                 continue
-            if n > self.max_payload or _footprint(n) > avail or _footprint(n) > cap - pos:
+            if n > self.max_payload or record_bytes(n) > avail or record_bytes(n) > cap - pos:
                 raise self._corrupt()
             return self._data(pos), rtype, n
 
     def _consume(self, n: int) -> None:
         q = self._i64
-        q[RHEAD] = _i64(q[RHEAD] + _footprint(n))
+        q[RHEAD] = _i64(q[RHEAD] + record_bytes(n))
         q[N_POPPED] = _i64(q[N_POPPED] + 1)
 
     def _publish_head(self) -> None:

@@ -52,10 +52,12 @@ import numpy as np
 from pycorosync.ipc import ring_kernels as rk
 
 # the errors and counters live with the layout (numba-free); re-exported here, where users look for them
-from pycorosync.ipc.ring_layout import RecordTooLargeError as RecordTooLargeError
-from pycorosync.ipc.ring_layout import RingCorruptError as RingCorruptError
-from pycorosync.ipc.ring_layout import RingCounters as RingCounters
-from pycorosync.ipc.ring_layout import RingLayoutError as RingLayoutError
+from pycorosync.ipc.ring_layout import (
+    RecordTooLargeError as RecordTooLargeError,
+    RingCorruptError as RingCorruptError,
+    RingCounters as RingCounters,
+    RingLayoutError as RingLayoutError,
+)
 
 Payload = bytes | bytearray | memoryview | np.ndarray[Any, Any]
 

@@ -65,104 +65,38 @@ from pycorosync.ipc._atomics import (
 # the layout, re-exported: the kernels' users read the offsets and constants from here
 from pycorosync.ipc.ring_layout import (
     CORRUPT as CORRUPT,
-)
-from pycorosync.ipc.ring_layout import (
     EMPTY as EMPTY,
-)
-from pycorosync.ipc.ring_layout import (
     FUTEX_WAIT as FUTEX_WAIT,
-)
-from pycorosync.ipc.ring_layout import (
     FUTEX_WAKE as FUTEX_WAKE,
-)
-from pycorosync.ipc.ring_layout import (
     NO_ROOM as NO_ROOM,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_CACHED_HEAD as OFF_CACHED_HEAD,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_CACHED_TAIL as OFF_CACHED_TAIL,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_CAPACITY as OFF_CAPACITY,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_CSEQ as OFF_CSEQ,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_CTS as OFF_CTS,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_CWAIT as OFF_CWAIT,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_HEAD as OFF_HEAD,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_MAGIC as OFF_MAGIC,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_MAX_PAYLOAD as OFF_MAX_PAYLOAD,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_N_FULL as OFF_N_FULL,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_N_POPPED as OFF_N_POPPED,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_N_PUSHED as OFF_N_PUSHED,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_N_WAKES as OFF_N_WAKES,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_ONE as OFF_ONE,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_PSEQ as OFF_PSEQ,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_PTS as OFF_PTS,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_PWAIT as OFF_PWAIT,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_RHEAD as OFF_RHEAD,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_TAIL as OFF_TAIL,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_VERSION as OFF_VERSION,
-)
-from pycorosync.ipc.ring_layout import (
     OFF_WTAIL as OFF_WTAIL,
-)
-from pycorosync.ipc.ring_layout import (
     PAD_LEN as PAD_LEN,
-)
-from pycorosync.ipc.ring_layout import (
     RECORD_HEADER_BYTES as RECORD_HEADER_BYTES,
-)
-from pycorosync.ipc.ring_layout import (
     RING_HEADER_BYTES as RING_HEADER_BYTES,
-)
-from pycorosync.ipc.ring_layout import (
     RING_MAGIC as RING_MAGIC,
-)
-from pycorosync.ipc.ring_layout import (
     RING_VERSION as RING_VERSION,
-)
-from pycorosync.ipc.ring_layout import (
     SYS_FUTEX as SYS_FUTEX,
-)
-from pycorosync.ipc.ring_layout import (
     WAIT_EVENTFD as WAIT_EVENTFD,
-)
-from pycorosync.ipc.ring_layout import (
     WAIT_FUTEX as WAIT_FUTEX,
 )
 

@@ -32,11 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pycorosync.ipc import conn as proto
-from pycorosync.ipc import connfile, fastpath
-from pycorosync.ipc import ring_kernels as rk
-from pycorosync.ipc import stats as node_stats
-from pycorosync.ipc import wakeup as wake
+from pycorosync.ipc import conn as proto, connfile, fastpath, ring_kernels as rk, stats as node_stats, wakeup as wake
 from pycorosync.ipc.creds import AccessPolicy, PeerCred, peer_cred
 from pycorosync.ipc.errors import (
     CS_ERR_ACCESS,

@@ -12,8 +12,10 @@ import numpy as np
 from numba import njit
 
 from pycorosync.ipc._atomics import fence_sc, ld_acq_u32, st_rel_u32, xchg_u32
-from pycorosync.ipc.eventfds import clear_eventfd as clear_eventfd  # re-exported
-from pycorosync.ipc.eventfds import ring_eventfd as ring_eventfd
+from pycorosync.ipc.eventfds import (
+    clear_eventfd as clear_eventfd,  # re-exported
+    ring_eventfd as ring_eventfd,
+)
 
 
 @njit(cache=True, nogil=True)

@@ -28,8 +28,7 @@ from pycorosync.engine.totem.api import ConfigType, Guarantee, RingId
 from pycorosync.ipc.errors import CS_OK, CsError, CsErrorCode
 from pycorosync.ipc.framing import encode_response
 from pycorosync.ipc.server import ServerConnection
-from pycorosync.services.cfg import protocol as p
-from pycorosync.services.cfg import shutdown as sd
+from pycorosync.services.cfg import protocol as p, shutdown as sd
 from pycorosync.services.cfg.status import LinkTableReader, NodeLinks, brief_status, links_from_config, node_status
 
 RETRY_S = 0.01  # a cluster message of ours that found the submit ring full is retried this often

@@ -38,8 +38,7 @@ from pycorosync.ipc.errors import CS_ERR_INVALID_PARAM, CS_OK, CsError, CsErrorC
 from pycorosync.ipc.framing import encode_response
 from pycorosync.ipc.server import Server, ServerConnection, ServerLimits
 from pycorosync.paths import resolve_run_dir
-from pycorosync.services.cmap import loader
-from pycorosync.services.cmap import protocol as p
+from pycorosync.services.cmap import loader, protocol as p
 from pycorosync.services.cmap.dispatch import CmapDispatcher, CmapSession
 from pycorosync.services.cmap.engine import (
     CMAP_TRACK_ADD,

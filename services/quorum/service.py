@@ -28,8 +28,7 @@ from pycorosync.ipc.errors import CS_OK, CsError, CsErrorCode
 from pycorosync.ipc.framing import encode_response
 from pycorosync.ipc.server import ServerConnection
 
-from . import cluster_msg
-from . import protocol as p
+from . import cluster_msg, protocol as p
 from .cmap_keys import RuntimeKeys
 from .settings import QuorumSettings
 from .votequorum import (

@@ -34,8 +34,7 @@ from pycorosync.engine.supervisor.loop import EventLoop, Timer
 from pycorosync.engine.supervisor.policy import GiveUp, RestartBudget
 from pycorosync.engine.supervisor.process import ChildProcess, ChildSpec, ExitStatus
 from pycorosync.ipc.errors import CS_ERR_INVALID_PARAM, CS_ERR_LIBRARY, CS_ERR_TOO_BIG, CS_OK, CsError
-from pycorosync.services.sam import deathsig
-from pycorosync.services.sam import protocol as sp
+from pycorosync.services.sam import deathsig, protocol as sp
 from pycorosync.services.sam.cmapstate import (
     STATE_FAILED,
     STATE_RUNNING,

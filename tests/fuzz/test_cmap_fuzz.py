@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pycorosync.engine.config.types import INTEGER_RANGES, ValueType
 from pycorosync.ipc.errors import CsError, CsErrorCode

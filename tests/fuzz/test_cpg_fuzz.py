@@ -6,8 +6,7 @@ from __future__ import annotations
 import contextlib
 from types import SimpleNamespace
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pycorosync.engine.runtime.node import NodeInfo
 from pycorosync.ipc.errors import CsError, CsErrorCode

@@ -10,13 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pycorosync.ipc import conn as proto
-from pycorosync.ipc import echo
-from pycorosync.ipc import ring_kernels as rk
-from pycorosync.ipc import wakeup as wake
+from pycorosync.ipc import conn as proto, echo, ring_kernels as rk, wakeup as wake
 from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect
 from pycorosync.ipc.errors import CS_OK, CsError
 from pycorosync.ipc.server import Server, ServerLimits, ServerThread

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from pycorosync.ipc.errors import CsError, CsErrorCode
 from pycorosync.services.cfg import protocol as p

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pycorosync.ipc import client as client_mod
-from pycorosync.ipc import conn as proto
-from pycorosync.ipc import echo
+from pycorosync.ipc import client as client_mod, conn as proto, echo
 from pycorosync.ipc.client import (
     CS_DISPATCH_ALL,
     CS_DISPATCH_BLOCKING,

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pycorosync.ipc import echo
-from pycorosync.ipc import ring_kernels as rk
-from pycorosync.ipc import wakeup as wake
+from pycorosync.ipc import echo, ring_kernels as rk, wakeup as wake
 from pycorosync.ipc.client import CS_DISPATCH_ALL, Connection, connect
 from pycorosync.ipc.errors import CS_ERR_LIBRARY, CS_ERR_TRY_AGAIN, CsError
 from pycorosync.ipc.server import Server, ServerConnection, ServerLimits, ServerThread, create_segment

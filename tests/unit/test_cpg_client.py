@@ -49,8 +49,7 @@ from pycorosync.engine.runtime.node import NodeInfo
 from pycorosync.engine.totem.api import ConfigType, RingId
 from pycorosync.ipc.client import connect
 from pycorosync.ipc.framing import decode_response
-from pycorosync.services.cpg import client as cpg_client
-from pycorosync.services.cpg import protocol as p
+from pycorosync.services.cpg import client as cpg_client, protocol as p
 from pycorosync.services.cpg.service import CpgService
 
 NODEID = 7

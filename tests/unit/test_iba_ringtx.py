@@ -4,8 +4,7 @@ up to a chosen record (what lets a posted record stay put until its send complet
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pycorosync.ipc.ring import Ring
 from pycorosync.ipc.ring_kernels import record_bytes, ring_scan

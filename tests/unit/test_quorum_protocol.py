@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from pycorosync.services.quorum import protocol as p
 from pycorosync.services.quorum.client import (

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pycorosync.ipc.plainring import PlainRing
 from pycorosync.ipc.ring import RecordTooLargeError, Ring, RingCounters

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from pycorosync.engine.runtime import records as rec
 from pycorosync.engine.runtime.sync import SendBarrier, SyncCoordinator, SyncLog, ToService

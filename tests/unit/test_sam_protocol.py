@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pycorosync.engine.supervisor.node import ChildSample
 from pycorosync.engine.supervisor.policy import GiveUp, Restart, RestartBudget, RestartPolicy

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from pycorosync.engine.totem.api import SendFrame
 from pycorosync.engine.totem.config import TotemConfig

@@ -6,8 +6,7 @@ import contextlib
 import struct
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pycorosync.engine.totem.api import RingId
 from pycorosync.engine.totem.fragment import Assembler, SendQueue

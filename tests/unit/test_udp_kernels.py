@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pycorosync.ipc.ring import Ring
 from pycorosync.transports import crypto, peers

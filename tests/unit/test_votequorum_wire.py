@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from pycorosync.services.quorum.cluster_msg import decode, encode
 from pycorosync.services.quorum.votequorum import NodeInfo, Reconfigure
