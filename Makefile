@@ -51,7 +51,7 @@ sysdeps:
 test: sysdeps lint typecheck pytest
 
 bench: warm
-	for b in bench/*.py; do echo "# $$b" >&2; $(VPY) $$b || exit 1; done
+	for b in bench/[!_]*.py; do echo "# $$b" >&2; $(VPY) $$b || exit 1; done
 
 sim-long: warm
 	$(VPY) -m tests.sim --seeds 20000 --json

@@ -13,14 +13,22 @@ Throughput: each sender multicasts (CPG_TYPE_AGREED) as fast as flow control let
 then a FIN; every receiver counts the messages it got until the FIN of every sender (msgs_per_s is the
 mean over the 3 receivers). Latency: each sender paces a few messages a second and times the round
 trip from cpg_mcast_joined to its own delivery. idle_cpu_per_node: CPU share (1.0 = one core) of one
-node's processes while the ring is idle. The baseline is real corosync on the same machine in the same
-run; when no ``corosync`` binary is installed a line {"bench": "cpg", "impl": "corosync", "skipped": ...}
-says so. A second baseline, {"bench": "cpg", "impl": "handoff-floor", "hops": 4, "p50_us": ..., "p99_us": ...},
+node's processes while the ring is idle.
+The baseline is real corosync on the same machine in the same run (``impl: corosync``, after pycorosync's
+cases): 3 daemons, transport udpu, each in a network namespace of its own (bench/_corosync_nodes.py: corosync
+finds its node by the machine's addresses, so three can't share loopback), driven by the same worker code
+through corosync's own libcpg (bench/_libcpg.py, ctypes), so the two engines serve the same Python
+application. Its lines add "version", "transport", "network" and "client"; its cpu_us_per_msg splits into
+"corosync" (the 3 daemons) and "clients". It needs root, ``ip``, ``nft``, ``corosync`` and libcpg (Debian:
+``apt-get install corosync libcpg4``; ``make sysdeps`` does it); otherwise a line {"bench": "cpg", "impl":
+"corosync", "skipped": ...} says why. It runs with corosync's own default of realtime scheduling
+(``--corosync-sched-rr no`` for SCHED_OTHER). A second baseline, {"bench": "cpg", "impl": "handoff-floor", "hops": 4, "p50_us": ..., "p99_us": ...},
 times 4 bare process wake-ups (eventfd, no work) at the latency pacing: the least an own delivery can take
 when it passes client -> cpg -> totem -> cpg -> client on this machine.
 
     python bench/cpg.py [--quick] [--seconds 3] [--netmtu 1500|65535] [--sizes 64,1024] [--senders 1,3]
-                        [--sched-rr yes|no] [--sched-batch yes|no] [--totem KEY=VALUE ...]
+                        [--impl pycorosync,corosync] [--sched-rr yes|no] [--sched-batch yes|no]
+                        [--corosync-sched-rr yes|no] [--totem KEY=VALUE ...]
 
 The full matrix is 64 B, 1 KiB, 64 KiB and 1 MiB, each with 1 and 3 senders; ``--quick`` runs 1 KiB and
 64 KiB with 1 sender (under 2 minutes). ``--netmtu 1500`` is corosync udpu's frame size (the baseline's);
@@ -48,9 +56,11 @@ import os
 import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +72,33 @@ _HDR = struct.Struct("<BIIIQ")  # kind, case, pid, seq, t_ns
 DATA, FIN = 0, 1
 LATENCY_RATE = 20  # messages/s per sender while timing round trips
 #: processes whose CPU per message the throughput cases report (the three nodes' summed, and the clients)
-CPU_SPLIT = ("totem", "transport", "cpg", "clients")
+CPU_SPLIT = ("totem", "transport", "cpg", "corosync", "clients")
 CASE_TIMEOUT_S = 120.0
 
 
 # -- worker: one cpg process per node, driven by JSON lines on a pipe ----------------------------------
-def _worker(run_dir: str, cmd_fd: int, out_fd: int) -> int:
-    from pycorosync.cpg import CPG_TYPE_AGREED, ConfChg, CpgClient, CsError, CsErrorCode, Deliver
+def _pycorosync_client(run_dir: str) -> Callable[[], Any]:
+    """How a worker opens its cpg handle on a pycorosync node."""
+    def connect() -> Any:
+        from pycorosync.cpg import CpgClient
+
+        return CpgClient(run_dir, timeout=30.0)
+    return connect
+
+
+def _libcpg_client(netns: str) -> Callable[[], Any]:
+    """How a worker opens its cpg handle on a real corosync node: enter the node's network namespace, then
+    corosync's own libcpg (bench/_libcpg.py)."""
+    def connect() -> Any:
+        from _libcpg import LibCpgClient, enter_netns
+
+        enter_netns(netns)
+        return LibCpgClient(timeout=30.0)
+    return connect
+
+
+def _worker(connect: Callable[[], Any], cmd_fd: int, out_fd: int) -> int:
+    from pycorosync.cpg import CPG_TYPE_AGREED, ConfChg, CsError, CsErrorCode, Deliver
 
     pid = os.getpid()
     reader = os.fdopen(cmd_fd, "r")
@@ -76,7 +106,7 @@ def _worker(run_dir: str, cmd_fd: int, out_fd: int) -> int:
     def reply(obj: dict[str, Any]) -> None:
         os.write(out_fd, (json.dumps(obj) + "\n").encode())
 
-    with CpgClient(run_dir, timeout=30.0) as cpg:
+    with connect() as cpg:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -161,12 +191,12 @@ def _worker(run_dir: str, cmd_fd: int, out_fd: int) -> int:
 
 
 class _Handle:
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, connect: Callable[[], Any]) -> None:
         from pycorosync.demo import fork_child
 
         cmd_r, self.cmd_w = os.pipe()
         self.out_r, out_w = os.pipe()
-        self.pid = fork_child(lambda: _worker(run_dir, cmd_r, out_w))
+        self.pid = fork_child(lambda: _worker(connect, cmd_r, out_w))
         os.close(cmd_r)
         os.close(out_w)
         self.reader = os.fdopen(self.out_r, "r")
@@ -191,16 +221,15 @@ class _Handle:
         self.reader.close()
 
 
-def _idle_cpu(cluster: Any, settle_s: float = 2.0, seconds: float = 5.0) -> float:
-    """Mean CPU share of one node's processes (supervisor and children) while nothing is sent, from the
-    threads' schedstat (exact; /proc/<pid>/stat counts 10 ms ticks, too coarse for a 1 % figure)."""
+def _idle_cpu(pids: list[int], nodes: int, settle_s: float = 2.0, seconds: float = 5.0) -> float:
+    """Mean CPU share of one node's processes (``pids``: those of all ``nodes``) while nothing is sent,
+    from the threads' schedstat (exact; /proc/<pid>/stat counts 10 ms ticks, too coarse for a 1 % figure)."""
     from pycorosync.localcluster import cpu_ns
 
-    pids = [pid for node in cluster.nodes.values() for pid in node.pids().values()]
     time.sleep(settle_s)  # the workers' joins and the sync they cause are over
     a, t0 = sum(cpu_ns(pid) for pid in pids), time.monotonic()
     time.sleep(seconds)
-    return (sum(cpu_ns(pid) for pid in pids) - a) / 1e9 / (time.monotonic() - t0) / len(cluster.nodes)
+    return (sum(cpu_ns(pid) for pid in pids) - a) / 1e9 / (time.monotonic() - t0) / nodes
 
 
 def _cpu_by_process(cluster: Any, workers: list[_Handle]) -> dict[str, int]:
@@ -272,40 +301,59 @@ def _percentile(values: list[int], q: float) -> float:
     return values[min(len(values) - 1, int(len(values) * q))] / 1000 if values else 0.0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 KiB and 64 KiB, 1 sender (under 2 minutes)")
-    ap.add_argument("--seconds", type=float, default=3.0, help="throughput sending time per case (default 3)")
-    ap.add_argument("--latency-count", type=int, default=60, help="timed round trips per sender and case")
-    ap.add_argument("--sizes", type=str, default="", help="comma-separated message sizes (overrides the matrix)")
-    ap.add_argument("--senders", type=str, default="", help="comma-separated sender counts (1, 3)")
-    ap.add_argument("--sched-rr", choices=("yes", "no"), default="no",
-                    help="system.sched_rr of the nodes (corosync's default is yes: realtime, as root; it costs "
-                         "5-10x throughput when nodes and clients share 2 cores)")
-    ap.add_argument("--sched-batch", choices=("yes", "no"), default="yes",
-                    help="system.sched_batch of the nodes (pycorosync's default yes: SCHED_BATCH when not "
-                         "realtime; no = SCHED_OTHER, for A/B runs)")
-    ap.add_argument("--netmtu", type=int, default=1500,
-                    help="totem.netmtu of the cluster (1500 as corosync udpu; up to 65535 on loopback, as knet)")
-    ap.add_argument("--totem", action="append", default=[], metavar="KEY=VALUE",
-                    help="another totem key of the cluster (repeatable), e.g. --totem max_messages=50")
-    args = ap.parse_args()
-    extra_totem = dict(kv.split("=", 1) for kv in args.totem if "=" in kv)
+def _matrix(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(sizes, sender counts) of the run."""
+    sizes = QUICK_SIZES if args.quick else SIZES
+    sender_counts = (1,) if args.quick else (1, 3)
+    if args.sizes:
+        sizes = tuple(int(x) for x in args.sizes.split(","))
+    if args.senders:
+        sender_counts = tuple(int(x) for x in args.senders.split(","))
+    return sizes, sender_counts
 
-    if shutil.which("corosync") is None:
-        print(json.dumps({"bench": "cpg", "impl": "corosync", "skipped": "no corosync binary installed"}),
-              flush=True)
-    else:
-        print(json.dumps({"bench": "cpg", "impl": "corosync",
-                          "skipped": "a corosync binary is installed but driving it is not implemented"}), flush=True)
 
-    floor = _handoff_floor(4, args.latency_count, LATENCY_RATE, args.sched_rr == "yes")
-    print(json.dumps({"bench": "cpg", "impl": "handoff-floor", "hops": 4,
-                      "p50_us": round(_percentile(floor, 0.5), 1), "p99_us": round(_percentile(floor, 0.99), 1),
-                      "what": "4 bare process wake-ups (client, cpg, totem, cpg, client) at the latency pacing, no "
-                              "work: the least an own delivery can take through this process chain here"}),
-          flush=True)
+def _run_cases(args: argparse.Namespace, workers: list[_Handle], cpu_sample: Callable[[], dict[str, int]],
+               fields: dict[str, Any]) -> None:
+    """Runs the matrix on ready workers (one per node) and prints a JSON line per case, with ``fields``
+    (impl, idle CPU, scheduling, ...) in each."""
+    sizes, sender_counts = _matrix(args)
+    case = 0
+    for nsend in sender_counts:
+        for size in sizes:
+            results = {}
+            cpu_before: dict[str, int] = {}
+            cpu_used: dict[str, int] = {}
+            for mode in ("throughput", "latency"):
+                case += 1
+                count = max(10, args.latency_count // (4 if size >= 1 << 20 else 1))
+                if mode == "throughput":
+                    cpu_before = cpu_sample()
+                for i, w in enumerate(workers):
+                    w.send({"cmd": "run", "mode": mode, "case": case, "senders": nsend, "size": size,
+                            "send": i < nsend, "seconds": args.seconds, "count": count})
+                results[mode] = [w.recv() for w in workers]
+                if mode == "throughput":
+                    after = cpu_sample()
+                    cpu_used = {k: after[k] - cpu_before.get(k, 0) for k in after}
+            tput = results["throughput"]
+            rates = [r["delivered"] / r["seconds"] for r in tput if r["seconds"] > 0]
+            msgs_per_s = sum(rates) / len(rates) if rates else 0.0
+            rtts = [x for r in results["latency"] for x in r["rtts"]]
+            complete = all(r["complete"] for r in tput + results["latency"])
+            sent = sum(r["sent"] for r in tput)
+            # CPU of the whole machine's share of the case per message multicast (delivered to 3 nodes)
+            cpu_us = {k: round(v / 1e3 / sent, 2) for k, v in sorted(cpu_used.items())
+                      if v > 0 and k in CPU_SPLIT} if sent else {}
+            line = {"bench": "cpg", "impl": fields["impl"], "senders": nsend, "size_bytes": size,
+                    "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
+                    "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
+                    "sent": sent, "cpu_us_per_msg": {"sum": round(sum(cpu_us.values()), 2), **cpu_us},
+                    "complete": complete, "netmtu": args.netmtu, **fields,
+                    "load_avg_1m": round(os.getloadavg()[0], 2)}
+            print(json.dumps(line), flush=True)
 
+
+def _run_pycorosync(args: argparse.Namespace, extra_totem: dict[str, str]) -> None:
     from pycorosync import jitcache
     from pycorosync.localcluster import SHM_DIR, Cluster
 
@@ -315,7 +363,6 @@ def main() -> int:
     ring_kernels.warm()
     wakeup.warm()
     fastpath.warm()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-cpg-"))
     cluster = Cluster(base, 3, totem={**TOTEM, "netmtu": args.netmtu, **extra_totem}, test_services=(), name_prefix="bcpg",
                       system={"sched_rr": args.sched_rr, "sched_batch": args.sched_batch})
@@ -328,55 +375,13 @@ def main() -> int:
                 raise RuntimeError(f"the ring did not form\n{cluster.logs(tail=15)}")
             time.sleep(0.05)
         sched = _node_sched(cluster)
-        workers = [_Handle(str(node.run_dir)) for node in cluster.nodes.values()]
+        workers = [_Handle(_pycorosync_client(str(node.run_dir))) for node in cluster.nodes.values()]
         for w in workers:
             w.recv()  # ready: every worker sees the 3 members
-        idle = _idle_cpu(cluster)
-        sizes = QUICK_SIZES if args.quick else SIZES
-        sender_counts = (1,) if args.quick else (1, 3)
-        if args.sizes:
-            sizes = tuple(int(x) for x in args.sizes.split(","))
-        if args.senders:
-            sender_counts = tuple(int(x) for x in args.senders.split(","))
-        case = 0
-        for nsend in sender_counts:
-            for size in sizes:
-                results = {}
-                cpu_before: dict[str, int] = {}
-                cpu_used: dict[str, int] = {}
-                for mode in ("throughput", "latency"):
-                    case += 1
-                    count = max(10, args.latency_count // (4 if size >= 1 << 20 else 1))
-                    if mode == "throughput":
-                        cpu_before = _cpu_by_process(cluster, workers)
-                    for i, w in enumerate(workers):
-                        w.send({"cmd": "run", "mode": mode, "case": case, "senders": nsend, "size": size,
-                                "send": i < nsend, "seconds": args.seconds, "count": count})
-                    results[mode] = [w.recv() for w in workers]
-                    if mode == "throughput":
-                        after = _cpu_by_process(cluster, workers)
-                        cpu_used = {k: after[k] - cpu_before.get(k, 0) for k in after}
-                tput = results["throughput"]
-                rates = [r["delivered"] / r["seconds"] for r in tput if r["seconds"] > 0]
-                msgs_per_s = sum(rates) / len(rates) if rates else 0.0
-                rtts = [x for r in results["latency"] for x in r["rtts"]]
-                complete = all(r["complete"] for r in tput + results["latency"])
-                sent = sum(r["sent"] for r in tput)
-                # CPU of the whole machine's share of the case per message multicast (delivered to 3 nodes)
-                cpu_us = {k: round(v / 1e3 / sent, 2) for k, v in sorted(cpu_used.items())
-                          if v > 0 and k in CPU_SPLIT} if sent else {}
-                print(json.dumps({
-                    "bench": "cpg", "impl": "pycorosync", "senders": nsend, "size_bytes": size,
-                    "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
-                    "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
-                    "idle_cpu_per_node": round(idle, 4), "sent": sent,
-                    "cpu_us_per_msg": {"sum": round(sum(cpu_us.values()), 2), **cpu_us},
-                    "complete": complete, "netmtu": args.netmtu, "sched": sched, **({"totem": extra_totem} if extra_totem else {}),
-                    "load_avg_1m": round(os.getloadavg()[0], 2),
-                }), flush=True)
-    except KeyboardInterrupt:
-        print("bench/cpg.py: interrupted", file=sys.stderr)
-        return 130
+        idle = _idle_cpu([pid for node in cluster.nodes.values() for pid in node.pids().values()], len(cluster.nodes))
+        _run_cases(args, workers, lambda: _cpu_by_process(cluster, workers),
+                   {"impl": "pycorosync", "idle_cpu_per_node": round(idle, 4), "sched": sched,
+                    **({"totem": extra_totem} if extra_totem else {})})
     finally:
         for w in workers:
             w.stop()
@@ -385,6 +390,93 @@ def main() -> int:
             with contextlib.suppress(OSError):
                 path.unlink()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _run_corosync(args: argparse.Namespace, extra_totem: dict[str, str]) -> None:
+    """The same cases on 3 real corosync daemons (bench/_corosync_nodes.py), driven through libcpg."""
+    from _corosync_nodes import CorosyncNodes, unavailable_reason
+    from _libcpg import find_libcpg
+
+    reason = unavailable_reason() or (None if find_libcpg() else "libcpg is not installed (Debian: libcpg4)")
+    if reason is not None:
+        print(json.dumps({"bench": "cpg", "impl": "corosync", "skipped": reason}), flush=True)
+        return
+    from pycorosync.localcluster import cpu_ns
+
+    base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-corosync-"))
+    nodes = CorosyncNodes(base, 3, totem={**TOTEM, "netmtu": args.netmtu, **extra_totem},
+                          sched_rr=args.corosync_sched_rr == "yes")
+    workers: list[_Handle] = []
+    try:
+        nodes.start()
+        pids = list(nodes.pids().values())
+        names = {os.SCHED_RR: "SCHED_RR", os.SCHED_BATCH: "SCHED_BATCH"}
+        sched = names.get(os.sched_getscheduler(pids[0]), "SCHED_OTHER")
+        workers = [_Handle(_libcpg_client(nodes.netns(nodeid))) for nodeid in nodes.pids()]
+        for w in workers:
+            w.recv()
+        idle = _idle_cpu(pids, len(pids))
+        version = subprocess.run(["corosync", "-v"], capture_output=True, text=True, timeout=30, check=False)
+        words = version.stdout.split("'")
+        _run_cases(args, workers,
+                   lambda: {"corosync": sum(cpu_ns(pid) for pid in pids),
+                            "clients": sum(cpu_ns(w.pid) for w in workers)},
+                   {"impl": "corosync", "version": words[1] if len(words) > 2 else "unknown",
+                    "idle_cpu_per_node": round(idle, 4), "sched": sched, "transport": "udpu",
+                    "network": "namespaces", "client": "libcpg through ctypes",
+                    **({"totem": extra_totem} if extra_totem else {})})
+    finally:
+        for w in workers:
+            w.stop()
+        nodes.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 KiB and 64 KiB, 1 sender (under 2 minutes)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="throughput sending time per case (default 3)")
+    ap.add_argument("--latency-count", type=int, default=60, help="timed round trips per sender and case")
+    ap.add_argument("--sizes", type=str, default="", help="comma-separated message sizes (overrides the matrix)")
+    ap.add_argument("--senders", type=str, default="", help="comma-separated sender counts (1, 3)")
+    ap.add_argument("--impl", type=str, default="pycorosync,corosync",
+                    help="which engines to run, in this order (default pycorosync,corosync; corosync is "
+                         "skipped with the reason when it is not installed)")
+    ap.add_argument("--sched-rr", choices=("yes", "no"), default="no",
+                    help="system.sched_rr of the nodes (corosync's default is yes: realtime, as root; it costs "
+                         "5-10x throughput when nodes and clients share 2 cores)")
+    ap.add_argument("--sched-batch", choices=("yes", "no"), default="yes",
+                    help="system.sched_batch of the nodes (pycorosync's default yes: SCHED_BATCH when not "
+                         "realtime; no = SCHED_OTHER, for A/B runs)")
+    ap.add_argument("--corosync-sched-rr", choices=("yes", "no"), default="yes",
+                    help="system.sched_rr of the corosync baseline (default yes, corosync's own default)")
+    ap.add_argument("--netmtu", type=int, default=1500,
+                    help="totem.netmtu of the cluster (1500 as corosync udpu; up to 65535 on loopback, as knet)")
+    ap.add_argument("--totem", action="append", default=[], metavar="KEY=VALUE",
+                    help="another totem key of the cluster (repeatable), e.g. --totem max_messages=50")
+    args = ap.parse_args()
+    extra_totem = dict(kv.split("=", 1) for kv in args.totem if "=" in kv)
+    impls = [x.strip() for x in args.impl.split(",") if x.strip()]
+    unknown = sorted(set(impls) - {"pycorosync", "corosync"})
+    if unknown:
+        ap.error(f"--impl: unknown engine {', '.join(unknown)} (pycorosync, corosync)")
+
+    floor = _handoff_floor(4, args.latency_count, LATENCY_RATE, args.sched_rr == "yes")
+    print(json.dumps({"bench": "cpg", "impl": "handoff-floor", "hops": 4,
+                      "p50_us": round(_percentile(floor, 0.5), 1), "p99_us": round(_percentile(floor, 0.99), 1),
+                      "what": "4 bare process wake-ups (client, cpg, totem, cpg, client) at the latency pacing, no "
+                              "work: the least an own delivery can take through this process chain here"}),
+          flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        for impl in impls:
+            if impl == "pycorosync":
+                _run_pycorosync(args, extra_totem)
+            else:
+                _run_corosync(args, extra_totem)
+    except KeyboardInterrupt:
+        print("bench/cpg.py: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Real clusters whose nodes live in separate network namespaces joined by a bridge (tests/netns/lab.py), so
+"""Real clusters whose nodes live in separate network namespaces joined by a bridge (pycorosync/netlab.py), so
 that nftables can drop, between real sockets, what a test says.
 
     def test_x(netns_cluster):
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pycorosync.localcluster import Cluster
-from tests.netns.lab import LabUnavailable, NetnsLab, check_available
+from pycorosync.netlab import LabUnavailable, NetnsLab, check_available
 
 # the first free one is not needed: every cluster has namespaces of its own
 PORT_RANGE = (20000, 60000)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from pycorosync.localcluster import Cluster, wait_for
+from pycorosync.netlab import NetnsLab
 from tests.cluster.conftest import EchoClient, order_chain, wait_regular
 from tests.cluster.test_stats_columns import table_value
-from tests.netns.lab import NetnsLab
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -12,10 +12,10 @@ import pytest
 
 from pycorosync.engine.totem.wire import COMMIT_BODY, COMMIT_ENTRY, HEADER
 from pycorosync.localcluster import Cluster
+from pycorosync.netlab import NetnsLab
 from pycorosync.transports.udp.transport import HOUSEKEEPING_S
 from tests.cluster.conftest import EchoClient
 from tests.cluster.test_stats_columns import table_value
-from tests.netns.lab import NetnsLab
 from tests.netns.test_faults import _assert_one_order, _close, _send_interleaved
 
 pytestmark = pytest.mark.timeout(420)
