@@ -173,7 +173,7 @@ def _worker(connect: Callable[[], Any], cmd_fd: int, out_fd: int) -> int:
                     sent += 1
             elif sending:  # latency: one message at a time, paced
                 for seq in range(cmd["count"]):
-                    slot = t0 + seq / LATENCY_RATE
+                    slot = t0 + seq / cmd["rate"]
                     while (left := slot - time.monotonic()) > 0:
                         take(cpg.next_event(left))
                     state["waiting"] = seq
@@ -330,7 +330,7 @@ def _run_cases(args: argparse.Namespace, workers: list[_Handle], cpu_sample: Cal
                     cpu_before = cpu_sample()
                 for i, w in enumerate(workers):
                     w.send({"cmd": "run", "mode": mode, "case": case, "senders": nsend, "size": size,
-                            "send": i < nsend, "seconds": args.seconds, "count": count})
+                            "send": i < nsend, "seconds": args.seconds, "count": count, "rate": LATENCY_RATE})
                 results[mode] = [w.recv() for w in workers]
                 if mode == "throughput":
                     after = cpu_sample()
@@ -392,8 +392,55 @@ def _run_pycorosync(args: argparse.Namespace, extra_totem: dict[str, str]) -> No
         shutil.rmtree(base, ignore_errors=True)
 
 
+class _ProcHandle(_Handle):
+    """A worker that is a program of its own (the C worker), run in a network namespace, same protocol."""
+
+    def __init__(self, argv: list[str]) -> None:  # no super().__init__(): that forks a Python worker
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid  # ip netns exec execs the worker: same pid
+
+    def send(self, obj: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(obj) + "\n")
+        self.proc.stdin.flush()
+
+    def recv(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench worker {self.pid} died (exit status {self.proc.wait()})")
+        return dict(json.loads(line))
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.send({"cmd": "quit"})
+        try:
+            self.proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _build_c_worker(out_dir: Path) -> tuple[Path | None, str]:
+    """Compiles bench/cpg_worker.c against libcpg: (the program, "") or (None, why not)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None, "no C compiler (cc) installed"
+    exe = out_dir / "cpg_worker"
+    done = subprocess.run([cc, "-O2", "-o", str(exe), str(Path(__file__).with_name("cpg_worker.c")), "-l:libcpg.so.4"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        return None, f"{cc} could not build bench/cpg_worker.c: {done.stderr.strip()[-500:]}"
+    return exe, ""
+
+
 def _run_corosync(args: argparse.Namespace, extra_totem: dict[str, str]) -> None:
-    """The same cases on 3 real corosync daemons (bench/_corosync_nodes.py), driven through libcpg."""
+    """The same cases on 3 real corosync daemons (bench/_corosync_nodes.py), driven through libcpg: by the
+    Python workers (ctypes), then by the C worker (bench/cpg_worker.c), each per ``--corosync-clients``."""
     from _corosync_nodes import CorosyncNodes, unavailable_reason
     from _libcpg import find_libcpg
 
@@ -412,19 +459,33 @@ def _run_corosync(args: argparse.Namespace, extra_totem: dict[str, str]) -> None
         pids = list(nodes.pids().values())
         names = {os.SCHED_RR: "SCHED_RR", os.SCHED_BATCH: "SCHED_BATCH"}
         sched = names.get(os.sched_getscheduler(pids[0]), "SCHED_OTHER")
-        workers = [_Handle(_libcpg_client(nodes.netns(nodeid))) for nodeid in nodes.pids()]
-        for w in workers:
-            w.recv()
         idle = _idle_cpu(pids, len(pids))
         version = subprocess.run(["corosync", "-v"], capture_output=True, text=True, timeout=30, check=False)
         words = version.stdout.split("'")
-        _run_cases(args, workers,
-                   lambda: {"corosync": sum(cpu_ns(pid) for pid in pids),
-                            "clients": sum(cpu_ns(w.pid) for w in workers)},
-                   {"impl": "corosync", "version": words[1] if len(words) > 2 else "unknown",
-                    "idle_cpu_per_node": round(idle, 4), "sched": sched, "transport": "udpu",
-                    "network": "namespaces", "client": "libcpg through ctypes",
-                    **({"totem": extra_totem} if extra_totem else {})})
+        fields = {"impl": "corosync", "version": words[1] if len(words) > 2 else "unknown",
+                  "idle_cpu_per_node": round(idle, 4), "sched": sched, "transport": "udpu", "network": "namespaces",
+                  **({"totem": extra_totem} if extra_totem else {})}
+        for client in args.corosync_clients.split(","):
+            if client == "python":
+                workers = [_Handle(_libcpg_client(nodes.netns(nodeid))) for nodeid in nodes.pids()]
+                label = "python (libcpg through ctypes)"
+            else:
+                exe, why = _build_c_worker(base)
+                if exe is None:
+                    print(json.dumps({"bench": "cpg", "impl": "corosync", "client": "c", "skipped": why}), flush=True)
+                    continue
+                workers = [_ProcHandle([*nodes.lab.exec_prefix(nodeid), str(exe)]) for nodeid in nodes.pids()]
+                label = "c (libcpg)"
+            for w in workers:
+                w.recv()  # ready: every worker sees the 3 members
+            clients = [w.pid for w in workers]
+            _run_cases(args, workers,
+                       lambda clients=clients: {"corosync": sum(cpu_ns(pid) for pid in pids),  # type: ignore[misc]
+                                                "clients": sum(cpu_ns(pid) for pid in clients)},
+                       {**fields, "client": label})
+            for w in workers:
+                w.stop()
+            workers = []
     finally:
         for w in workers:
             w.stop()
@@ -450,6 +511,9 @@ def main() -> int:
                          "realtime; no = SCHED_OTHER, for A/B runs)")
     ap.add_argument("--corosync-sched-rr", choices=("yes", "no"), default="yes",
                     help="system.sched_rr of the corosync baseline (default yes, corosync's own default)")
+    ap.add_argument("--corosync-clients", type=str, default="python,c",
+                    help="the workers that drive the corosync baseline, in order: python (the same worker code as "
+                         "pycorosync's, on libcpg through ctypes) and c (bench/cpg_worker.c); default python,c")
     ap.add_argument("--netmtu", type=int, default=1500,
                     help="totem.netmtu of the cluster (1500 as corosync udpu; up to 65535 on loopback, as knet)")
     ap.add_argument("--totem", action="append", default=[], metavar="KEY=VALUE",
@@ -460,6 +524,9 @@ def main() -> int:
     unknown = sorted(set(impls) - {"pycorosync", "corosync"})
     if unknown:
         ap.error(f"--impl: unknown engine {', '.join(unknown)} (pycorosync, corosync)")
+    unknown = sorted(set(args.corosync_clients.split(",")) - {"python", "c"})
+    if unknown:
+        ap.error(f"--corosync-clients: unknown client {', '.join(unknown)} (python, c)")
 
     floor = _handoff_floor(4, args.latency_count, LATENCY_RATE, args.sched_rr == "yes")
     print(json.dumps({"bench": "cpg", "impl": "handoff-floor", "hops": 4,
