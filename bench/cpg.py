@@ -3,6 +3,7 @@
 Prints one JSON object per line:
     {"bench": "cpg", "impl": "pycorosync", "senders": 1|3, "size_bytes": ..., "msgs_per_s": ... (per receiver),
      "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ..., "netmtu": ...,
+     "p50_us_by_sender": [...] (the latency p50 of each sender: node 1's, node 2's, ...),
      "sched": "SCHED_RR"|"SCHED_BATCH"|"SCHED_OTHER" (what the nodes' processes got),
      "load_avg_1m": ... (the machine's load when the case ended: other work on a shared machine skews it),
      "cpu_us_per_msg": {"sum": ..., "totem": ..., "transport": ..., "cpg": ..., "clients": ...}}
@@ -347,6 +348,7 @@ def _run_cases(args: argparse.Namespace, workers: list[_Handle], cpu_sample: Cal
             line = {"bench": "cpg", "impl": fields["impl"], "senders": nsend, "size_bytes": size,
                     "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
                     "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
+                    "p50_us_by_sender": [round(_percentile(r["rtts"], 0.5), 1) for r in results["latency"][:nsend]],
                     "sent": sent, "cpu_us_per_msg": {"sum": round(sum(cpu_us.values()), 2), **cpu_us},
                     "complete": complete, "netmtu": args.netmtu, **fields,
                     "load_avg_1m": round(os.getloadavg()[0], 2)}
