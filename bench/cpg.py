@@ -4,6 +4,7 @@ Prints one JSON object per line:
     {"bench": "cpg", "impl": "pycorosync", "senders": 1|3, "size_bytes": ..., "msgs_per_s": ... (per receiver),
      "mb_per_s": ..., "p50_us": ..., "p99_us": ..., "idle_cpu_per_node": ..., "netmtu": ...,
      "p50_us_by_sender": [...] (the latency p50 of each sender: node 1's, node 2's, ...),
+     "paced_cpu_per_node": ... (CPU share of one node's processes while the latency senders pace their messages),
      "sched": "SCHED_RR"|"SCHED_BATCH"|"SCHED_OTHER" (what the nodes' processes got),
      "load_avg_1m": ... (the machine's load when the case ended: other work on a shared machine skews it),
      "cpu_us_per_msg": {"sum": ..., "totem": ..., "transport": ..., "cpg": ..., "clients": ...}}
@@ -322,20 +323,22 @@ def _run_cases(args: argparse.Namespace, workers: list[_Handle], cpu_sample: Cal
     for nsend in sender_counts:
         for size in sizes:
             results = {}
-            cpu_before: dict[str, int] = {}
             cpu_used: dict[str, int] = {}
+            paced_cpu = 0.0
             for mode in ("throughput", "latency"):
                 case += 1
                 count = max(10, args.latency_count // (4 if size >= 1 << 20 else 1))
-                if mode == "throughput":
-                    cpu_before = cpu_sample()
+                cpu_before, t_before = cpu_sample(), time.monotonic()
                 for i, w in enumerate(workers):
                     w.send({"cmd": "run", "mode": mode, "case": case, "senders": nsend, "size": size,
                             "send": i < nsend, "seconds": args.seconds, "count": count, "rate": LATENCY_RATE})
                 results[mode] = [w.recv() for w in workers]
+                after = cpu_sample()
                 if mode == "throughput":
-                    after = cpu_sample()
                     cpu_used = {k: after[k] - cpu_before.get(k, 0) for k in after}
+                else:  # the nodes' CPU while the senders pace their messages (the clients' not counted)
+                    node_ns = sum(after[k] - cpu_before.get(k, 0) for k in after if k != "clients")
+                    paced_cpu = node_ns / 1e9 / (time.monotonic() - t_before) / len(workers)
             tput = results["throughput"]
             rates = [r["delivered"] / r["seconds"] for r in tput if r["seconds"] > 0]
             msgs_per_s = sum(rates) / len(rates) if rates else 0.0
@@ -349,6 +352,7 @@ def _run_cases(args: argparse.Namespace, workers: list[_Handle], cpu_sample: Cal
                     "msgs_per_s": round(msgs_per_s, 1), "mb_per_s": round(msgs_per_s * size / 1e6, 3),
                     "p50_us": round(_percentile(rtts, 0.5), 1), "p99_us": round(_percentile(rtts, 0.99), 1),
                     "p50_us_by_sender": [round(_percentile(r["rtts"], 0.5), 1) for r in results["latency"][:nsend]],
+                    "paced_cpu_per_node": round(paced_cpu, 4),
                     "sent": sent, "cpu_us_per_msg": {"sum": round(sum(cpu_us.values()), 2), **cpu_us},
                     "complete": complete, "netmtu": args.netmtu, **fields,
                     "load_avg_1m": round(os.getloadavg()[0], 2)}
