@@ -111,6 +111,7 @@ TOTEM_KEYS: dict[str, Spec] = {
     "downcheck": MS,
     "fail_recv_const": U32,
     "seqno_unchanged_const": U32,
+    "seqno_unchanged_ms": MS,  # pycorosync: also hold the token of a ring idle this long (0 = count only)
     "heartbeat_failures_allowed": U32,
     "max_network_delay": MS,
     "window_size": U32,

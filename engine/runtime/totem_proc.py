@@ -83,7 +83,7 @@ LEAVE_FLUSH_S = 1.0
 _U64 = struct.Struct("<Q")
 _LAST_TOKEN_SLOT = RUNTIME_COUNTERS.index("last_token_rx_ns")
 _MS_FIELDS = frozenset(["token", "token_retransmit", "hold", "join", "merge", "consensus", "fail_recv_ms",
-                        "token_coefficient"])
+                        "seqno_unchanged_ms", "token_coefficient"])
 
 
 class Bells:

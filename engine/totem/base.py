@@ -68,6 +68,9 @@ class CoreBase:
         # GATHER
         self.proc: set[int] = {node_id}
         self.fail: set[int] = set()
+        # the installed ring each failed node's joins carried when first heard from after its failure: a
+        # join from a later ring of its own shows it came through a new round (see _on_join_gather)
+        self._fail_ring: dict[int, RingId] = {}
         self.agreed: set[int] = set()
         self.heard: set[int] = set()  # nodes whose join reached me in this gather round
         self._disagree_rounds = 0
@@ -93,6 +96,8 @@ class CoreBase:
         self._self_token: Token | None = None
         self._seq_unchanged = 0
         self._last_visit_seq = -1
+        self._seq_changed_ns = 0  # when a visit of mine last saw the ring's seq move
+        self._safe_all_seen = False  # at my last visit every frame was already safe: the token told everyone
         self._sent_prev = 0
         self._backlog_prev = 0
         self._last_token_aru = -1

@@ -18,7 +18,8 @@ _SEND_QUEUE_BYTES = 4 * 1024 * 1024
 #: frame and queue sizes stay: the send queue and the transport were built for them
 RELOADABLE_FIELDS: tuple[str, ...] = (
     "token", "token_coefficient", "token_retransmits_before_loss_const", "token_retransmit", "hold", "join",
-    "merge", "consensus", "fail_recv_const", "fail_recv_ms", "seqno_unchanged_const", "miss_count_const",
+    "merge", "consensus", "fail_recv_const", "fail_recv_ms", "seqno_unchanged_const", "seqno_unchanged_ms",
+    "miss_count_const",
     "window_size", "max_messages", "token_warning", "cancel_token_hold_on_retransmit",
 )
 
@@ -44,6 +45,9 @@ class TotemConfig:
     #: failure to receive even when few rotations passed (an idle ring turns slowly). 0 = token + consensus.
     fail_recv_ms: int = 0
     seqno_unchanged_const: int = 30
+    #: pycorosync: the representative also holds the token of a ring idle this long (ms; 0 = only after
+    #: seqno_unchanged_const rotations, as corosync). See TotemCore._should_hold.
+    seqno_unchanged_ms: int = 2
     miss_count_const: int = 5
     window_size: int = 50
     max_messages: int = 17

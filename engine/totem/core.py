@@ -126,8 +126,7 @@ class TotemCore(Membership):
         if self._held_token is not None:
             if not self.throttled:
                 self._release_hold(now_ns, out)
-        elif (self.node_id != self.members[0] and self._seq_unchanged >= self.cfg.seqno_unchanged_const
-              and not self._hold_cancel_sent):
+        elif self.node_id != self.members[0] and not self._hold_cancel_sent and self._ring_looks_idle(now_ns):
             # the ring looked idle on my last visit: the representative probably holds the token
             out.append(SendFrame(None, encode_control(TOKEN_HOLD_CANCEL, self.node_id, self.incarnation,
                                                       self.ring_id)))
@@ -476,9 +475,15 @@ class TotemCore(Membership):
         self._sent_prev, self._backlog_prev = sent, backlog_now
         stats["avg_backlog_calc"] = (stats["avg_backlog_calc"] * 7 + tok.backlog) // 8
         stats["avg_token_workload"] = (stats["avg_token_workload"] * 7 + sent) // 8
-        self._seq_unchanged = self._seq_unchanged + 1 if tok.seq == self._last_visit_seq else 0
         idle = tok.seq == self._last_visit_seq
+        if idle:
+            self._seq_unchanged += 1
+        else:
+            self._seq_unchanged = 0
+            self._seq_changed_ns = now_ns
         self._last_visit_seq = tok.seq
+        safe_all_seen_before = self._safe_all_seen
+        self._safe_all_seen = tok.safe_seq >= tok.seq
         if not recovering:
             self._deliver(out)
         tok.token_seq += 1
@@ -486,7 +491,7 @@ class TotemCore(Membership):
         if is_rep and not recovering:
             if idle:
                 self._maybe_merge_detect(now_ns, out)
-            if self._should_hold(tok):
+            if self._should_hold(now_ns, tok, safe_all_seen_before):
                 self._held_token = tok
                 self._arm(T_HOLD, now_ns + self._ms(self.cfg.hold))
                 return
@@ -583,10 +588,30 @@ class TotemCore(Membership):
         self._enter_gather(now_ns, out, "failed to receive")
         return True
 
-    def _should_hold(self, tok: Token) -> bool:
-        if self._seq_unchanged <= self.cfg.seqno_unchanged_const or self.sendq:
+    def _should_hold(self, now_ns: int, tok: Token, safe_all_seen_before: bool) -> bool:
+        """The representative keeps the token of an idle ring (COROSYNC.md §2.3): after more than
+        ``seqno_unchanged_const`` rotations without a new message, as corosync; or, sooner, once the ring
+        has been idle ``seqno_unchanged_ms`` (pycorosync): a ring of separate processes turns about ten
+        times slower than corosync's, so the same count of rotations lasts ten times longer and a lightly
+        loaded ring would never rest. The sooner hold also waits until nothing is left to finish: no
+        retransmission asked, every member holding every frame, and the last frame safe on a token that
+        has been all the way round (so every member delivered its SAFE messages)."""
+        if self.sendq or (self.cfg.cancel_token_hold_on_retransmit and tok.rtr_list):
             return False
-        return not (self.cfg.cancel_token_hold_on_retransmit and tok.rtr_list)
+        if self._seq_unchanged > self.cfg.seqno_unchanged_const:
+            return True
+        ms = self.cfg.seqno_unchanged_ms
+        return (ms > 0 and self._seq_unchanged >= 2 and safe_all_seen_before and not tok.rtr_list
+                and tok.aru >= tok.seq and now_ns - self._seq_changed_ns >= self._ms(ms))
+
+    def _ring_looks_idle(self, now_ns: int) -> bool:
+        """Whether the representative may be holding the token, as my last visits saw the ring: then a
+        message of mine asks for it (TOKEN_HOLD_CANCEL). A cancel it does not need is ignored; one it
+        needed and did not get costs a wait of up to ``hold`` ms, so this errs toward sending one."""
+        if self._seq_unchanged >= self.cfg.seqno_unchanged_const:
+            return True
+        ms = self.cfg.seqno_unchanged_ms
+        return ms > 0 and self._seq_unchanged >= 1 and now_ns - self._seq_changed_ns >= self._ms(ms) // 2
 
     def _release_hold(self, now_ns: int, out: list[Action]) -> None:
         tok = self._held_token

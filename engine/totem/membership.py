@@ -92,6 +92,7 @@ class Membership(CoreBase):
         never installed spread stale failures into every later round and lock a healed node out.
         """
         self.fail = set()
+        self._fail_ring.clear()
         self.new_ring_id = None
         self.new_members = ()
         self.trans_members = ()
@@ -113,7 +114,16 @@ class Membership(CoreBase):
                 self._enter_gather(now_ns, out, "leave message")
             return
         if sender in self.fail:
-            return
+            # A node failed in this round stays failed, unless it has installed a ring of its own since:
+            # then its sets are new too. Two nodes that failed each other (each one took the other's
+            # last verdict) would otherwise ignore each other's new joins and fail each other again,
+            # round after round, each in a ring of its own (a pause of both processes can do that).
+            then = self._fail_ring.setdefault(sender, j.ring_id)
+            if then == j.ring_id or j.ring_id.seq <= then.seq or self.node_id in j.fail:
+                return
+            self.fail.discard(sender)
+            del self._fail_ring[sender]
+            self._enter_gather(now_ns, out, f"node {sender} installed a new ring")
         self.heard.add(sender)
         if j.proc == self.proc and j.fail == self.fail:
             self.agreed.add(sender)
@@ -283,6 +293,7 @@ class Membership(CoreBase):
         self._backlog_prev = 0
         self._seq_unchanged = 0
         self._last_visit_seq = -1
+        self._safe_all_seen = False
         self._last_token_aru = -1
         self._fail_recv_count = 0
         self._held_token = None
@@ -345,6 +356,7 @@ class Membership(CoreBase):
         self.max_ring_seq = max(self.max_ring_seq, new_ring.seq)
         self.proc = set(self.members)
         self.fail = set()
+        self._fail_ring.clear()
         self.left_cleanly = set()
         self.new_ring_id = None
         self.new_store = None

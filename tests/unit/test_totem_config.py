@@ -73,3 +73,15 @@ def test_a_left_node_arms_no_timer_after_its_leave_resends_and_refuses_submits()
     with pytest.raises(Exception, match="left"):
         core.submit(net.now_ns, b"x", 2)
     assert TotemCore(cfg, 3, [1, 2, 3]).next_deadline_ns() is None  # nothing before start()
+
+
+def test_seqno_unchanged_ms_defaults_to_2_and_0_restores_corosyncs_count_only_hold() -> None:
+    from pycorosync.engine.config import parse
+
+    assert TotemConfig().seqno_unchanged_ms == 2
+    text = ("totem {\n    version: 2\n    cluster_name: t\n    transport: udpu\n    seqno_unchanged_ms: 0\n}\n"
+            "nodelist {\n    node {\n        nodeid: 1\n        ring0_addr: 10.0.0.1\n    }\n}\n")
+    keys = parse(text).keys
+    assert TotemConfig.from_keys({k: v[1] for k, v in keys.items()}).seqno_unchanged_ms == 0
+    with pytest.raises(ValueError, match=r"seqno_unchanged_ms"):
+        TotemConfig.from_keys({"totem.seqno_unchanged_ms": "soon"})

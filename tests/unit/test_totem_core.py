@@ -165,6 +165,73 @@ def test_the_representative_holding_the_idle_token_sends_its_own_message_at_once
     assert payloads(net, 2) == payloads(net, 3) == payloads(net, 1)
 
 
+def _rep_visits_until_hold(net: LoopbackNet, within_ns: int) -> int:
+    rep = net.cores[1]
+    start = rep.stats["orf_token_rx"]
+    assert net.run_until(lambda: rep._held_token is not None, net.now_ns + within_ns), "the token never rested"
+    return rep.stats["orf_token_rx"] - start
+
+
+@pytest.mark.parametrize("idle_ms", [0, 2])
+def test_a_lightly_loaded_ring_rests_once_idle_for_seqno_unchanged_ms(idle_ms: int) -> None:
+    nodes = [1, 2, 3]
+    net = formed(nodes, seqno_unchanged_ms=idle_ms)
+    rotation_ns = 3 * net.latency_ns
+    net.submit(2, b"one message", Guarantee.SAFE)
+    wait_delivered(net, nodes, 1)
+    visits = _rep_visits_until_hold(net, 5 * S)
+    const = net.config.seqno_unchanged_const
+    if idle_ms == 0:  # corosync: only after more than seqno_unchanged_const idle rotations
+        assert visits >= const
+    else:  # about idle_ms worth of rotations, a few more for the safe point to go round, far fewer than const
+        assert visits <= idle_ms * MS // rotation_ns + 4 < const, visits
+    # resting changed nothing for anyone: every member delivered the SAFE message before it
+    assert all(len(net.delivered[n]) == 1 for n in nodes)
+
+
+def test_an_early_rest_waits_until_every_member_delivered_its_safe_messages() -> None:
+    # hops of 2 ms: seqno_unchanged_ms (1) has passed at the first idle visit, so only the other conditions
+    # (the safe point gone all the way round) keep the token turning
+    nodes = [1, 2, 3]
+    net = LoopbackNet(config(3, seqno_unchanged_ms=1), nodes, latency_ns=2 * MS)
+    assert net.run_until(net.operational, 5 * S)
+    rep = net.cores[1]
+    assert net.run_until(lambda: rep._held_token is not None, net.now_ns + 5 * S)  # formed, idle, resting
+    net.submit(2, b"safe", Guarantee.SAFE)
+    assert net.run_until(lambda: rep._held_token is None, net.now_ns + S)  # node 2's hold cancel
+    while rep._held_token is None:
+        assert net.step()
+    assert all(len(net.delivered[n]) == 1 for n in nodes), {n: len(net.delivered[n]) for n in nodes}
+
+
+def test_the_ring_does_not_rest_early_while_a_member_lacks_a_frame() -> None:
+    nodes = [1, 2, 3]
+    net = formed(nodes, seqno_unchanged_ms=1)
+    blocked = [True]
+    net.drop = lambda src, dest, to, data: blocked[0] and to == 3 and data[2] == 1
+    net.submit(2, b"node 3 misses this")
+    wait_delivered(net, [1, 2], 1)
+    # the early rest waits for every member to hold every frame: only the rotation count applies
+    visits = _rep_visits_until_hold(net, 10 * S)
+    assert visits >= net.config.seqno_unchanged_const
+    blocked[0] = False
+    wait_delivered(net, nodes, 1)
+
+
+def test_a_message_soon_after_an_early_rest_gets_the_token_through_hold_cancel() -> None:
+    nodes = [1, 2, 3]
+    net = formed(nodes, seqno_unchanged_ms=2)
+    net.submit(1, b"first")
+    wait_delivered(net, nodes, 1)
+    _rep_visits_until_hold(net, 5 * S)
+    sent = net.cores[3].stats["token_hold_cancel_tx"]
+    t0 = net.now_ns
+    net.submit(3, b"right after the ring came to rest")
+    wait_delivered(net, nodes, 2)
+    assert net.cores[3].stats["token_hold_cancel_tx"] == sent + 1
+    assert net.now_ns - t0 < 10 * 3 * net.latency_ns, "waited for the hold timer instead of cancelling it"
+
+
 def test_a_safe_message_of_the_token_holder_still_waits_for_every_member() -> None:
     nodes = [1, 2, 3]
     net = formed(nodes)
