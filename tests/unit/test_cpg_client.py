@@ -246,7 +246,15 @@ def test_full_totem_queue_holds_pipelined_messages_and_fills_the_request_ring_to
         assert 16 <= sent < 200  # a few MiB of request ring, then back-pressure (not unbounded buffering)
         # while messages are held the service reads no request at all (libqb's rate limiting does the same)
         cpg_node.call(lambda: setattr(cpg_node.service, "refuse", False))
-        a.mcast_joined(b"last")
+        # the service drains the full ring once it reads again: until then a send is refused, never lost
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                a.mcast_joined(b"last")
+                break
+            except CsError as again:
+                assert again.code == CsErrorCode.CS_ERR_TRY_AGAIN and time.monotonic() < deadline, again
+                time.sleep(0.002)
         got = [wait_event(a, Deliver).msg for _ in range(sent + 1)]  # type: ignore[attr-defined]
         assert [m[:6] for m in got[:-1]] == [b"%06d" % i for i in range(1, sent + 1)]  # none lost, in order
         assert got[-1] == b"last"
