@@ -62,7 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -305,8 +305,8 @@ def _percentile(values: list[int], q: float) -> float:
 
 def _matrix(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(sizes, sender counts) of the run."""
-    sizes = QUICK_SIZES if args.quick else SIZES
-    sender_counts = (1,) if args.quick else (1, 3)
+    sizes: tuple[int, ...] = QUICK_SIZES if args.quick else SIZES
+    sender_counts: tuple[int, ...] = (1,) if args.quick else (1, 3)
     if args.sizes:
         sizes = tuple(int(x) for x in args.sizes.split(","))
     if args.senders:
@@ -314,7 +314,7 @@ def _matrix(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...]]
     return sizes, sender_counts
 
 
-def _run_cases(args: argparse.Namespace, workers: list[_Handle], cpu_sample: Callable[[], dict[str, int]],
+def _run_cases(args: argparse.Namespace, workers: Sequence[_Handle | _ProcHandle], cpu_sample: Callable[[], dict[str, int]],
                fields: dict[str, Any]) -> None:
     """Runs the matrix on ready workers (one per node) and prints a JSON line per case, with ``fields``
     (impl, idle CPU, scheduling, ...) in each."""
@@ -398,10 +398,11 @@ def _run_pycorosync(args: argparse.Namespace, extra_totem: dict[str, str]) -> No
         shutil.rmtree(base, ignore_errors=True)
 
 
-class _ProcHandle(_Handle):
-    """A worker that is a program of its own (the C worker), run in a network namespace, same protocol."""
+class _ProcHandle:
+    """A worker that is a program of its own (the C worker), run in a network namespace: the same
+    protocol and calls as ``_Handle``, over the program's stdin and stdout."""
 
-    def __init__(self, argv: list[str]) -> None:  # no super().__init__(): that forks a Python worker
+    def __init__(self, argv: list[str]) -> None:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.pid = self.proc.pid  # ip netns exec execs the worker: same pid
 
@@ -459,7 +460,7 @@ def _run_corosync(args: argparse.Namespace, extra_totem: dict[str, str]) -> None
     base = Path(tempfile.mkdtemp(prefix="pycorosync-bench-corosync-"))
     nodes = CorosyncNodes(base, 3, totem={**TOTEM, "netmtu": args.netmtu, **extra_totem},
                           sched_rr=args.corosync_sched_rr == "yes")
-    workers: list[_Handle] = []
+    workers: list[_Handle | _ProcHandle] = []
     try:
         nodes.start()
         pids = list(nodes.pids().values())
